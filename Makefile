@@ -1,0 +1,53 @@
+# altiwatch — the two commands are `make demo` and `make test`; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup sysdeps check lint typecheck test bench bench-smoke demo clean
+
+setup: $(STAMP) sysdeps
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Debian's mosquitto (broker for tests and the demo) and prometheus (+promtool) when root and missing.
+sysdeps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing$$missing (run as root or install them; tests that need them will fail)"; fi; \
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+test: check
+	PATH="/usr/sbin:$$PATH" $(PY) -m pytest -q
+
+bench: setup
+	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.run
+
+demo: setup
+	PATH="/usr/sbin:$$PATH" $(PY) -m agent.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

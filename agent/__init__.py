@@ -1,0 +1,1 @@
+"""The altiwatch daemon: config, polling, fleet state, alarms, exporters and CLI."""

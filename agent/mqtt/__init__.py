@@ -1,0 +1,1 @@
+"""MQTT events: payloads, topics, the durable outbox and the aiomqtt publisher."""

@@ -1,0 +1,1 @@
+"""How telemetry is read from miners: the snapshot model, the pyasic source and the emulator."""

@@ -1,0 +1,69 @@
+"""The boundary between the agent and miners: MinerTarget, MinerSource and CollectorError.
+
+The agent only ever calls ``MinerSource.fetch``; anything a miner does wrong arrives as a
+``CollectorError`` with a short machine-readable ``reason`` (used as a metric label) and a
+human ``detail``. Tests may substitute another MinerSource here — this is a boundary we own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from collectors.snapshot import MinerSnapshot, Tier
+
+
+class FailureReason(StrEnum):
+    """Why a poll failed; the closed set of values of the ``reason`` label."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    RESET = "reset"
+    UNREACHABLE = "unreachable"
+    PARSE_ERROR = "parse_error"
+    PROTOCOL_ERROR = "protocol_error"
+    OVERSIZED = "oversized"
+    AUTH = "auth"
+    UNKNOWN_MODEL = "unknown_model"
+    MODEL_CHANGED = "model_changed"
+    ERROR = "error"
+
+
+class CollectorError(Exception):
+    """A poll of one miner failed; ``reason`` is a FailureReason, ``detail`` says more."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        """Keep reason and detail; the message is ``reason: detail``."""
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Per-miner credentials; secrets stay SecretStr and never reach logs."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MinerTarget:
+    """What the agent knows about a miner before polling it."""
+
+    address: str
+    name: str | None = None
+    model_hint: str | None = None
+    credentials: Credentials | None = None
+
+
+class MinerSource(Protocol):
+    """Reads one miner. Raises CollectorError (only) when the miner cannot be read."""
+
+    async def fetch(self, target: MinerTarget, tier: Tier) -> MinerSnapshot:
+        """Poll ``target`` for ``tier`` and return a snapshot."""
+        ...
