@@ -1,0 +1,1 @@
+"""Fixtures for the agent; filled in by its owner."""

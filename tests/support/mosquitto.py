@@ -1,0 +1,1 @@
+"""Fixtures for the mosquitto; filled in by its owner."""

@@ -1,0 +1,1 @@
+"""Fixtures for the prometheus; filled in by its owner."""
