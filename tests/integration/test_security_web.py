@@ -1,0 +1,203 @@
+"""TLS, mTLS and basic auth from a web-config.yml, over real sockets with a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from aiohttp import web
+
+from agent.web_security import (
+    BasicAuthVerifier,
+    basic_auth_middleware,
+    load_web_config,
+    ssl_context,
+    web_security_middlewares,
+)
+from tests.unit.test_web_security import Pki, bcrypt_hash, make_pki
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+ADDRESS = "127.90.0.1"
+PASSWORD = "scrape-Pw-7d1f"  # noqa: S105  # test credential
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway CA with server and client certificates for ADDRESS."""
+    return make_pki(tmp_path_factory.mktemp("pki"), server_ip=ADDRESS)
+
+
+def _web_config(
+    tmp_path: Path, pki: Pki, *, mtls: bool, users: bool, sans: str | None = None
+) -> Path:
+    lines = [
+        "tls_server_config:",
+        f"  cert_file: {pki.server_cert}",
+        f"  key_file: {pki.server_key}",
+        "  min_version: TLS12",
+    ]
+    if mtls:
+        lines += [
+            "  client_auth_type: RequireAndVerifyClientCert",
+            f"  client_ca_file: {pki.ca_cert}",
+        ]
+    if sans:
+        lines += [f"  client_allowed_sans: [{sans}]"]
+    lines += ["http_server_config:", "  headers:", "    X-Content-Type-Options: nosniff"]
+    if users:
+        lines += ["basic_auth_users:", f"  prometheus: '{bcrypt_hash(PASSWORD, rounds=10)}'"]
+    path = tmp_path / "web-config.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Server:
+    """An aiohttp app serving /metrics behind the web-config, on ADDRESS:<free port>."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        """Keep the runner (for cleanup) and the base URL."""
+        self.runner = runner
+        self.url = f"https://{ADDRESS}:{port}"
+
+
+async def _serve(config_path: Path, verifier: BasicAuthVerifier | None = None) -> Server:
+    cfg = load_web_config(config_path)
+    middlewares = web_security_middlewares(cfg)
+    if verifier is not None:  # swap in a verifier the test can count bcrypt calls on
+        auth = basic_auth_middleware(cfg, verifier=verifier)
+        assert auth is not None
+        middlewares[-1] = auth
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(text="asic_up 1\n", content_type="text/plain")
+
+    app = web.Application(middlewares=middlewares)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, ADDRESS, 0, ssl_context=ssl_context(cfg))
+    await site.start()
+    port = runner.addresses[0][1]
+    return Server(runner, port)
+
+
+@pytest.fixture
+async def served(tmp_path, pki) -> AsyncIterator[list[Server]]:
+    """Servers started by a test, stopped at teardown."""
+    servers: list[Server] = []
+    yield servers
+    for server in servers:
+        await server.runner.cleanup()
+
+
+def _client(pki: Pki, *, client_cert: bool, ca: Path | None = None) -> httpx.AsyncClient:
+    context = ssl.create_default_context(cafile=str(ca or pki.ca_cert))
+    if client_cert:
+        context.load_cert_chain(pki.client_cert, pki.client_key)
+    return httpx.AsyncClient(verify=context, timeout=10.0)
+
+
+@pytest.mark.prometheus
+def test_security_web_config_passes_promtool(tmp_path, pki):
+    """The web-config the agent accepts is also valid for `promtool check web-config`.
+
+    (client_allowed_sans is left out: Debian's promtool 2.42 predates it.)
+    """
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    path = _web_config(tmp_path, pki, mtls=True, users=True)
+    result = subprocess.run(
+        [promtool, "check", "web-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_security_tls_basic_auth_admits_only_the_right_credentials(tmp_path, pki, served):
+    """Over TLS: right credentials 200, none or wrong 401 + WWW-Authenticate Basic."""
+    served.append(await _serve(_web_config(tmp_path, pki, mtls=False, users=True)))
+    url = served[0].url + "/metrics"
+    async with _client(pki, client_cert=False) as client:
+        ok = await client.get(url, auth=("prometheus", PASSWORD))
+        assert ok.status_code == 200
+        assert ok.text == "asic_up 1\n"
+        assert ok.headers["X-Content-Type-Options"] == "nosniff"
+        for auth in (None, ("prometheus", "wrong"), ("nobody", PASSWORD)):
+            denied = await client.get(url, auth=auth)
+            assert denied.status_code == 401, auth
+            assert denied.headers["WWW-Authenticate"].startswith("Basic")
+            assert "asic_up" not in denied.text
+        garbled = await client.get(url, headers={"Authorization": "Basic %%%not-base64"})
+        assert garbled.status_code == 401
+
+
+async def test_security_plain_http_to_the_tls_port_gets_nothing(tmp_path, pki, served):
+    """A plain-HTTP client on the TLS listener gets no metrics."""
+    served.append(await _serve(_web_config(tmp_path, pki, mtls=False, users=False)))
+    plain_url = served[0].url.replace("https://", "http://") + "/metrics"
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        try:
+            response = await client.get(plain_url)
+        except httpx.HTTPError:
+            return
+    assert response.status_code == 400
+    assert "asic_up" not in response.text
+
+
+async def test_security_mtls_rejects_clients_without_a_trusted_certificate(tmp_path, pki, served):
+    """RequireAndVerifyClientCert: no client cert → handshake fails; with one → 200."""
+    served.append(
+        await _serve(_web_config(tmp_path, pki, mtls=True, users=True, sans="prometheus.test"))
+    )
+    url = served[0].url + "/metrics"
+    async with _client(pki, client_cert=True) as client:
+        response = await client.get(url, auth=("prometheus", PASSWORD))
+        assert response.status_code == 200
+    async with _client(pki, client_cert=False) as client:
+        with pytest.raises(httpx.HTTPError):
+            await client.get(url, auth=("prometheus", PASSWORD))
+
+
+async def test_security_client_certificate_without_an_allowed_san_is_forbidden(
+    tmp_path, pki, served
+):
+    """client_allowed_sans: a verified client certificate with another SAN gets 403."""
+    served.append(
+        await _serve(_web_config(tmp_path, pki, mtls=True, users=False, sans="grafana.test"))
+    )
+    async with _client(pki, client_cert=True) as client:
+        response = await client.get(served[0].url + "/metrics")
+    assert response.status_code == 403
+    assert "asic_up" not in response.text
+
+
+async def test_security_client_rejects_a_server_from_another_ca(tmp_path, pki, served):
+    """A client trusting only another CA refuses the agent's certificate (verification is real)."""
+    served.append(await _serve(_web_config(tmp_path, pki, mtls=False, users=False)))
+    async with _client(pki, client_cert=False, ca=pki.other_ca_cert) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(served[0].url + "/metrics")
+
+
+async def test_security_basic_auth_pays_bcrypt_once_under_concurrent_scrapes(tmp_path, pki, served):
+    """50 concurrent scrapes with one credential cost one bcrypt check (cost 10), all 200."""
+    verifier_cfg = load_web_config(_web_config(tmp_path, pki, mtls=False, users=True))
+    verifier = BasicAuthVerifier(verifier_cfg.basic_auth_users)
+    served.append(await _serve(tmp_path / "web-config.yml", verifier=verifier))
+    url = served[0].url + "/metrics"
+    async with _client(pki, client_cert=False) as client:
+        responses = await asyncio.gather(
+            *(client.get(url, auth=("prometheus", PASSWORD)) for _ in range(50))
+        )
+    assert [r.status_code for r in responses] == [200] * 50
+    assert verifier.bcrypt_checks == 1
