@@ -1,0 +1,175 @@
+"""Logging: structlog JSON lines on stdout (console on a TTY), stdlib routed through it, redacted.
+
+``configure_logging()`` sets one stdlib handler on the root logger whose
+``structlog.stdlib.ProcessorFormatter`` renders both our structlog events and foreign stdlib
+records (pyasic, aiomqtt, aiohttp). The last step before rendering is ``redact``: values of keys
+that look like secrets (pass, pwd, secret, token, auth, credential) become ``**********``, and
+any string has URL userinfo and ``password=...``-style pairs masked. Under journald
+(``$JOURNAL_STREAM`` matching stdout) each JSON line gets a ``<N>`` syslog priority prefix so
+``journalctl -p warning`` works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+import structlog
+
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, Processor, WrappedLogger
+
+MASK = "**********"
+SECRET_KEY = re.compile(r"pass|pwd|secret|token|auth|credential", re.IGNORECASE)
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s:]*(:[^/@\s]*)?)@"
+)
+_KEY_VALUE = re.compile(
+    r"(?P<key>\w*(?:pass|pwd|secret|token|credential)\w*)(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+    r"(?P<value>[^\s\"',;&)}\]]+)",
+    re.IGNORECASE,
+)
+_ROOT_HANDLER_NAME = "altiwatch"
+_SYSLOG_PRIORITY = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "info": 6, "debug": 7}
+_QUIET_LIBRARIES = ("pyasic", "aiomqtt", "aiohttp.access", "httpx", "httpcore", "asyncio")
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def redact_text(text: str) -> str:
+    """Mask URL userinfo and ``password=...``-style pairs inside free text."""
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
+
+
+def _redact_value(key: object, value: Any) -> Any:
+    if isinstance(key, str) and key != "event" and SECRET_KEY.search(key) and value is not None:
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(None, v) for v in value]
+    return value
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Structlog processor: mask secrets in keys and in every string value."""
+    for key, value in list(event_dict.items()):
+        if key.startswith("_"):
+            continue  # structlog's own bookkeeping (_record, _from_structlog)
+        event_dict[key] = _redact_value(key, value)
+    return event_dict
+
+
+def _journal_stream_matches(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """True when ``stream`` is the journald stream systemd gave us ($JOURNAL_STREAM dev:ino)."""
+    value = environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.st_dev == int(dev) and stat.st_ino == int(ino)
+
+
+class _PriorityPrefixed:
+    """Wrap a renderer so each line starts with journald's ``<N>`` priority."""
+
+    def __init__(self, renderer: Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        level = str(event_dict.get("level", method)).lower()
+        rendered = self._renderer(logger, method, event_dict)
+        text = rendered.decode() if isinstance(rendered, bytes) else str(rendered)
+        return f"<{_SYSLOG_PRIORITY.get(level, 6)}>{text}"
+
+
+def _drop_color_message(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)  # uvicorn-style duplicates of the message
+    return event_dict
+
+
+def configure_logging(
+    fmt: LogFormat = "auto",
+    level: str = "info",
+    *,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stdout) as JSON or console lines.
+
+    ``fmt="auto"`` renders for humans when ``stream`` is a TTY, JSON lines otherwise. Safe to
+    call again (e.g. after a config reload): the previous handler is replaced.
+    """
+    out = stream if stream is not None else sys.stdout
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    is_tty = bool(getattr(out, "isatty", lambda: False)())
+    console = fmt == "console" or (fmt == "auto" and is_tty)
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Processor
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=is_tty)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        if _journal_stream_matches(out, env):
+            renderer = _PriorityPrefixed(renderer)
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,
+            # Plain-text tracebacks (no locals: a local may hold a secret), then redaction.
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.set_name(_ROOT_HANDLER_NAME)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _ROOT_HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    for name in _QUIET_LIBRARIES:
+        # Libraries speak at WARNING and above unless we debug.
+        logging.getLogger(name).setLevel(min(max(numeric_level, logging.WARNING), logging.ERROR))
+    logging.captureWarnings(capture=True)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def bind_context(values: MutableMapping[str, Any]) -> None:
+    """Bind ``values`` to every log line of the current task (structlog contextvars)."""
+    structlog.contextvars.bind_contextvars(**values)

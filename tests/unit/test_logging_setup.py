@@ -1,0 +1,135 @@
+"""Specification of agent/logging_setup.py: JSON/console output, stdlib routing, redaction."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+
+import pytest
+import structlog
+
+from agent.logging_setup import MASK, configure_logging, redact_text
+
+SECRET = "Xq9-planted-s3cret-7781"  # noqa: S105 - the planted secret to hunt for
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name in ("pyasic", "aiomqtt"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.captureWarnings(capture=False)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+def _fail_with_secret() -> None:
+    msg = f"bad credential secret={SECRET}"
+    raise ValueError(msg)
+
+
+def _emit_everything() -> None:
+    log = structlog.get_logger("agent.test")
+    log.info("miner_login", address="127.60.0.1", password=SECRET, user="root")
+    log.info("mqtt_connect", url=f"mqtt://altiwatch:{SECRET}@127.0.0.1:1883")
+    log.info("settings", settings={"web_password": SECRET, "nested": [{"token": SECRET}]})
+    log.warning("raw_text", detail=f"sent {{'password': '{SECRET}'}} and auth_token={SECRET}")
+    logging.getLogger("pyasic").warning("login failed for root:%s with password=%s", "x", SECRET)
+    logging.getLogger("aiomqtt").error("connect http://u:%s@broker failed", SECRET)
+    try:
+        _fail_with_secret()
+    except ValueError:
+        log.exception("poll_crashed")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_logging_planted_secret_never_appears(fmt):
+    """A secret passed as a value, in a URL, nested, in stdlib records or a traceback is masked."""
+    out = io.StringIO()
+    configure_logging(fmt, "info", stream=out, environ={})
+    _emit_everything()
+    text = out.getvalue()
+    assert SECRET not in text
+    assert text.count(MASK) >= 7
+    assert "miner_login" in text
+    assert "login failed" in text  # pyasic's stdlib record came through
+
+
+def test_logging_json_lines_with_level_timestamp_and_logger():
+    """JSON mode writes one JSON object per line with event, level, timestamp and logger."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={})
+    structlog.get_logger("agent.test").info("poll_done", miner="m1", duration_s=0.12)
+    logging.getLogger("aiomqtt").warning("broker gone")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["event"] == "poll_done"
+    assert lines[0]["level"] == "info"
+    assert lines[0]["miner"] == "m1"
+    assert lines[0]["timestamp"].endswith("Z")
+    assert lines[1] == lines[1] | {"event": "broker gone", "level": "warning", "logger": "aiomqtt"}
+
+
+def test_logging_level_filters_and_quiets_libraries():
+    """Below the configured level nothing is written; pyasic's info chatter is dropped at info."""
+    out = io.StringIO()
+    configure_logging("json", "warning", stream=out, environ={})
+    structlog.get_logger("agent.test").info("not_shown")
+    logging.getLogger("pyasic").info("chatter")
+    structlog.get_logger("agent.test").warning("shown")
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["shown"]
+
+
+def test_logging_reconfigure_replaces_handler():
+    """Calling configure_logging twice does not duplicate lines."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={})
+    configure_logging("json", "info", stream=out, environ={})
+    structlog.get_logger().info("once")
+    assert len(out.getvalue().splitlines()) == 1
+
+
+def test_logging_journald_priority_prefix(tmp_path):
+    """When $JOURNAL_STREAM names stdout, each line starts with its syslog priority."""
+    path = tmp_path / "journal"
+    with path.open("w+") as stream:
+        st = os.fstat(stream.fileno())
+        configure_logging(
+            "json", "info", stream=stream, environ={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        )
+        structlog.get_logger().warning("hot")
+        structlog.get_logger().info("fine")
+        stream.flush()
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("<4>{")
+    assert lines[1].startswith("<6>{")
+    assert json.loads(lines[0][3:])["event"] == "hot"
+
+
+def test_logging_no_priority_prefix_when_journal_stream_is_elsewhere(tmp_path):
+    """A $JOURNAL_STREAM for another file (e.g. inherited) adds no prefix."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={"JOURNAL_STREAM": "1:2"})
+    structlog.get_logger().info("plain")
+    assert out.getvalue().startswith("{")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://user:pw@host/x", f"http://{MASK}@host/x"),
+        ("mqtts://host:8883", "mqtts://host:8883"),
+        ("password=abc other", f"password={MASK} other"),
+        ('{"mqtt_password": "abc"}', f'{{"mqtt_password": "{MASK}"}}'),
+        ("hashrate=100 temp=70", "hashrate=100 temp=70"),
+    ],
+)
+def test_logging_redact_text(text, expected):
+    """URL userinfo and secret-looking key=value pairs are masked, other text is untouched."""
+    assert redact_text(text) == expected
