@@ -1,0 +1,258 @@
+"""Fleet state: the latest merged snapshot, up/down and identity of every miner in inventory.
+
+One ``MinerRecord`` per inventory address. Poll outcomes come in through ``record_success`` /
+``record_failure``; the slow tier's identity, pools, errors, fault light and power limit are
+merged into every fast snapshot; a nominal-efficiency power estimate fills in where the
+firmware reports none (``PowerSource.ESTIMATED``).
+
+The stable miner id is the MAC, else the serial, else the configured name, else the address. A
+miner that moves to another address keeps its id: the record at the old address hands the id
+over and stops being rendered (it would duplicate the series). Records removed from inventory
+or down for longer than ``stale_after_s`` are pruned (their series disappear).
+
+``generation`` increases on every change; each record has its own ``version`` so renderers can
+cache per-miner output and rebuild only what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from agent.power import estimate_power_w
+from collectors.snapshot import Identity, MinerSnapshot, PowerSource, Tier
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from collectors.source import MinerTarget
+
+
+@dataclass(slots=True)
+class MinerRecord:
+    """What the agent knows about one inventory address."""
+
+    site: str
+    target: MinerTarget
+    miner_id: str
+    added_at: float
+    snapshot: MinerSnapshot | None = None  # merged: latest fast + latest slow identity
+    slow: MinerSnapshot | None = None
+    up: bool | None = None  # None until the first poll finished
+    last_error: str | None = None
+    last_error_detail: str | None = None
+    last_success_at: float | None = None
+    last_poll_at: float | None = None
+    last_poll_duration_s: float | None = None
+    down_since: float | None = None
+    removed_at: float | None = None
+    moved_to: str | None = None  # address that now carries this miner's id
+    hidden: bool = False  # gone longer than stale_after_s: series dropped until it answers
+    version: int = 0
+
+    @property
+    def address(self) -> str:
+        """The inventory address."""
+        return self.target.address
+
+    @property
+    def visible(self) -> bool:
+        """Whether this record's series are exported (not stale, not handed over)."""
+        return self.moved_to is None and not self.hidden and self.removed_at is None
+
+
+def stable_id(identity: Identity | None, target: MinerTarget) -> str:
+    """MAC, else serial, else configured name, else address."""
+    if identity is not None and identity.mac:
+        return identity.mac.upper()
+    if identity is not None and identity.serial:
+        return identity.serial
+    return target.name or target.address
+
+
+def _merge(fast: MinerSnapshot, slow: MinerSnapshot | None) -> MinerSnapshot:
+    """Fast telemetry with the slow tier's identity, pools, errors, light and power limit."""
+    merged = fast
+    if slow is not None:
+        merged = replace(
+            fast,
+            identity=slow.identity,
+            pools=slow.pools,
+            errors=slow.errors,
+            fault_light=slow.fault_light,
+            power_limit_w=slow.power_limit_w,
+        )
+    if merged.power_w is None:
+        estimate = estimate_power_w(merged.identity.model, merged.hashrate_hs)
+        if estimate is not None:
+            merged = replace(merged, power_w=estimate, power_source=PowerSource.ESTIMATED)
+    return merged
+
+
+class FleetState:
+    """All miner records, keyed by inventory address."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._records: dict[str, MinerRecord] = {}
+        self._by_id: dict[str, str] = {}  # miner id -> address
+        self.generation = 0
+        self.removed: list[tuple[str, str]] = []  # (site, miner id) pruned since last drained
+
+    def __len__(self) -> int:
+        """Number of records (including ones pending removal)."""
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[MinerRecord]:
+        """Iterate over records in insertion order."""
+        return iter(list(self._records.values()))
+
+    def get(self, address: str) -> MinerRecord | None:
+        """The record of ``address``, if any."""
+        return self._records.get(address)
+
+    def by_id(self, miner_id: str) -> MinerRecord | None:
+        """The visible record carrying ``miner_id``, if any."""
+        address = self._by_id.get(miner_id)
+        return None if address is None else self._records.get(address)
+
+    def _touch(self, record: MinerRecord) -> None:
+        self.generation += 1
+        record.version = self.generation
+
+    def add(self, site: str, target: MinerTarget, now: float) -> MinerRecord:
+        """Add (or refresh the target of) an inventory address."""
+        record = self._records.get(target.address)
+        if record is not None:
+            record.target = target
+            record.site = site
+            record.removed_at = None
+            self._touch(record)
+            return record
+        record = MinerRecord(site=site, target=target, miner_id=target.address, added_at=now)
+        record.miner_id = stable_id(None, target)
+        self._records[target.address] = record
+        self._claim(record)
+        self._touch(record)
+        return record
+
+    def remove(self, address: str, now: float) -> None:
+        """Mark ``address`` as removed from inventory; it is pruned after ``stale_after_s``."""
+        record = self._records.get(address)
+        if record is not None and record.removed_at is None:
+            record.removed_at = now
+            self._touch(record)
+
+    def _claim(self, record: MinerRecord) -> None:
+        """Give ``record`` its id; a record at another address holding the id hands it over."""
+        owner = self._by_id.get(record.miner_id)
+        if owner is not None and owner != record.address:
+            previous = self._records.get(owner)
+            if previous is not None:
+                previous.moved_to = record.address
+                self._touch(previous)
+        record.moved_to = None
+        self._by_id[record.miner_id] = record.address
+
+    def record_success(
+        self, address: str, snapshot: MinerSnapshot, duration_s: float, now: float
+    ) -> MinerRecord | None:
+        """Store a successful poll of ``address``; return its record (None if not in inventory)."""
+        record = self._records.get(address)
+        if record is None:
+            return None
+        record.last_poll_at = now
+        record.last_poll_duration_s = duration_s
+        if snapshot.tier is Tier.SLOW:
+            record.slow = snapshot
+            if record.snapshot is not None:
+                record.snapshot = _merge(record.snapshot, snapshot)
+        else:
+            record.snapshot = _merge(snapshot, record.slow)
+            record.hidden = False
+            record.up = True
+            record.last_error = None
+            record.last_error_detail = None
+            record.last_success_at = now
+            record.down_since = None
+        if record.up is None:
+            record.up = True
+            record.last_success_at = now
+        new_id = stable_id(record.slow.identity if record.slow else None, record.target)
+        if new_id != record.miner_id:
+            if self._by_id.get(record.miner_id) == record.address:
+                del self._by_id[record.miner_id]
+            record.miner_id = new_id
+        self._claim(record)
+        self._touch(record)
+        return record
+
+    def record_failure(
+        self, address: str, reason: str, detail: str, duration_s: float, now: float, *, tier: Tier
+    ) -> MinerRecord | None:
+        """Store a failed poll; a fast-tier failure (or any before the first success) is down."""
+        record = self._records.get(address)
+        if record is None:
+            return None
+        record.last_poll_at = now
+        record.last_poll_duration_s = duration_s
+        if tier is Tier.FAST or record.up is None or record.up is False:
+            if record.up is not False:
+                record.down_since = now
+            record.up = False
+            record.last_error = reason
+            record.last_error_detail = detail
+        self._touch(record)
+        return record
+
+    def prune(self, now: float, stale_after_s: float) -> list[MinerRecord]:
+        """Drop series of miners gone for ``stale_after_s``; return the records affected.
+
+        A record removed from inventory that long is deleted. One still in inventory but down
+        that long is hidden (no series) until it answers again. The (site, id) pairs land in
+        ``removed`` for the MQTT publisher and the alarm engine.
+        """
+        affected = []
+        for record in list(self._records.values()):
+            if record.removed_at is not None and now - record.removed_at >= stale_after_s:
+                del self._records[record.address]
+            elif (
+                not record.hidden
+                and record.up is False
+                and record.down_since is not None
+                and now - record.down_since >= stale_after_s
+            ):
+                record.hidden = True
+                record.snapshot = None
+            else:
+                continue
+            affected.append(record)
+            if self._by_id.get(record.miner_id) == record.address:
+                del self._by_id[record.miner_id]
+            self.removed.append((record.site, record.miner_id))
+            self._touch(record)
+        return affected
+
+    def drain_removed(self) -> list[tuple[str, str]]:
+        """Return and clear the (site, miner id) pairs pruned since the last call."""
+        removed, self.removed = self.removed, []
+        return removed
+
+    def rendered(self) -> list[MinerRecord]:
+        """Records whose series are exported: visible, polled at least once."""
+        return [r for r in self._records.values() if r.visible and r.up is not None]
+
+    def sites(self) -> dict[str, tuple[int, int]]:
+        """Per site: (miners in inventory, miners up)."""
+        counts: dict[str, list[int]] = {}
+        for record in self._records.values():
+            if record.removed_at is not None or record.moved_to is not None:
+                continue
+            entry = counts.setdefault(record.site, [0, 0])
+            entry[0] += 1
+            entry[1] += 1 if record.up else 0
+        return {site: (total, up) for site, (total, up) in counts.items()}
+
+    def first_cycle_done(self) -> bool:
+        """Whether every record has finished at least one poll (READY condition)."""
+        return all(r.last_poll_at is not None for r in self._records.values())

@@ -1,0 +1,188 @@
+"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, /api/v1/fleet, /api/v1/alarms.
+
+``/metrics`` serves the renderer's cached bytes as-is. ``/readyz`` answers 503 until the first
+poll cycle completed. The JSON API is for ``altiwatch top`` and tooling: one object per miner
+with its latest values, thresholds, active alarms and the site's air.
+
+TLS and basic auth from an exporter-toolkit ``web_config_file`` plug in through the
+``middlewares`` and ``ssl_context`` arguments of ``HttpApi`` (hook; not wired yet).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from agent.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable, Sequence
+
+    from agent.fleet_state import FleetState, MinerRecord
+    from agent.metrics import AlarmView, MetricsRenderer
+
+_JSON = "application/json"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready view of engine objects (dataclasses, pydantic models, objects with as_dict)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    as_dict = getattr(value, "as_dict", None)
+    if callable(as_dict):
+        return as_dict()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
+
+
+def miner_json(record: MinerRecord, alarms: AlarmView | None) -> dict[str, Any]:
+    """One miner as the JSON API shows it; unknown values are null."""
+    snap = record.snapshot
+    ident = record.slow.identity if record.slow is not None else (snap.identity if snap else None)
+    out: dict[str, Any] = {
+        "miner": record.miner_id,
+        "site": record.site,
+        "address": record.address,
+        "name": record.target.name,
+        "up": record.up,
+        "last_error": record.last_error,
+        "last_error_detail": record.last_error_detail,
+        "last_success_at": record.last_success_at,
+        "last_poll_at": record.last_poll_at,
+        "poll_duration_s": record.last_poll_duration_s,
+        "family": ident.family.value if ident else None,
+        "make": ident.make if ident else None,
+        "model": ident.model if ident else None,
+        "firmware": ident.firmware if ident else None,
+        "firmware_version": ident.firmware_version if ident else None,
+        "mac": ident.mac if ident else None,
+        "serial": ident.serial if ident else None,
+        "hostname": ident.hostname if ident else None,
+    }
+    telemetry: dict[str, Any] = {
+        "hashrate_hs": None,
+        "expected_hashrate_hs": None,
+        "max_chip_temp_c": None,
+        "max_board_temp_c": None,
+        "inlet_temp_c": None,
+        "power_w": None,
+        "power_source": None,
+        "power_limit_w": None,
+        "uptime_s": None,
+        "is_mining": None,
+        "fault_light": None,
+        "boards": [],
+        "fans": [],
+        "errors": [],
+        "pools": [],
+    }
+    if snap is not None:
+        telemetry.update(
+            hashrate_hs=snap.hashrate_hs,
+            expected_hashrate_hs=snap.expected_hashrate_hs,
+            max_chip_temp_c=snap.max_chip_temp_c,
+            max_board_temp_c=snap.max_board_temp_c,
+            inlet_temp_c=snap.inlet_temp_c,
+            power_w=snap.power_w,
+            power_source=snap.power_source.value if snap.power_source else None,
+            power_limit_w=snap.power_limit_w,
+            uptime_s=snap.uptime_s,
+            is_mining=snap.is_mining,
+            fault_light=snap.fault_light,
+            boards=[asdict(b) for b in snap.boards],
+            fans=[asdict(f) for f in snap.fans],
+            errors=[asdict(e) for e in snap.errors or ()],
+            pools=[asdict(p) for p in snap.pools or ()],
+        )
+    out.update(telemetry)
+    out["thresholds"] = None
+    out["alarms"] = []
+    out["site_air"] = None
+    if alarms is not None:
+        out["thresholds"] = _plain(alarms.thresholds(record.miner_id))
+        out["alarms"] = [
+            _plain(a) for a in alarms.active() if getattr(a, "miner", None) == record.miner_id
+        ]
+        out["site_air"] = _plain(alarms.site_air(record.site))
+    return out
+
+
+class HttpApi:
+    """The aiohttp application and its runner bound to ``host:port``."""
+
+    def __init__(
+        self,
+        *,
+        fleet: FleetState,
+        renderer: MetricsRenderer,
+        ready: Callable[[], bool],
+        alarms: AlarmView | None = None,
+        middlewares: Sequence[Any] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Build the routes; nothing listens until ``start``."""
+        self.fleet = fleet
+        self.renderer = renderer
+        self.alarms = alarms
+        self._ready = ready
+        self._ssl = ssl_context
+        self.app = web.Application(middlewares=list(middlewares))
+        self.app.add_routes(
+            [
+                web.get("/metrics", self.metrics),
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
+                web.get("/api/v1/fleet", self.fleet_json),
+                web.get("/api/v1/alarms", self.alarms_json),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (port 0 = a free port, see ``.port``)."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl, reuse_address=True)
+        await site.start()
+        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        """Stop listening and close connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """The exposition, as cached bytes."""
+        return web.Response(body=self.renderer.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """The event loop answers."""
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """200 once the first poll cycle completed, else 503."""
+        if self._ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="first poll cycle not complete\n")
+
+    async def fleet_json(self, _request: web.Request) -> web.Response:
+        """Every visible miner with latest values, thresholds, alarms and site air."""
+        body = [miner_json(r, self.alarms) for r in self.fleet.rendered()]
+        return web.Response(body=json.dumps(body).encode(), content_type=_JSON)
+
+    async def alarms_json(self, _request: web.Request) -> web.Response:
+        """Active alarms with their explanation."""
+        active = [] if self.alarms is None else [_plain(a) for a in self.alarms.active()]
+        return web.Response(body=json.dumps(active, default=str).encode(), content_type=_JSON)

@@ -1,0 +1,460 @@
+"""The Prometheus exposition: per-miner ``asic_*`` series and the agent's own ``altiwatch_*``.
+
+Text format 0.0.4, no sample timestamps, unknown values absent (no series). Example::
+
+    # HELP asic_up Whether the last poll of the miner succeeded (1) or failed (0).
+    # TYPE asic_up gauge
+    asic_up{site="golmud",miner="02:42:AC:11:00:02"} 1
+    asic_hashrate_hashes_per_second{site="golmud",miner="02:42:AC:11:00:02"} 1.04e+14
+
+Scrape cost does not grow with scrape rate or fleet churn: each miner's lines are built once
+per poll (cached on the record's ``version``), the whole body is joined only when the fleet's
+``generation`` (or the alarm set) changed, and scrapes between changes get the same bytes.
+The agent's own counters and histograms live in an injected ``CollectorRegistry`` and are
+rendered with ``prometheus_client.generate_latest`` (a few dozen lines).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from agent.fleet_state import FleetState, MinerRecord
+    from collectors.snapshot import MinerSnapshot
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class AlarmView(Protocol):
+    """What the renderer reads from the alarm engine."""
+
+    def active(self) -> Sequence[Any]:
+        """Firing alarms (each with miner, rule, severity)."""
+        ...
+
+    def thresholds(self, miner: str) -> Any:
+        """Thresholds in force for ``miner`` (warning_c, critical_c, inlet_max_c) or None."""
+        ...
+
+    def site_air(self, site: str) -> Any:
+        """Air at ``site`` (altitude_m, delta, cooling_multiplier)."""
+        ...
+
+
+class StatsView(Protocol):
+    """What the renderer reads from the MQTT publisher."""
+
+    def stats(self) -> Any:
+        """connected, outbox_depth, oldest_age_s, dropped_total, published_total."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family of the per-miner exposition."""
+
+    name: str
+    kind: str
+    help: str
+
+    def header(self) -> bytes:
+        """The HELP and TYPE lines."""
+        return f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n".encode()
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("asic_up", "gauge", "Whether the last poll of the miner succeeded (1) or failed (0)."),
+    Family(
+        "asic_last_poll_success_timestamp_seconds",
+        "gauge",
+        "UNIX time of the last successful poll.",
+    ),
+    Family("asic_poll_duration_seconds", "gauge", "Duration of the last poll of the miner."),
+    Family(
+        "asic_last_poll_error_info",
+        "gauge",
+        "1 while the last poll failed, with the failure reason.",
+    ),
+    Family(
+        "asic_miner_info",
+        "gauge",
+        "Miner metadata (make, model, firmware, address, hostname, mac, serial); always 1.",
+    ),
+    Family("asic_hashrate_hashes_per_second", "gauge", "Current hashrate reported by the miner."),
+    Family(
+        "asic_expected_hashrate_hashes_per_second",
+        "gauge",
+        "Factory nominal hashrate reported by the miner.",
+    ),
+    Family("asic_board_hashrate_hashes_per_second", "gauge", "Hashrate of one hashboard."),
+    Family("asic_chip_temperature_celsius", "gauge", "Chip temperature of one hashboard."),
+    Family("asic_board_temperature_celsius", "gauge", "PCB temperature of one hashboard."),
+    Family("asic_inlet_temperature_celsius", "gauge", "Intake air temperature at the miner."),
+    Family("asic_fan_speed_rpm", "gauge", "Fan speed in revolutions per minute."),
+    Family("asic_fan_duty_ratio", "gauge", "Fan duty cycle, 0 to 1."),
+    Family(
+        "asic_power_watts",
+        "gauge",
+        'Power draw; source="estimated" is hashrate times the model\'s nominal J/TH.',
+    ),
+    Family("asic_power_limit_watts", "gauge", "Configured power limit."),
+    Family("asic_board_chips", "gauge", "Working chips detected on one hashboard."),
+    Family("asic_board_expected_chips", "gauge", "Chips a hashboard of this model should have."),
+    Family("asic_uptime_seconds", "gauge", "Seconds since the mining software started."),
+    Family("asic_mining", "gauge", "Whether the miner is mining (1) or sleeping (0)."),
+    Family(
+        "asic_temperature_threshold_celsius",
+        "gauge",
+        "Altitude-derated chip temperature alarm threshold in force for the miner.",
+    ),
+    Family(
+        "asic_inlet_temperature_max_celsius",
+        "gauge",
+        "Altitude-derated maximum inlet air temperature for the miner.",
+    ),
+)
+_INDEX = {family.name: i for i, family in enumerate(FAMILIES)}
+ALARM_FAMILY = Family(
+    "asic_alarm_active",
+    "gauge",
+    "1 while an alarm rule fires for the miner, labelled with rule and severity.",
+)
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format: backslash, double quote, newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Render a sample value (integers without a fraction, floats in Python's shortest form)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e15:  # noqa: PLR2004 - exact below 2**53
+        return str(int(value))
+    return repr(value)
+
+
+def labels(**pairs: str | int | None) -> str:
+    """``{a="x",b="y"}`` with escaped values (None → empty string)."""
+    inner = ",".join(
+        f'{key}="{escape_label_value("" if v is None else str(v))}"' for key, v in pairs.items()
+    )
+    return "{" + inner + "}"
+
+
+def _ok(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[bytes, ...]:
+    """Every family's lines for one miner (b"" where the miner has no series)."""
+    lines: list[list[str]] = [[] for _ in FAMILIES]
+    base = f'site="{escape_label_value(record.site)}",miner="{escape_label_value(record.miner_id)}"'
+    own = "{" + base + "}"
+
+    def add(name: str, value: float | None, extra: str = "") -> None:
+        if value is None or not _ok(value):
+            return
+        label_text = "{" + base + extra + "}" if extra else own
+        lines[_INDEX[name]].append(f"{name}{label_text} {format_value(value)}\n")
+
+    add("asic_up", 1 if record.up else 0)
+    add("asic_last_poll_success_timestamp_seconds", record.last_success_at)
+    add("asic_poll_duration_seconds", record.last_poll_duration_s)
+    if not record.up and record.last_error:
+        add("asic_last_poll_error_info", 1, f',reason="{escape_label_value(record.last_error)}"')
+    snap = record.snapshot
+    ident = snap.identity if snap is not None else None
+    if record.slow is not None:
+        ident = record.slow.identity
+    if ident is not None:
+        info = labels(
+            make=ident.make,
+            model=ident.model,
+            firmware=ident.firmware,
+            address=record.address,
+            hostname=ident.hostname,
+            mac=ident.mac,
+            serial=ident.serial,
+        )
+        add("asic_miner_info", 1, "," + info[1:-1])
+    if snap is not None and record.up:
+        _telemetry(add, snap)
+    if alarms is not None:
+        limits = alarms.thresholds(record.miner_id)
+        if limits is not None:
+            add("asic_temperature_threshold_celsius", limits.warning_c, ',kind="warning"')
+            add("asic_temperature_threshold_celsius", limits.critical_c, ',kind="critical"')
+            add("asic_inlet_temperature_max_celsius", getattr(limits, "inlet_max_c", None))
+    return tuple("".join(family_lines).encode() for family_lines in lines)
+
+
+def _telemetry(add: Callable[[str, float | None, str], None], snap: MinerSnapshot) -> None:
+    """The telemetry series of a miner that is up."""
+    add("asic_hashrate_hashes_per_second", snap.hashrate_hs, "")
+    add("asic_expected_hashrate_hashes_per_second", snap.expected_hashrate_hs, "")
+    for board in snap.boards:
+        b = f',board="{board.index}"'
+        add("asic_board_hashrate_hashes_per_second", board.hashrate_hs, b)
+        add("asic_chip_temperature_celsius", board.chip_temp_c, b)
+        add("asic_board_temperature_celsius", board.board_temp_c, b)
+        add("asic_board_chips", board.chips, b)
+        add("asic_board_expected_chips", board.expected_chips, b)
+    for fan in snap.fans:
+        add("asic_fan_speed_rpm", fan.rpm, f',fan="{fan.index}"')
+    add("asic_fan_duty_ratio", getattr(snap, "fan_duty_ratio", None), "")
+    add("asic_inlet_temperature_celsius", snap.inlet_temp_c, "")
+    if snap.power_source is not None:
+        add("asic_power_watts", snap.power_w, f',source="{snap.power_source.value}"')
+    add("asic_power_limit_watts", snap.power_limit_w, "")
+    add("asic_uptime_seconds", snap.uptime_s, "")
+    if snap.is_mining is not None:
+        add("asic_mining", 1 if snap.is_mining else 0, "")
+
+
+def _alarm_lines(alarms: AlarmView | None, sites_of: Callable[[str], str | None]) -> bytes:
+    if alarms is None:
+        return b""
+    out = []
+    for alarm in alarms.active():
+        miner = getattr(alarm, "miner", None)
+        if miner is None:
+            continue
+        site = getattr(alarm, "site", None) or sites_of(miner) or ""
+        severity = getattr(alarm, "severity", None)
+        severity_label = getattr(severity, "label", None) or str(severity)
+        text = labels(site=site, miner=miner, rule=getattr(alarm, "rule", ""))
+        out.append(
+            f'asic_alarm_active{text[:-1]},severity="{escape_label_value(severity_label)}"}} 1\n'
+        )
+    return "".join(out).encode()
+
+
+class AgentMetrics:
+    """The agent's own instruments, registered in an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry, *, version: str) -> None:
+        """Create and register every ``altiwatch_*`` instrument."""
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the counters for nothing
+        self.registry = registry
+        build = Gauge(
+            "altiwatch_build_info",
+            "Build of the running agent; always 1.",
+            ["version"],
+            registry=registry,
+        )
+        build.labels(version=version).set(1)
+        self.polls = Counter(
+            "altiwatch_polls", "Polls attempted, by tier.", ["tier"], registry=registry
+        )
+        self.poll_errors = Counter(
+            "altiwatch_poll_errors", "Failed polls, by reason.", ["reason"], registry=registry
+        )
+        self.poll_duration = Histogram(
+            "altiwatch_poll_duration_seconds",
+            "Duration of one poll, by tier.",
+            ["tier"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.poll_lateness = Histogram(
+            "altiwatch_poll_lateness_seconds",
+            "How late a poll started against its fixed-rate schedule.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.polls_skipped = Counter(
+            "altiwatch_polls_skipped",
+            "Fast-tier slots skipped because the previous poll of the miner overran.",
+            registry=registry,
+        )
+        self.state_write_failures = Counter(
+            "altiwatch_state_write_failures",
+            "Failed writes of the state directory (alarm store, outbox).",
+            registry=registry,
+        )
+        for tier in ("fast", "slow"):
+            self.polls.labels(tier=tier)
+            self.poll_duration.labels(tier=tier)
+
+
+class _LiveCollector:
+    """Per-site and MQTT gauges read at scrape time from the fleet, engine and publisher."""
+
+    def __init__(self, renderer: MetricsRenderer) -> None:
+        self._renderer = renderer
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._renderer
+        inventory = GaugeMetricFamily(
+            "altiwatch_inventory_miners", "Miners in inventory, by site.", labels=["site"]
+        )
+        up = GaugeMetricFamily(
+            "altiwatch_miners_up", "Miners whose last poll succeeded, by site.", labels=["site"]
+        )
+        counts = r.fleet.sites()
+        for site in r.site_names():
+            total, n_up = counts.get(site, (0, 0))
+            inventory.add_metric([site], total)
+            up.add_metric([site], n_up)
+        yield inventory
+        yield up
+        if r.alarms is not None:
+            yield from self._site_air(r.alarms, r.site_names())
+        if r.publisher is not None:
+            yield from self._mqtt(r.publisher.stats())
+
+    @staticmethod
+    def _site_air(alarms: AlarmView, sites: Iterable[str]) -> Iterator[GaugeMetricFamily]:
+        altitude = GaugeMetricFamily(
+            "altiwatch_site_altitude_meters", "Configured site altitude.", labels=["site"]
+        )
+        density = GaugeMetricFamily(
+            "altiwatch_site_air_density_ratio",
+            "Air density at the site relative to sea level (delta).",
+            labels=["site"],
+        )
+        cooling = GaugeMetricFamily(
+            "altiwatch_site_cooling_multiplier",
+            "Airflow needed at the site relative to sea level for the same cooling.",
+            labels=["site"],
+        )
+        for site in sites:
+            air = alarms.site_air(site)
+            for family, attr in ((altitude, "altitude_m"), (density, "delta")):
+                value = getattr(air, attr, None)
+                if value is not None:
+                    family.add_metric([site], float(value))
+            value = getattr(air, "cooling_multiplier", None)
+            if value is not None:
+                cooling.add_metric([site], float(value))
+        yield altitude
+        yield density
+        yield cooling
+
+    @staticmethod
+    def _mqtt(stats: Any) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415 - local to MQTT
+
+        yield GaugeMetricFamily(
+            "altiwatch_mqtt_connected",
+            "Whether the MQTT publisher is connected.",
+            value=1 if stats.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "altiwatch_mqtt_outbox_depth",
+            "Events waiting in the durable outbox.",
+            value=stats.outbox_depth,
+        )
+        oldest = getattr(stats, "oldest_age_s", None)
+        if oldest is not None:
+            yield GaugeMetricFamily(
+                "altiwatch_mqtt_outbox_oldest_age_seconds",
+                "Age of the oldest event waiting in the outbox.",
+                value=oldest,
+            )
+        dropped = CounterMetricFamily(
+            "altiwatch_mqtt_dropped", "Events dropped, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(dict(stats.dropped_total).items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "altiwatch_mqtt_published", "Messages published.", value=stats.published_total
+        )
+
+
+class MetricsRenderer:
+    """Builds the /metrics body; cached until the fleet (or the alarm set) changes."""
+
+    def __init__(
+        self,
+        fleet: FleetState,
+        registry: CollectorRegistry,
+        *,
+        sites: Sequence[str] = (),
+        alarms: AlarmView | None = None,
+        publisher: StatsView | None = None,
+    ) -> None:
+        """Read the fleet, engine and publisher; register the live collector in ``registry``."""
+        self.fleet = fleet
+        self.registry = registry
+        self.alarms = alarms
+        self.publisher = publisher
+        self._sites = tuple(sites)
+        self._fragments: dict[str, tuple[int, tuple[bytes, ...]]] = {}
+        self._body: bytes = b""
+        self._body_key: tuple[int, bytes] | None = None
+        self.renders = 0
+        self.last_render_s = 0.0
+        registry.register(_LiveCollector(self))
+
+    def site_names(self) -> tuple[str, ...]:
+        """Configured sites plus any site a record belongs to."""
+        names = dict.fromkeys(self._sites)
+        for record in self.fleet:
+            names.setdefault(record.site)
+        return tuple(names)
+
+    def set_sites(self, sites: Sequence[str]) -> None:
+        """Replace the configured site list (config reload)."""
+        self._sites = tuple(sites)
+        self._body_key = None
+
+    def miners_body(self) -> bytes:
+        """The ``asic_*`` part, rebuilt only when something changed."""
+        sites_of = {r.miner_id: r.site for r in self.fleet.rendered()}
+        alarm_bytes = _alarm_lines(self.alarms, sites_of.get)
+        key = (self.fleet.generation, alarm_bytes)
+        if key == self._body_key:
+            return self._body
+        started = time.perf_counter()
+        records = self.fleet.rendered()
+        fragments = []
+        live = set()
+        for record in records:
+            cache_key = f"{record.address}\0{record.miner_id}"
+            live.add(cache_key)
+            cached = self._fragments.get(cache_key)
+            if cached is None or cached[0] != record.version:
+                cached = (record.version, miner_fragments(record, self.alarms))
+                self._fragments[cache_key] = cached
+            fragments.append(cached[1])
+        for stale in set(self._fragments) - live:
+            del self._fragments[stale]
+        parts: list[bytes] = []
+        for i, family in enumerate(FAMILIES):
+            samples = [f[i] for f in fragments if f[i]]
+            if samples:
+                parts.append(family.header())
+                parts.extend(samples)
+        if alarm_bytes:
+            parts.append(ALARM_FAMILY.header())
+            parts.append(alarm_bytes)
+        self._body = b"".join(parts)
+        self._body_key = key
+        self.renders += 1
+        self.last_render_s = time.perf_counter() - started
+        return self._body
+
+    def render(self) -> bytes:
+        """The whole exposition: per-miner series, then the agent's own."""
+        return self.miners_body() + generate_latest(self.registry)

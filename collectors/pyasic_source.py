@@ -1,0 +1,520 @@
+"""The pyasic MinerSource: detection cache, tiered reads, and pyasic → MinerSnapshot conversion.
+
+``PyasicSource.fetch(target, tier)`` is the only way the agent reads a miner. It
+
+* finds the pyasic class for an address once (``pyasic.get_miner``) and caches the object, or
+  builds it from a model hint without any I/O; the class is re-detected when a miner changes
+  (its MAC differs from the cached one, it comes back after being unreachable, or it keeps
+  answering with nothing pyasic can use);
+* sets per-miner credentials on that miner's own web client (never pyasic's global settings);
+* reads only the ``DataOptions`` of the tier (see ``FAST_OPTIONS`` / ``SLOW_OPTIONS``);
+* bounds every poll with its own deadline (pyasic's read timeout is 100 s);
+* turns every exception pyasic can raise into ``CollectorError(reason, detail)``, and a poll
+  that returned no usable data at all (pyasic swallows connection errors) into one too, after a
+  cheap TCP probe that tells "refused" from "timeout" from "answers garbage".
+
+Values are converted to base units: hashrates to H/s (pyasic's ``rate × unit.value``), °C,
+rpm, W, s. Anything unknown, NaN or negative stays ``None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pydantic
+from pyasic import get_miner
+from pyasic.errors import APIError
+from pyasic.miners.data import DataOptions
+from pyasic.miners.factory import MINER_CLASSES, MinerTypes
+
+from collectors.snapshot import (
+    BoardReading,
+    ErrorCode,
+    Family,
+    FanReading,
+    Identity,
+    MinerSnapshot,
+    PoolInfo,
+    PowerSource,
+    Tier,
+)
+from collectors.source import CollectorError, FailureReason
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from collectors.source import MinerTarget
+
+#: Telemetry read every fast interval. Every family needs at least two RPC commands for this
+#: set (or none, Bitaxe), which avoids pyasic's "single command fetched twice" quirk.
+FAST_OPTIONS: tuple[DataOptions, ...] = (
+    DataOptions.HASHRATE,
+    DataOptions.EXPECTED_HASHRATE,
+    DataOptions.HASHBOARDS,
+    DataOptions.FANS,
+    DataOptions.WATTAGE,
+    DataOptions.ENVIRONMENT_TEMP,
+    DataOptions.UPTIME,
+    DataOptions.IS_MINING,
+)
+
+#: Identity, pools, errors, fault light and power limit, read every slow interval.
+SLOW_OPTIONS: tuple[DataOptions, ...] = (
+    DataOptions.MAC,
+    DataOptions.SERIAL_NUMBER,
+    DataOptions.HOSTNAME,
+    DataOptions.API_VERSION,
+    DataOptions.FW_VERSION,
+    DataOptions.POOLS,
+    DataOptions.ERRORS,
+    DataOptions.FAULT_LIGHT,
+    DataOptions.WATTAGE_LIMIT,
+)
+
+#: Families tried, in order, when a model hint names no family ("S19j Pro").
+_HINT_FAMILY_ORDER: tuple[MinerTypes, ...] = (
+    MinerTypes.ANTMINER,
+    MinerTypes.WHATSMINER,
+    MinerTypes.AVALONMINER,
+    MinerTypes.BITAXE,
+    MinerTypes.BRAIINS_OS,
+    MinerTypes.VNISH,
+)
+
+#: Prefixes accepted in a model hint to name the firmware family: "vnish:S19j Pro".
+_HINT_PREFIXES: dict[str, MinerTypes] = {
+    "antminer": MinerTypes.ANTMINER,
+    "stock": MinerTypes.ANTMINER,
+    "whatsminer": MinerTypes.WHATSMINER,
+    "avalon": MinerTypes.AVALONMINER,
+    "avalonminer": MinerTypes.AVALONMINER,
+    "bitaxe": MinerTypes.BITAXE,
+    "braiins": MinerTypes.BRAIINS_OS,
+    "bos": MinerTypes.BRAIINS_OS,
+    "vnish": MinerTypes.VNISH,
+}
+
+_REDETECT_AFTER_EMPTY = 3
+_PROBE_TIMEOUT_S = 1.0
+_MAX_PLAUSIBLE_TEMP_C = 200.0
+_MIN_PLAUSIBLE_INLET_C = -60.0
+
+
+@dataclass(slots=True)
+class _Cached:
+    """A detected pyasic miner object and what we learned about it."""
+
+    miner: Any
+    from_hint: bool
+    mac: str | None = None
+    empty_polls: int = 0
+    unreachable: bool = False
+
+
+def _finite(value: Any, *, allow_zero: bool = True) -> float | None:
+    """Return ``value`` as a finite, non-negative float, else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        return None
+    return number
+
+
+def _temperature(value: Any) -> float | None:
+    """A chip/board temperature: pyasic reports 0 for "no reading", so 0 and below are None."""
+    number = _finite(value, allow_zero=False)
+    if number is None or number > _MAX_PLAUSIBLE_TEMP_C:
+        return None
+    return number
+
+
+def _inlet_temperature(value: Any) -> float | None:
+    """An air temperature: may legitimately be below 0 °C on a plateau winter night."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or not _MIN_PLAUSIBLE_INLET_C <= number <= _MAX_PLAUSIBLE_TEMP_C:
+        return None
+    return number
+
+
+def hashrate_hs(value: Any) -> float | None:
+    """Convert a pyasic hashrate object (rate in some unit) to H/s; None when unknown."""
+    if value is None:
+        return None
+    rate = getattr(value, "rate", None)
+    unit = getattr(value, "unit", None)
+    if rate is None or unit is None:
+        return None
+    return _finite(float(rate) * int(unit))
+
+
+def _int_or_none(value: Any) -> int | None:
+    number = _finite(value)
+    return None if number is None else int(number)
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def family_of(miner: Any) -> Family:
+    """Our Family for a pyasic miner object, from its firmware and make (no I/O)."""
+    info = getattr(miner, "device_info", None)
+    firmware = str(getattr(info, "firmware", "") or "")
+    make = str(getattr(info, "make", "") or "")
+    by_firmware = {"VNish": Family.VNISH, "BOS+": Family.BRAIINS}
+    if firmware in by_firmware:
+        return by_firmware[firmware]
+    by_make = {
+        "AntMiner": Family.ANTMINER,
+        "WhatsMiner": Family.WHATSMINER,
+        "AvalonMiner": Family.AVALON,
+        "BitAxe": Family.BITAXE,
+        "Braiins": Family.BRAIINS,
+    }
+    return by_make.get(make, Family.UNKNOWN)
+
+
+def identity_of(miner: Any) -> Identity:
+    """The identity pyasic knows from the miner's class alone (family, make, model, firmware)."""
+    info = getattr(miner, "device_info", None)
+    return Identity(
+        family=family_of(miner),
+        make=_str_or_none(getattr(info, "make", None)),
+        model=_str_or_none(getattr(info, "model", None)),
+        firmware=_str_or_none(getattr(info, "firmware", None)),
+    )
+
+
+def miner_from_hint(address: str, hint: str) -> Any:
+    """Build a pyasic miner object from a model hint without any network I/O.
+
+    ``hint`` is a pyasic model key such as ``"Antminer S19j Pro"``, ``"BM1366"``,
+    ``"M30S+VE40"``, optionally prefixed with a family: ``"vnish:Antminer S19j Pro"``. Raises
+    CollectorError(UNKNOWN_MODEL) when pyasic has no class for it.
+    """
+    family: MinerTypes | None = None
+    model = hint
+    if ":" in hint:
+        prefix, _, rest = hint.partition(":")
+        family = _HINT_PREFIXES.get(prefix.strip().lower())
+        if family is None:
+            raise CollectorError(FailureReason.UNKNOWN_MODEL, f"unknown family in hint {hint!r}")
+        model = rest
+    key = model.strip().upper()
+    families = (family,) if family is not None else _HINT_FAMILY_ORDER
+    for miner_type in families:
+        classes = MINER_CLASSES.get(miner_type, {})
+        for candidate in (key, f"ANTMINER {key}", f"AVALONMINER {key}"):
+            cls = classes.get(candidate)
+            if cls is not None:
+                return cls(address)
+    raise CollectorError(FailureReason.UNKNOWN_MODEL, f"pyasic has no class for {hint!r}")
+
+
+def _apply_credentials(miner: Any, target: MinerTarget) -> None:
+    """Set the target's credentials on this miner's own web client (never global settings)."""
+    creds = target.credentials
+    web = getattr(miner, "web", None)
+    if creds is None or web is None:
+        return
+    if creds.username is not None and hasattr(web, "username"):
+        web.username = creds.username
+    if creds.password is not None and hasattr(web, "pwd"):
+        web.pwd = creds.password.get_secret_value()
+
+
+def _has_fast_data(data: Any) -> bool:
+    if data.raw_hashrate is not None or data.uptime is not None or data.wattage is not None:
+        return True
+    if any(f.speed is not None for f in data.fans):
+        return True
+    return any(
+        not b.missing or b.hashrate is not None or b.chip_temp is not None for b in data.hashboards
+    )
+
+
+def _has_slow_data(data: Any) -> bool:
+    fields = (data.mac, data.serial_number, data.hostname, data.api_ver, data.fw_ver)
+    return any(f is not None for f in fields) or bool(data.pools)
+
+
+def _boards(data: Any) -> tuple[BoardReading, ...]:
+    return tuple(
+        BoardReading(
+            index=int(board.slot),
+            hashrate_hs=hashrate_hs(board.hashrate),
+            board_temp_c=_temperature(board.temp),
+            chip_temp_c=_temperature(board.chip_temp),
+            inlet_temp_c=_inlet_temperature(board.inlet_temp),
+            outlet_temp_c=_inlet_temperature(board.outlet_temp),
+            chips=_int_or_none(board.chips),
+            expected_chips=_int_or_none(board.expected_chips),
+            missing=bool(board.missing),
+        )
+        for board in data.hashboards
+    )
+
+
+def _fans(data: Any) -> tuple[FanReading, ...]:
+    return tuple(
+        FanReading(index=i, rpm=_int_or_none(fan.speed)) for i, fan in enumerate(data.fans)
+    )
+
+
+def _errors(data: Any) -> tuple[ErrorCode, ...]:
+    errors = []
+    for err in data.errors:
+        message = _str_or_none(getattr(err, "error_message", None)) or type(err).__name__
+        code = getattr(err, "error_code", None)
+        errors.append(ErrorCode(message=message, code=code if isinstance(code, int) else None))
+    return tuple(errors)
+
+
+def _pools(data: Any) -> tuple[PoolInfo, ...]:
+    pools = []
+    for pool in data.pools:
+        url = _str_or_none(pool.url)
+        if url is None:
+            continue
+        pools.append(
+            PoolInfo(url=url, user=_str_or_none(pool.user), alive=pool.alive, active=pool.active)
+        )
+    return tuple(pools)
+
+
+def snapshot_from_data(
+    address: str, tier: Tier, miner: Any, data: Any, *, collected_at: float
+) -> MinerSnapshot:
+    """Convert pyasic's MinerData for ``tier`` into our frozen MinerSnapshot.
+
+    Only the tier's own fields are taken: MinerData's defaults for data that was not read
+    (``is_mining=True``, ``errors=[]``, blank expected hashboards) would otherwise pose as
+    readings.
+    """
+    base = identity_of(miner)
+    if tier is Tier.SLOW:
+        identity = Identity(
+            family=base.family,
+            make=base.make,
+            model=base.model,
+            firmware=base.firmware,
+            firmware_version=_str_or_none(data.fw_ver),
+            mac=_str_or_none(data.mac.upper() if data.mac else None),
+            serial=_str_or_none(data.serial_number),
+            hostname=_str_or_none(data.hostname),
+        )
+        return MinerSnapshot(
+            address=address,
+            collected_at=collected_at,
+            tier=tier,
+            identity=identity,
+            power_limit_w=_finite(data.wattage_limit, allow_zero=False),
+            fault_light=data.fault_light,
+            errors=_errors(data),
+            pools=_pools(data),
+        )
+    power = _finite(data.wattage, allow_zero=False)
+    hashrate = hashrate_hs(data.raw_hashrate)
+    if hashrate is None:
+        hashrate = hashrate_hs(data.hashrate)
+    return MinerSnapshot(
+        address=address,
+        collected_at=collected_at,
+        tier=tier,
+        identity=base,
+        hashrate_hs=hashrate,
+        expected_hashrate_hs=hashrate_hs(data.expected_hashrate),
+        boards=_boards(data),
+        expected_boards=_int_or_none(data.expected_hashboards),
+        fans=_fans(data),
+        expected_fans=_int_or_none(data.expected_fans),
+        inlet_temp_c=_inlet_temperature(data.env_temp),
+        power_w=power,
+        power_source=PowerSource.MEASURED if power is not None else None,
+        uptime_s=_int_or_none(data.uptime),
+        is_mining=bool(data.is_mining),
+    )
+
+
+def classify(exc: BaseException) -> FailureReason:
+    """Map an exception raised while reading a miner to a FailureReason."""
+    reason = FailureReason.ERROR
+    if isinstance(exc, CollectorError):
+        reason = exc.reason
+    elif isinstance(exc, APIError):
+        cause = exc.__cause__
+        reason = classify(cause) if cause is not None else FailureReason.PROTOCOL_ERROR
+        if reason is FailureReason.ERROR:
+            reason = FailureReason.PROTOCOL_ERROR
+    elif isinstance(exc, TimeoutError | httpx.TimeoutException):
+        reason = FailureReason.TIMEOUT
+    elif isinstance(exc, ConnectionRefusedError | httpx.ConnectError):
+        reason = FailureReason.REFUSED
+    elif isinstance(exc, ConnectionResetError | httpx.RemoteProtocolError):
+        reason = FailureReason.RESET
+    elif isinstance(exc, OSError | httpx.TransportError):
+        reason = FailureReason.UNREACHABLE
+    elif isinstance(
+        exc,
+        json.JSONDecodeError | pydantic.ValidationError | ValueError | LookupError | TypeError,
+    ):
+        reason = FailureReason.PARSE_ERROR
+    return reason
+
+
+class PyasicSource:
+    """MinerSource reading miners with pyasic; one instance serves the whole fleet.
+
+    Args:
+        timeout_s: the per-poll deadline (detection included); must be below the interval.
+        detector: the detection coroutine, ``pyasic.get_miner`` by default.
+        clock: wall clock for ``collected_at``.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        detector: Callable[[str], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Create an empty detection cache."""
+        self._timeout_s = timeout_s
+        self._detector = detector or get_miner
+        self._clock = clock
+        self._cache: dict[str, _Cached] = {}
+
+    @property
+    def timeout_s(self) -> float:
+        """The per-poll deadline in seconds."""
+        return self._timeout_s
+
+    def forget(self, address: str) -> None:
+        """Drop the cached detection for ``address`` (removed from inventory)."""
+        self._cache.pop(address, None)
+
+    def cached_class(self, address: str) -> str | None:
+        """Name of the pyasic class cached for ``address`` (for tests and the JSON API)."""
+        cached = self._cache.get(address)
+        return None if cached is None else type(cached.miner).__name__
+
+    async def fetch(self, target: MinerTarget, tier: Tier) -> MinerSnapshot:
+        """Read ``target`` for ``tier``; raise CollectorError on any failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._fetch(target, tier, deadline)
+        except CollectorError:
+            self._mark_failure(target.address)
+            raise
+        except TimeoutError as exc:
+            self._mark_failure(target.address)
+            msg = f"no complete answer within {self._timeout_s:g} s"
+            raise CollectorError(FailureReason.TIMEOUT, msg) from exc
+        except Exception as exc:
+            self._mark_failure(target.address)
+            reason = classify(exc)
+            raise CollectorError(reason, f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+    def _mark_failure(self, address: str) -> None:
+        cached = self._cache.get(address)
+        if cached is not None:
+            cached.unreachable = True
+            cached.empty_polls += 1
+            if cached.empty_polls >= _REDETECT_AFTER_EMPTY and not cached.from_hint:
+                # Keeps answering with nothing usable or not at all: detect again next time.
+                self._cache.pop(address, None)
+
+    async def _miner(self, target: MinerTarget, deadline: float) -> _Cached:
+        cached = self._cache.get(target.address)
+        if cached is not None:
+            return cached
+        if target.model_hint:
+            miner = miner_from_hint(target.address, target.model_hint)
+            cached = _Cached(miner=miner, from_hint=True)
+        else:
+            miner = await self._detector(target.address)
+            if miner is None:
+                raise await self._probe_failure(target.address, None, deadline, "detection")
+            if family_of(miner) is Family.UNKNOWN or type(miner).__name__ == "UnknownMiner":
+                msg = f"detected {type(miner).__name__}, which pyasic cannot read"
+                raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
+            cached = _Cached(miner=miner, from_hint=False)
+        _apply_credentials(cached.miner, target)
+        self._cache[target.address] = cached
+        return cached
+
+    async def _fetch(self, target: MinerTarget, tier: Tier, deadline: float) -> MinerSnapshot:
+        cached = await self._miner(target, deadline)
+        options: Sequence[DataOptions] = FAST_OPTIONS if tier is Tier.FAST else SLOW_OPTIONS
+        data = await cached.miner.get_data(include=list(options))
+        usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
+        if not usable:
+            raise await self._probe_failure(target.address, cached.miner, deadline, "read")
+        snapshot = snapshot_from_data(
+            target.address, tier, cached.miner, data, collected_at=self._clock()
+        )
+        self._after_success(target.address, cached, snapshot)
+        return snapshot
+
+    def _after_success(self, address: str, cached: _Cached, snapshot: MinerSnapshot) -> None:
+        came_back = cached.unreachable
+        cached.empty_polls = 0
+        cached.unreachable = False
+        mac = snapshot.identity.mac
+        changed_mac = mac is not None and cached.mac is not None and mac != cached.mac
+        if mac is not None:
+            cached.mac = mac
+        if not cached.from_hint and (came_back or changed_mac):
+            # A miner that was away or shows another MAC may be other hardware: the next
+            # poll detects its class again.
+            self._cache.pop(address, None)
+
+    async def _probe_failure(
+        self, address: str, miner: Any, deadline: float, stage: str
+    ) -> CollectorError:
+        """Say why a miner gave nothing: one TCP connect to its API port, within the deadline."""
+        rpc = getattr(miner, "rpc", None) if miner is not None else None
+        web = getattr(miner, "web", None) if miner is not None else None
+        if rpc is not None:
+            port = int(rpc.port)
+        elif web is not None:
+            port = int(getattr(web, "port", 80))
+        else:
+            port = 4028
+        remaining = deadline - asyncio.get_running_loop().time()
+        timeout = max(0.05, min(_PROBE_TIMEOUT_S, remaining - 0.05))
+        try:
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(address, port)
+        except TimeoutError:
+            return CollectorError(FailureReason.TIMEOUT, f"{stage}: port {port} did not answer")
+        except ConnectionRefusedError:
+            return CollectorError(FailureReason.REFUSED, f"{stage}: port {port} refused")
+        except OSError as exc:
+            return CollectorError(FailureReason.UNREACHABLE, f"{stage}: {exc.strerror or exc}")
+        writer.close()
+        if stage == "detection":
+            return CollectorError(FailureReason.UNKNOWN_MODEL, "detection found no known miner")
+        return CollectorError(
+            FailureReason.PROTOCOL_ERROR, f"{stage}: port {port} is open but nothing usable came"
+        )
