@@ -1,0 +1,496 @@
+"""CPU-saving adaptations of pyasic 0.79.0 for fleet polling, applied without forking pyasic.
+
+pyasic is still what reads every miner: its classes pick the commands, parse the replies and
+build ``MinerData``. What this module changes is the plumbing under them, where a poll of a
+stock Antminer S19 spends most of its CPU (measured with cProfile, see tests/benchmarks/):
+
+1. **HTTP transport** (`install`). pyasic builds a new ``httpx.AsyncClient`` with
+   ``settings.transport()`` for almost every web request; the default transport is httpcore
+   over anyio with the pure-Python h11 parser, about 1 ms of CPU per request on loopback.
+   ``install()`` points pyasic's own hook, ``pyasic.settings.transport``, at
+   `LeanHTTPTransport`: one asyncio connection per request (``Connection: close``, as
+   pyasic already behaves: it never reuses a connection across polls), a minimal HTTP/1.1
+   reader, about half the CPU. HTTPS requests (detection's probe of ``https://ip/``) are
+   handed to httpx's default transport unchanged.
+2. **Digest reuse** (`tune`, Antminer stock web). pyasic creates a new ``httpx.DigestAuth``
+   for each request, so each of them is first answered 401 and then repeated. A tuned miner
+   keeps one ``DigestAuth`` per credentials: httpx then reuses the server's nonce with an
+   increasing ``nc`` (RFC 7616, as lighttpd on stock firmware accepts) and answers a new
+   challenge (``stale``/expired nonce) by itself, so the normal cost is one request.
+3. **RPC plumbing** (`tune`, every family with a 4028 API):
+   - ``get_commands`` is computed with ``dir()`` and ``getattr`` over the whole class on each
+     ``multicommand``; it only depends on the class, so it is cached per class.
+   - A firmware that rejects ``"a+b"`` joins (stock Antminer) costs one wasted connection
+     per poll before pyasic falls back to one connection per command; a tuned miner
+     remembers the rejection and goes straight to the split (re-probing the join every
+     `JOIN_REPROBE_EVERY` polls in case the first rejection was a transient failure).
+   - With exactly one command, pyasic sends it unjoined but tags the reply ``multicommand``
+     without keying it by command, so every data function fetches it again (design note
+     miner-protocols.md §1); a tuned miner keys the reply, so it is fetched once.
+
+Everything else (which data, how it is parsed, errors raised) is pyasic's own code. Where a
+pyasic method is replaced rather than configured, the replacement says why next to it.
+
+Usage (once per process, then once per miner object)::
+
+    pyasic_tuning.install()
+    miner = BMMinerS19jPro("10.0.0.5")
+    pyasic_tuning.tune(miner)
+    data = await miner.get_data(include=[...])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+from pyasic import settings as pyasic_settings
+from pyasic.errors import APIError
+from pyasic.rpc.base import BaseMinerRPCAPI
+from pyasic.web.antminer import AntminerModernWebAPI
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from ssl import SSLContext
+
+__all__ = [
+    "JOIN_REPROBE_EVERY",
+    "MAX_BODY_BYTES",
+    "LeanHTTPTransport",
+    "TuningState",
+    "install",
+    "installed",
+    "tune",
+    "tuning_of",
+    "uninstall",
+]
+
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+"""A miner's web reply larger than this is a protocol error (pyasic would read it all)."""
+
+MAX_HEADER_BYTES: Final = 64 * 1024
+"""Status line plus headers larger than this are a protocol error."""
+
+JOIN_REPROBE_EVERY: Final = 100
+"""After a rejected ``a+b`` join, try the join again once every this many multicommands."""
+
+_DEFAULT_TIMEOUT_S: Final = 5.0
+
+
+# --------------------------------------------------------------------------------------
+# 1. HTTP transport
+# --------------------------------------------------------------------------------------
+
+
+class LeanHTTPTransport(httpx.AsyncBaseTransport):
+    """An httpx transport for plain-HTTP miner web APIs: one asyncio connection per request.
+
+    Sends ``Connection: close`` and reads the reply by Content-Length, chunked encoding or
+    end of stream; bodies over `MAX_BODY_BYTES` raise ``httpx.RemoteProtocolError``. Timeouts
+    come from the request's httpx ``timeout`` extension: ``connect`` bounds the connection,
+    ``read`` bounds the whole reply (stricter than httpcore's per-read timeout, so a miner
+    dripping one byte a second cannot hold a poll). Errors are httpx's own exceptions, so
+    pyasic's ``except httpx.HTTPError`` handlers keep working. ``https://`` URLs are passed
+    to ``httpx.AsyncHTTPTransport`` (created on first use, closed with this transport).
+    """
+
+    def __init__(self, *, verify: str | bool | SSLContext | None = None) -> None:
+        """Remember ``verify`` for the HTTPS fallback; plain HTTP needs no state."""
+        self._verify = pyasic_settings.ssl_cxt if verify is None else verify
+        self._tls: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` over a new connection and return the complete response."""
+        if request.url.scheme != "http":
+            if self._tls is None:
+                self._tls = httpx.AsyncHTTPTransport(verify=self._verify)
+            return await self._tls.handle_async_request(request)
+        timeouts = request.extensions.get("timeout", {})
+        connect_s = timeouts.get("connect", _DEFAULT_TIMEOUT_S)
+        read_s = timeouts.get("read", _DEFAULT_TIMEOUT_S)
+        host = request.url.host
+        port = request.url.port or 80
+        try:
+            async with asyncio.timeout(connect_s):
+                reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES)
+        except TimeoutError as exc:
+            msg = f"connect to {host}:{port} timed out"
+            raise httpx.ConnectTimeout(msg, request=request) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        try:
+            writer.write(_encode_request(request, await request.aread()))
+            async with asyncio.timeout(read_s):
+                status, headers, body = await _read_response(reader, request.method)
+        except TimeoutError as exc:
+            msg = f"reply from {host}:{port} timed out"
+            raise httpx.ReadTimeout(msg, request=request) from exc
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            msg = f"bad reply from {host}:{port}: {exc}"
+            raise httpx.RemoteProtocolError(msg, request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc), request=request) from exc
+        finally:
+            writer.close()
+        return httpx.Response(
+            status, headers=headers, stream=httpx.ByteStream(body), request=request
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTPS fallback transport if one was made."""
+        if self._tls is not None:
+            await self._tls.aclose()
+            self._tls = None
+
+
+def _encode_request(request: httpx.Request, body: bytes) -> bytes:
+    """Serialise ``request`` as HTTP/1.1 with ``Connection: close``."""
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    lines.extend(
+        name + b": " + value
+        for name, value in request.headers.raw
+        if name.lower() not in {b"connection", b"keep-alive"}
+    )
+    if body and "content-length" not in request.headers:
+        lines.append(b"Content-Length: %d" % len(body))
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+async def _read_response(
+    reader: asyncio.StreamReader, method: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Read one HTTP/1.x response: status, raw headers and the (still encoded) body.
+
+    Raises ValueError for malformed input and asyncio.IncompleteReadError on early EOF.
+    """
+    status, headers = await _read_head(reader)
+    if method == "HEAD" or status in {204, 304} or 100 <= status < 200:  # noqa: PLR2004
+        return status, headers, b""
+    length: int | None = None
+    chunked = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            length = int(value)
+        elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        body = await _read_chunked(reader)
+        headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
+    elif length is not None:
+        if not 0 <= length <= MAX_BODY_BYTES:
+            msg = f"Content-Length {length} out of range"
+            raise ValueError(msg)
+        body = await reader.readexactly(length)
+    else:
+        body = await _read_to_eof(reader)
+    return status, headers, body
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """Read the status line and headers, skipping 1xx interim responses."""
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, _, header_block = head[:-4].partition(b"\r\n")
+        version, _, rest = status_line.partition(b" ")
+        if not version.startswith(b"HTTP/1."):
+            msg = f"not an HTTP/1.x status line: {status_line[:40]!r}"
+            raise ValueError(msg)
+        status = int(rest[:3])
+        if not 100 <= status < 200 or status == 101:  # noqa: PLR2004 — 1xx are interim
+            return status, _parse_headers(header_block)
+
+
+def _parse_headers(block: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a raw header block into (name, value) pairs; obsolete folding is rejected."""
+    headers: list[tuple[bytes, bytes]] = []
+    if not block:
+        return headers
+    for line in block.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name[:1] in {b" ", b"\t"}:
+            msg = f"malformed header line {line[:40]!r}"
+            raise ValueError(msg)
+        headers.append((name.strip(), value.strip()))
+    return headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """Decode a chunked body (extensions and trailers are read and dropped)."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return b"".join(parts)
+        total += size
+        if total > MAX_BODY_BYTES:
+            msg = f"chunked body over {MAX_BODY_BYTES} bytes"
+            raise ValueError(msg)
+        parts.append(await reader.readexactly(size))
+        if await reader.readexactly(2) != b"\r\n":
+            msg = "chunk not followed by CRLF"
+            raise ValueError(msg)
+
+
+async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    """Read a close-delimited body, refusing more than MAX_BODY_BYTES."""
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await reader.read(65536):
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            msg = f"body over {MAX_BODY_BYTES} bytes"
+            raise ValueError(msg)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class TuningState:
+    """What `install` replaced, so that `uninstall` can put it back."""
+
+    original_transport: Callable[..., httpx.AsyncBaseTransport]
+
+
+_state: TuningState | None = None
+
+
+def _lean_transport(*, verify: str | bool | SSLContext | None = None) -> httpx.AsyncBaseTransport:
+    """Drop-in for ``pyasic.settings.transport``: a fresh, cheap `LeanHTTPTransport`."""
+    return LeanHTTPTransport(verify=verify)
+
+
+def install() -> None:
+    """Point pyasic's ``settings.transport`` hook at `LeanHTTPTransport` (idempotent).
+
+    Process-wide: every pyasic web request made afterwards, including detection, uses it.
+    """
+    global _state  # noqa: PLW0603 — one process-wide hook, like pyasic's own settings
+    if _state is None:
+        _state = TuningState(original_transport=pyasic_settings.transport)
+        pyasic_settings.transport = _lean_transport
+
+
+def uninstall() -> None:
+    """Restore pyasic's own transport factory (for benchmarks and tests)."""
+    global _state  # noqa: PLW0603 — see install()
+    if _state is not None:
+        pyasic_settings.transport = _state.original_transport
+        _state = None
+
+
+def installed() -> bool:
+    """Whether `install` is in effect."""
+    return _state is not None
+
+
+# --------------------------------------------------------------------------------------
+# 2 + 3. Per-miner tuning: tuned subclasses of pyasic's RPC and web API classes
+# --------------------------------------------------------------------------------------
+
+
+_commands_by_class: dict[type, tuple[str, ...]] = {}
+
+
+def _class_commands(cls: type) -> tuple[str, ...]:
+    """The RPC command names of ``cls``, as pyasic's ``get_commands`` computes them (cached)."""
+    cached = _commands_by_class.get(cls)
+    if cached is not None:
+        return cached
+    base_callables = {f for f in dir(BaseMinerRPCAPI) if callable(getattr(BaseMinerRPCAPI, f))}
+    cached = _commands_by_class[cls] = tuple(
+        name
+        for name in dir(cls)
+        if name not in {"commands", "open_api"}
+        and not name.startswith("_")
+        and name not in base_callables
+        and callable(getattr(cls, name, None))
+    )
+    return cached
+
+
+class _TunedRPC:
+    """Mixin put in front of a pyasic RPC API class by `tune`.
+
+    Why a subclass: ``get_commands`` and ``multicommand`` are plain methods on pyasic's
+    classes with no setting to change them; the overrides keep their signatures and results.
+    """
+
+    _tuned_join_rejected_at: int | None = None
+    _tuned_calls: int = 0
+
+    def get_commands(self) -> list[str]:
+        """Cached per class: pyasic recomputes it with dir() on every multicommand."""
+        return list(_class_commands(type(self)))
+
+    async def multicommand(self, *commands: str, allow_warning: bool = True) -> dict[str, Any]:
+        """Pyasic's BaseMinerRPCAPI.multicommand, minus the repeated join and the refetch."""
+        rpc: Any = self
+        valid = rpc._check_commands(*commands)  # noqa: SLF001 — pyasic's own filter
+        self._tuned_calls += 1
+        if len(valid) == 1:
+            # pyasic would return the bare reply tagged "multicommand", which no data
+            # function can find under its command name, so each one re-fetches it.
+            (only,) = valid
+            try:
+                reply = await rpc.send_command(only, allow_warning=allow_warning)
+            except APIError:
+                return {"multicommand": True}
+            return {only: [reply], "multicommand": True}
+        rejected_at = self._tuned_join_rejected_at
+        if rejected_at is not None and self._tuned_calls - rejected_at < JOIN_REPROBE_EVERY:
+            data: dict[str, Any] = await rpc._send_split_multicommand(*commands)  # noqa: SLF001
+        else:
+            try:
+                data = await rpc.send_command("+".join(valid), allow_warning=allow_warning)
+            except APIError:
+                self._tuned_join_rejected_at = self._tuned_calls
+                data = await rpc._send_split_multicommand(*commands)  # noqa: SLF001
+            else:
+                self._tuned_join_rejected_at = None
+        data["multicommand"] = True
+        return data
+
+
+class _TunedRPCCommandsOnly:
+    """Mixin for RPC classes with their own multicommand (Whatsminer): only the cache."""
+
+    def get_commands(self) -> list[str]:
+        """Cached per class: pyasic recomputes it with dir() on every multicommand."""
+        return list(_class_commands(type(self)))
+
+
+class _TunedAntminerWeb:
+    """Mixin for ``AntminerModernWebAPI``: one reused ``DigestAuth`` per credentials.
+
+    Why: pyasic's ``send_command`` and ``_handle_multicommand`` build a new DigestAuth per
+    request (so each one costs a 401 and a retry) and ``_handle_multicommand`` ignores
+    ``self.port``. The bodies below are pyasic 0.79.0's with those two lines changed.
+    """
+
+    _tuned_auth: httpx.DigestAuth | None = None
+    _tuned_auth_key: tuple[str, str] | None = None
+
+    def _digest(self) -> httpx.DigestAuth:
+        web: Any = self
+        key = (str(web.username), str(web.pwd))
+        if self._tuned_auth is None or self._tuned_auth_key != key:
+            self._tuned_auth = httpx.DigestAuth(*key)
+            self._tuned_auth_key = key
+        return self._tuned_auth
+
+    async def send_command(
+        self,
+        command: str,
+        ignore_errors: bool = False,  # noqa: ARG002, FBT001, FBT002 — pyasic's signature
+        allow_warning: bool = True,  # noqa: ARG002, FBT001, FBT002 — pyasic's signature
+        privileged: bool = False,  # noqa: ARG002, FBT001, FBT002 — pyasic's signature
+        **parameters: Any,
+    ) -> dict[str, Any]:
+        """Same as pyasic's, with the miner's reused DigestAuth."""
+        web: Any = self
+        url = f"http://{web.ip}:{web.port}/cgi-bin/{command}.cgi"
+        auth = self._digest()
+        try:
+            async with httpx.AsyncClient(transport=pyasic_settings.transport()) as client:
+                if parameters:
+                    data = await client.post(
+                        url,
+                        auth=auth,
+                        timeout=pyasic_settings.get("api_function_timeout", 3),
+                        json=parameters,
+                    )
+                else:
+                    data = await client.get(url, auth=auth)
+        except httpx.HTTPError as e:
+            return {"success": False, "message": f"HTTP error occurred: {e!s}"}
+        if data.status_code == 200:  # noqa: PLR2004
+            try:
+                result: dict[str, Any] = data.json()
+            except ValueError:
+                return {"success": False, "message": "Failed to decode JSON"}
+            return result
+        return {"success": False, "message": "Unknown error occurred"}
+
+    async def _handle_multicommand(self, client: httpx.AsyncClient, command: str) -> dict[str, Any]:
+        """Same as pyasic's, with the reused DigestAuth and the configured port."""
+        web: Any = self
+        try:
+            ret = await client.get(
+                f"http://{web.ip}:{web.port}/cgi-bin/{command}.cgi", auth=self._digest()
+            )
+        except httpx.HTTPError:
+            pass
+        else:
+            if ret.status_code == 200:  # noqa: PLR2004
+                with contextlib.suppress(ValueError):
+                    return {command: ret.json()}
+        return {command: {}}
+
+
+_tuned_classes: dict[tuple[type, type], type] = {}
+
+
+def _tuned_class(mixin: type, base: type) -> type:
+    """A cached subclass ``Tuned<Base>`` of ``base`` carrying ``mixin``'s attributes.
+
+    The attributes are copied into a single-base subclass (rather than using ``mixin`` as
+    a second base) so that the instance layout stays the base's own, which ``__class__``
+    assignment requires. The mixins therefore never call ``super()``.
+    """
+    key = (mixin, base)
+    cls = _tuned_classes.get(key)
+    if cls is None:
+        namespace: dict[str, Any] = {
+            name: value for name, value in vars(mixin).items() if not name.startswith("__")
+        }
+        namespace |= {"__module__": __name__, "__doc__": mixin.__doc__, "_tuning": mixin}
+        cls = type(f"Tuned{base.__name__}", (base,), namespace)
+        _tuned_classes[key] = cls
+    return cls
+
+
+def tuning_of(obj: object) -> type | None:
+    """The mixin `tune` applied to ``obj``'s class, or None if it is pyasic's own class."""
+    mixin: type | None = getattr(type(obj), "_tuning", None)
+    return mixin
+
+
+def _retype(obj: Any, mixin: type) -> None:
+    """Give ``obj`` the tuned subclass of its class (no-op if it is already tuned).
+
+    Why swap the class of the existing object rather than build a new one: pyasic's miner
+    classes create their API objects in ``__init__`` and callers may already have set
+    credentials or ports on them; keeping the object keeps all of that.
+    """
+    if tuning_of(obj) is None:
+        obj.__class__ = _tuned_class(mixin, type(obj))
+
+
+def tune(miner: Any) -> None:
+    """Apply the per-miner adaptations to a pyasic miner object (idempotent, no I/O).
+
+    - RPC API (4028): per-class command cache; for classes using pyasic's generic
+      ``multicommand``, remembered join rejection and the single-command fix.
+    - Stock Antminer web API: one reused DigestAuth per credentials.
+
+    Other families are left as pyasic builds them (their web requests already go through
+    `install`'s transport). Safe to call again after credentials change.
+    """
+    rpc = getattr(miner, "rpc", None)
+    if isinstance(rpc, BaseMinerRPCAPI):
+        if type(rpc).multicommand is BaseMinerRPCAPI.multicommand:
+            _retype(rpc, _TunedRPC)
+        else:
+            _retype(rpc, _TunedRPCCommandsOnly)
+    web = getattr(miner, "web", None)
+    if isinstance(web, AntminerModernWebAPI):
+        _retype(web, _TunedAntminerWeb)
