@@ -1,0 +1,372 @@
+"""MQTT payload models and topic builders: what goes on the wire, under which topic, with which QoS.
+
+Topics (prefix ``altiwatch/v1`` by default; every segment sanitised by :func:`segment`)::
+
+    <p>/<site>/<miner>/telemetry           QoS0, MQTT5 message expiry     altiwatch.telemetry/1
+    <p>/<site>/<miner>/alarm/<rule>        QoS1, retained current state   altiwatch.alarm/1
+    <p>/<site>/events                      QoS1, the site's event stream  alarm/1, miner_status/1,
+                                                                          agent_event/1
+    <p>/<site>/agent/<agent_id>/status     QoS1, retained + Last Will     altiwatch.agent_status/1
+
+Site-level alarms (no miner) use the miner segment ``_site``. Every payload carries ``schema``,
+``event_id`` (ULID), the per-agent ``seq``, ``ts`` (RFC 3339, UTC) and ``ts_unix``, ``agent_id``,
+``site`` and ``miner`` (null when not about one miner). JSON Schemas: ``agent/mqtt/schemas/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict
+from ulid import ULID
+
+from agent.alarms.model import AlarmTransition, TransitionKind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from collectors.snapshot import MinerSnapshot
+
+SITE_LEVEL = "_site"
+"""Miner segment used for site-level alarms."""
+
+ALARM_SCHEMA = "altiwatch.alarm/1"
+MINER_STATUS_SCHEMA = "altiwatch.miner_status/1"
+AGENT_EVENT_SCHEMA = "altiwatch.agent_event/1"
+AGENT_STATUS_SCHEMA = "altiwatch.agent_status/1"
+TELEMETRY_SCHEMA = "altiwatch.telemetry/1"
+
+_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
+
+
+def segment(value: str) -> str:
+    """Return ``value`` as a safe topic segment: lowercase ``[a-z0-9_.-]``, never empty.
+
+    Wildcards (``+``, ``#``), ``/``, ``$``, spaces and colons become ``-``, so a MAC
+    ``AA:BB:CC:00:11:22`` becomes ``aa-bb-cc-00-11-22``. The original id stays in the payload.
+    """
+    cleaned = _UNSAFE.sub("-", value.strip().lower()).strip("-")
+    return cleaned or "_"
+
+
+def rfc3339(ts: float) -> str:
+    """Format a UNIX time as RFC 3339 UTC with milliseconds, e.g. ``2026-01-02T03:04:05.678Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event_id() -> str:
+    """Return a new ULID (26 chars, sortable by creation time)."""
+    return str(ULID())
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic builder for one prefix."""
+
+    prefix: str = "altiwatch/v1"
+
+    def _base(self, site: str) -> str:
+        return f"{self.prefix.strip('/')}/{segment(site)}"
+
+    def telemetry(self, site: str, miner: str) -> str:
+        """``<p>/<site>/<miner>/telemetry``."""
+        return f"{self._base(site)}/{segment(miner)}/telemetry"
+
+    def alarm(self, site: str, miner: str | None, rule: str) -> str:
+        """``<p>/<site>/<miner>/alarm/<rule>`` (``_site`` for site-level alarms)."""
+        who = segment(miner) if miner is not None else SITE_LEVEL
+        return f"{self._base(site)}/{who}/alarm/{segment(rule)}"
+
+    def events(self, site: str) -> str:
+        """``<p>/<site>/events``."""
+        return f"{self._base(site)}/events"
+
+    def status(self, site: str, agent_id: str) -> str:
+        """``<p>/<site>/agent/<agent_id>/status``."""
+        return f"{self._base(site)}/agent/{segment(agent_id)}/status"
+
+    def all_events(self, site: str | None = None) -> str:
+        """Subscription filter for the event stream of one site, or of every site."""
+        return f"{self.prefix.strip('/')}/{segment(site) if site else '+'}/events"
+
+
+def _alias(name: str) -> str:
+    return "schema" if name == "schema_" else name
+
+
+class _Wire(BaseModel):
+    """Fields every payload carries (``schema_`` is ``schema`` on the wire)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=_alias, populate_by_name=True
+    )
+
+    schema_: str
+    event_id: str
+    seq: int
+    ts: str
+    ts_unix: float
+    agent_id: str
+    site: str
+    miner: str | None
+
+    def to_json(self) -> bytes:
+        """Serialise with ``schema`` as the first key."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+Sev = Literal["info", "warning", "critical"]
+
+
+class AlarmPayload(_Wire):
+    """One alarm transition; also the retained current state of (miner, rule)."""
+
+    event: Literal["raised", "escalated", "deescalated", "cleared"]
+    state: Literal["firing", "cleared"]
+    rule: str
+    severity: Sev
+    previous_severity: Sev | None
+    value: float | None
+    threshold: float | None
+    sea_level_threshold: float | None
+    altitude_m: float
+    delta: float
+    tags: list[str]
+    summary: str
+    details: dict[str, float | str | None]
+
+
+class MinerStatusPayload(_Wire):
+    """A miner came online, went offline, or was removed from the inventory."""
+
+    event: Literal["miner_online", "miner_offline", "miner_removed"]
+    online: bool | None
+    reason: str | None
+
+
+class AgentEventPayload(_Wire):
+    """The agent started or stopped (on the event stream)."""
+
+    event: Literal["agent_started", "agent_stopped"]
+    version: str
+
+
+class AgentStatusPayload(_Wire):
+    """The agent's retained status; ``offline`` is also its Last Will."""
+
+    state: Literal["online", "offline"]
+    reason: str | None
+    version: str
+
+
+class BoardPayload(BaseModel):
+    """One hashboard in a telemetry payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int
+    hashrate_hs: float | None
+    board_temp_c: float | None
+    chip_temp_c: float | None
+    chips: int | None
+    expected_chips: int | None
+    missing: bool
+
+
+class FanPayload(BaseModel):
+    """One fan in a telemetry payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int
+    rpm: int | None
+
+
+class TelemetryPayload(_Wire):
+    """Latest readings of one miner (unknown values are null, never 0)."""
+
+    collected_at: str
+    model: str | None
+    hashrate_hs: float | None
+    expected_hashrate_hs: float | None
+    max_chip_temp_c: float | None
+    max_board_temp_c: float | None
+    inlet_temp_c: float | None
+    power_w: float | None
+    power_source: Literal["measured", "estimated"] | None
+    uptime_s: int | None
+    is_mining: bool | None
+    boards: list[BoardPayload]
+    fans: list[FanPayload]
+    alarm_severity: Literal["none", "info", "warning", "critical"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message ready for the outbox.
+
+    ``droppable`` messages (telemetry) are evicted first when the outbox is full;
+    ``expiry_s`` (telemetry) becomes the MQTT5 message expiry, shortened by the time spent queued.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    droppable: bool = False
+    expiry_s: int | None = None
+
+
+class EventFactory:
+    """Builds payloads and their messages for one agent; ``next_seq`` hands out the ``seq``."""
+
+    def __init__(
+        self, *, agent_id: str, prefix: str, version: str, next_seq: Callable[[], int]
+    ) -> None:
+        """Bind the agent id, topic prefix and seq source."""
+        self.agent_id = agent_id
+        self.topics = Topics(prefix)
+        self.version = version
+        self._next_seq = next_seq
+
+    def _common(self, ts: float, site: str, miner: str | None, schema: str) -> dict[str, object]:
+        return {
+            "schema_": schema,
+            "event_id": new_event_id(),
+            "seq": self._next_seq(),
+            "ts": rfc3339(ts),
+            "ts_unix": round(ts, 3),
+            "agent_id": self.agent_id,
+            "site": site,
+            "miner": miner,
+        }
+
+    def alarm(self, t: AlarmTransition) -> tuple[AlarmPayload, list[Outgoing]]:
+        """The event-stream message and the retained state message for one transition."""
+        payload = AlarmPayload.model_validate(
+            {
+                **self._common(t.at, t.site, t.miner, ALARM_SCHEMA),
+                "event": t.kind.value,
+                "state": "cleared" if t.kind is TransitionKind.CLEARED else "firing",
+                "rule": t.rule,
+                "severity": t.severity.label,
+                "previous_severity": (
+                    t.previous_severity.label if t.previous_severity is not None else None
+                ),
+                "value": t.value,
+                "threshold": t.threshold,
+                "sea_level_threshold": t.sea_level_threshold,
+                "altitude_m": t.altitude_m,
+                "delta": t.delta,
+                "tags": list(t.tags),
+                "summary": t.summary,
+                "details": dict(t.details),
+            }
+        )
+        body = payload.to_json()
+        return payload, [
+            Outgoing(self.topics.events(t.site), body, qos=1, retain=False),
+            Outgoing(self.topics.alarm(t.site, t.miner, t.rule), body, qos=1, retain=True),
+        ]
+
+    def miner_status(
+        self,
+        at: float,
+        site: str,
+        miner: str,
+        event: Literal["miner_online", "miner_offline", "miner_removed"],
+        *,
+        online: bool | None,
+        reason: str | None,
+    ) -> Outgoing:
+        """A miner status event on the site's event stream."""
+        payload = MinerStatusPayload.model_validate(
+            {
+                **self._common(at, site, miner, MINER_STATUS_SCHEMA),
+                "event": event,
+                "online": online,
+                "reason": reason,
+            }
+        )
+        return Outgoing(self.topics.events(site), payload.to_json(), qos=1, retain=False)
+
+    def agent_event(
+        self, at: float, site: str, event: Literal["agent_started", "agent_stopped"]
+    ) -> Outgoing:
+        """An agent lifecycle event on a site's event stream."""
+        payload = AgentEventPayload.model_validate(
+            {
+                **self._common(at, site, None, AGENT_EVENT_SCHEMA),
+                "event": event,
+                "version": self.version,
+            }
+        )
+        return Outgoing(self.topics.events(site), payload.to_json(), qos=1, retain=False)
+
+    def agent_status(
+        self, at: float, site: str, state: Literal["online", "offline"], reason: str | None
+    ) -> Outgoing:
+        """The retained status message (also used as the Last Will)."""
+        payload = AgentStatusPayload.model_validate(
+            {
+                **self._common(at, site, None, AGENT_STATUS_SCHEMA),
+                "state": state,
+                "reason": reason,
+                "version": self.version,
+            }
+        )
+        return Outgoing(
+            self.topics.status(site, self.agent_id), payload.to_json(), qos=1, retain=True
+        )
+
+    def telemetry(
+        self,
+        site: str,
+        miner: str,
+        snap: MinerSnapshot,
+        *,
+        alarm_severity: Literal["none", "info", "warning", "critical"],
+        expiry_s: int,
+    ) -> Outgoing:
+        """A droppable QoS0 telemetry message."""
+        payload = TelemetryPayload.model_validate(
+            {
+                **self._common(snap.collected_at, site, miner, TELEMETRY_SCHEMA),
+                "collected_at": rfc3339(snap.collected_at),
+                "model": snap.identity.model,
+                "hashrate_hs": snap.hashrate_hs,
+                "expected_hashrate_hs": snap.expected_hashrate_hs,
+                "max_chip_temp_c": snap.max_chip_temp_c,
+                "max_board_temp_c": snap.max_board_temp_c,
+                "inlet_temp_c": snap.inlet_temp_c,
+                "power_w": snap.power_w,
+                "power_source": snap.power_source.value if snap.power_source else None,
+                "uptime_s": snap.uptime_s,
+                "is_mining": snap.is_mining,
+                "boards": [
+                    {
+                        "index": b.index,
+                        "hashrate_hs": b.hashrate_hs,
+                        "board_temp_c": b.board_temp_c,
+                        "chip_temp_c": b.chip_temp_c,
+                        "chips": b.chips,
+                        "expected_chips": b.expected_chips,
+                        "missing": b.missing,
+                    }
+                    for b in snap.boards
+                ],
+                "fans": [{"index": f.index, "rpm": f.rpm} for f in snap.fans],
+                "alarm_severity": alarm_severity,
+            }
+        )
+        return Outgoing(
+            self.topics.telemetry(site, miner),
+            payload.to_json(),
+            qos=0,
+            retain=False,
+            droppable=True,
+            expiry_s=expiry_s,
+        )

@@ -1,0 +1,424 @@
+"""The MQTT publisher: reconnect loop, retained status and Last Will, outbox draining, HA discovery.
+
+Producers (the service loop) call the synchronous methods :meth:`EventPublisher.alarm_transitions`,
+:meth:`~EventPublisher.telemetry`, :meth:`~EventPublisher.miner_status` and
+:meth:`~EventPublisher.miner_removed`; each commits to the durable outbox before returning and
+wakes the drain loop. :meth:`EventPublisher.run` connects (capped, jittered backoff between
+attempts), publishes the retained ``online`` status, Home Assistant discovery (if enabled), then
+drains the outbox in order, deleting rows only once the broker acknowledged them. On
+cancellation it publishes ``agent_stopped`` and the retained ``offline`` status, then disconnects
+(the Last Will is not sent on a clean DISCONNECT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Literal
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from tenacity import RetryCallState, Retrying, wait_fixed, wait_random_exponential
+
+from agent.alarms.model import Severity, TransitionKind
+from agent.mqtt.discovery import DeviceInfo, config_topic, device_config_json
+from agent.mqtt.events import SITE_LEVEL, EventFactory, Outgoing
+from agent.mqtt.outbox import Outbox, RetainedAlarm, Row
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from agent.alarms.model import AlarmTransition
+    from agent.mqtt.config import MqttSettings
+    from collectors.snapshot import MinerSnapshot
+
+log = structlog.get_logger(__name__)
+
+_IDLE_CHECK_S = 1.0
+"""How often an idle drain loop retries storage recovery and checks for work."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("altiwatch")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStats:
+    """Publisher health for metrics and the API."""
+
+    connected: bool
+    outbox_depth: int
+    oldest_age_s: float | None
+    dropped_total: dict[str, int]
+    published_total: int
+
+
+class _ConnectionLostError(Exception):
+    """The broker connection dropped (wraps the aiomqtt/OS error)."""
+
+
+class EventPublisher:
+    """Publishes alarm events, miner status and telemetry to MQTT through a durable outbox."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        agent_id: str,
+        state_dir: Path,
+        sites: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open the outbox in ``state_dir``; ``sites`` get agent_started/stopped events.
+
+        The status topic's site is ``settings.site``, else the first of ``sites``, else ``_agent``.
+        """
+        self._s = settings
+        self.agent_id = agent_id
+        self._clock = clock
+        self._outbox = Outbox(
+            state_dir,
+            max_messages=settings.outbox_max_messages,
+            memory_max=settings.memory_max_messages,
+            clock=clock,
+        )
+        self.version = _version()
+        self._events = EventFactory(
+            agent_id=agent_id,
+            prefix=settings.topic_prefix,
+            version=self.version,
+            next_seq=self._outbox.next_seq,
+        )
+        self.status_site = settings.site or (sites[0] if sites else "_agent")
+        self._sites = list(dict.fromkeys([*sites])) or [self.status_site]
+        self.status_topic = self._events.topics.status(self.status_site, agent_id)
+        self._wake = asyncio.Event()
+        self._connected = False
+        self._published = 0
+        self._started = False
+        self._stopped = False
+        self._devices: dict[tuple[str, str], DeviceInfo] = {}
+        self._announce: set[tuple[str, str]] = set()
+        self._wait = wait_fixed(settings.reconnect_min_s) + wait_random_exponential(
+            multiplier=settings.reconnect_min_s,
+            max=max(settings.reconnect_max_s - settings.reconnect_min_s, 0.0),
+        )
+
+    # -- producer side (synchronous, commits before returning) ------------------------------------
+
+    def alarm_transitions(self, transitions: Sequence[AlarmTransition]) -> None:
+        """Queue each transition (event stream + retained state) in one committed write."""
+        messages: list[Outgoing] = []
+        retained: list[RetainedAlarm] = []
+        for t in transitions:
+            _, msgs = self._events.alarm(t)
+            messages.extend(msgs)
+            severity = None if t.kind is TransitionKind.CLEARED else int(t.severity)
+            retained.append(
+                RetainedAlarm(msgs[1].topic, t.site, t.miner or SITE_LEVEL, t.rule, severity)
+            )
+        if messages:
+            self._outbox.put(messages, retained=retained)
+            self._wake.set()
+
+    def telemetry(self, site: str, miner: str, snapshot: MinerSnapshot) -> None:
+        """Queue a droppable telemetry message (QoS0, message expiry)."""
+        if not self._s.telemetry:
+            return
+        if self._s.home_assistant.enabled:
+            info = DeviceInfo(
+                site,
+                miner,
+                snapshot.identity.model,
+                tuple(b.index for b in snapshot.boards),
+                tuple(f.index for f in snapshot.fans),
+            )
+            if self._devices.get((site, miner)) != info:
+                self._devices[(site, miner)] = info
+                self._announce.add((site, miner))
+        worst = max(
+            (r.severity for r in self._outbox.retained_alarms(site, miner) if r.severity),
+            default=None,
+        )
+        label: Literal["none", "info", "warning", "critical"] = (
+            Severity(worst).label if worst is not None else "none"  # type: ignore[assignment]
+        )
+        msg = self._events.telemetry(
+            site, miner, snapshot, alarm_severity=label, expiry_s=self._s.telemetry_expiry_s
+        )
+        self._outbox.put([msg])
+        self._wake.set()
+
+    def miner_status(self, site: str, miner: str, *, online: bool, reason: str | None) -> None:
+        """Queue ``miner_online``/``miner_offline`` on the site's event stream."""
+        event: Literal["miner_online", "miner_offline"] = (
+            "miner_online" if online else "miner_offline"
+        )
+        msg = self._events.miner_status(
+            self._clock(), site, miner, event, online=online, reason=reason
+        )
+        self._outbox.put([msg])
+        self._wake.set()
+
+    def miner_removed(self, site: str, miner: str) -> None:
+        """Queue ``miner_removed`` and empty the miner's retained alarm (and discovery) topics."""
+        messages = [
+            self._events.miner_status(
+                self._clock(), site, miner, "miner_removed", online=None, reason="removed"
+            )
+        ]
+        stale = self._outbox.retained_alarms(site, miner)
+        messages.extend(Outgoing(r.topic, b"", qos=1, retain=True) for r in stale)
+        if self._s.home_assistant.enabled:
+            topic = config_topic(self._s.home_assistant.prefix, site, miner)
+            messages.append(Outgoing(topic, b"", qos=1, retain=True))
+        self._devices.pop((site, miner), None)
+        self._announce.discard((site, miner))
+        self._outbox.put(messages, forget=stale)
+        self._wake.set()
+
+    def stats(self) -> PublisherStats:
+        """Connection state, outbox depth/age, drops by reason and messages published."""
+        return PublisherStats(
+            connected=self._connected,
+            outbox_depth=self._outbox.depth,
+            oldest_age_s=self._outbox.oldest_age_s(),
+            dropped_total=dict(self._outbox.dropped),
+            published_total=self._published,
+        )
+
+    def close(self) -> None:
+        """Close the outbox (after :meth:`run` has returned)."""
+        self._outbox.close()
+
+    # -- connection loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, publish and reconnect until cancelled; then say goodbye and disconnect."""
+        if not self._started:
+            self._started = True
+            now = self._clock()
+            self._outbox.put(
+                [self._events.agent_event(now, s, "agent_started") for s in self._sites]
+            )
+        attempt = 0
+        try:
+            while True:
+                self._connected_once = False
+                try:
+                    await self._connection()
+                except (aiomqtt.MqttError, _ConnectionLostError, OSError) as exc:
+                    if self._connected_once:
+                        attempt = 0
+                    log.warning(
+                        "mqtt_disconnected",
+                        host=self._s.host,
+                        port=self._s.port,
+                        error=str(exc),
+                        attempt=attempt,
+                    )
+                delay = self._backoff(attempt)
+                attempt += 1
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            self._enqueue_stopped()
+            raise
+
+    _connected_once = False
+
+    def _backoff(self, attempt: int) -> float:
+        state = RetryCallState(Retrying(), None, (), {})
+        state.attempt_number = attempt + 1
+        return float(self._wait(state))
+
+    def _enqueue_stopped(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            now = self._clock()
+            self._outbox.put(
+                [self._events.agent_event(now, s, "agent_stopped") for s in self._sites]
+            )
+
+    def _client(self) -> aiomqtt.Client:
+        s = self._s
+        v5 = s.protocol == "5"
+        will = self._events.agent_status(
+            self._clock(), self.status_site, "offline", "connection_lost"
+        )
+        password = s.resolve_password()
+        connect_props: Properties | None = None
+        if v5 and s.persistent_session:
+            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props.SessionExpiryInterval = s.session_expiry_s
+        kwargs: dict[str, object] = {}
+        if not v5:
+            kwargs["clean_session"] = not s.persistent_session
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=f"altiwatch-{self.agent_id}",
+            username=s.username,
+            password=password.get_secret_value() if password is not None else None,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(will.topic, will.payload, qos=1, retain=True),
+            clean_start=not s.persistent_session,
+            keepalive=s.keepalive_s,
+            timeout=s.publish_timeout_s,
+            properties=connect_props,
+            tls_context=self._tls_context(),
+            max_inflight_messages=s.inflight_window,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        client.pending_calls_threshold = s.inflight_window + 10
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        tls = self._s.tls
+        if tls is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file is not None and tls.key_file is not None:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        if tls.insecure_skip_hostname_check:
+            ctx.check_hostname = False
+        return ctx
+
+    async def _connection(self) -> None:
+        client = self._client()
+        async with client:
+            self._connected = True
+            self._connected_once = True
+            log.info("mqtt_connected", host=self._s.host, port=self._s.port, agent=self.agent_id)
+            try:
+                await self._on_connect(client)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._receive(client), name="mqtt.receive")
+                    tg.create_task(self._drain(client), name="mqtt.drain")
+            except BaseExceptionGroup as group:
+                lost, rest = group.split((aiomqtt.MqttError, OSError, TimeoutError))
+                if rest is not None:
+                    raise rest from None
+                raise _ConnectionLostError(str(lost.exceptions[0] if lost else group)) from group
+            except (TimeoutError, aiomqtt.MqttError) as exc:
+                raise _ConnectionLostError(str(exc)) from exc
+            except asyncio.CancelledError:
+                self._connected = False
+                await self._goodbye(client)
+                raise
+            finally:
+                self._connected = False
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        online = self._events.agent_status(self._clock(), self.status_site, "online", None)
+        await client.publish(online.topic, online.payload, qos=1, retain=True)
+        ha = self._s.home_assistant
+        if ha.enabled:
+            await client.subscribe(f"{ha.prefix.strip('/')}/status", qos=1)
+            self._announce.update(self._devices)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Watch incoming messages (HA birth) and end with MqttError when the link drops."""
+        ha_status = f"{self._s.home_assistant.prefix.strip('/')}/status"
+        async for message in client.messages:
+            if message.topic.matches(ha_status) and message.payload in (b"online", "online"):
+                log.info("mqtt_home_assistant_online", devices=len(self._devices))
+                self._announce.update(self._devices)
+                self._wake.set()
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Publish queued rows oldest first, a window at a time; ack each after its PUBACK."""
+        while True:
+            if self._outbox.degraded:
+                self._outbox.maintain()
+            await self._publish_discovery(client)
+            rows = self._outbox.peek(self._s.inflight_window)
+            if not rows:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_IDLE_CHECK_S):
+                        await self._wake.wait()
+                continue
+            await self._publish_rows(client, rows)
+
+    async def _publish_rows(self, client: aiomqtt.Client, rows: Sequence[Row]) -> None:
+        now = self._clock()
+        expired: list[Row] = []
+        sending: list[Row] = []
+        calls = []
+        for row in rows:
+            msg = row.message
+            props: Properties | None = None
+            if msg.expiry_s is not None:
+                remaining = msg.expiry_s - (now - row.created_at)
+                if remaining <= 0:
+                    expired.append(row)
+                    continue
+                if self._s.protocol == "5":
+                    props = Properties(PacketTypes.PUBLISH)
+                    props.MessageExpiryInterval = max(1, int(remaining))
+            sending.append(row)
+            calls.append(
+                client.publish(
+                    msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, properties=props
+                )
+            )
+        if expired:
+            self._outbox.ack(expired, reason="expired")
+        if not calls:
+            return
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        done = [row for row, res in zip(sending, results, strict=True) if res is None]
+        if done:
+            self._outbox.ack(done)
+            self._published += len(done)
+        failure = next((res for res in results if isinstance(res, BaseException)), None)
+        if failure is not None:
+            raise failure
+
+    async def _publish_discovery(self, client: aiomqtt.Client) -> None:
+        if not self._announce or not self._s.home_assistant.enabled:
+            return
+        for key in list(self._announce):
+            info = self._devices.get(key)
+            self._announce.discard(key)
+            if info is None:
+                continue
+            topic = config_topic(self._s.home_assistant.prefix, info.site, info.miner)
+            body = device_config_json(
+                info,
+                topics=self._events.topics,
+                status_topic=self.status_topic,
+                version=self.version,
+            )
+            try:
+                await client.publish(topic, body, qos=1, retain=True)
+            except BaseException:
+                self._announce.add(key)
+                raise
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """On shutdown: queue agent_stopped, flush briefly, publish retained offline."""
+        self._enqueue_stopped()
+        deadline = min(self._s.publish_timeout_s, 5.0)
+        try:
+            async with asyncio.timeout(deadline):
+                while rows := self._outbox.peek(self._s.inflight_window):
+                    await self._publish_rows(client, rows)
+                offline = self._events.agent_status(
+                    self._clock(), self.status_site, "offline", "shutdown"
+                )
+                await client.publish(offline.topic, offline.payload, qos=1, retain=True)
+                log.info("mqtt_offline_published", backlog=self._outbox.depth)
+        except (TimeoutError, aiomqtt.MqttError, OSError) as exc:
+            log.warning("mqtt_goodbye_incomplete", error=str(exc), backlog=self._outbox.depth)
