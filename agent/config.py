@@ -350,7 +350,9 @@ def load_config_text(
         data = {}
     if not isinstance(data, dict):
         line = root.start_mark.line + 1 if root is not None else None
-        raise ConfigError(ConfigProblem(None, "the top level must be a mapping of sections", line))
+        raise ConfigError(
+            ConfigProblem(origin, "the top level must be a mapping of sections", line)
+        )
     overrides, env_paths = _env_overrides(environ)
     data = _deep_merge(data, overrides)
     _apply_state_directory(data, environ)
