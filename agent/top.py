@@ -1,0 +1,528 @@
+"""``altiwatch top``: a live terminal view of a running agent, read from its JSON API.
+
+One table per site, one row per miner: hashrate against expected, the hottest sensor against
+its altitude-derated warning/critical thresholds, fans, power and active alarms, under a site
+header with altitude, δ = p/p0 and the cooling multiplier M(δ). ``--once`` prints one frame
+(plain text when stdout is not a terminal) and exits; without it the view refreshes in place
+until Ctrl-C.
+
+The view reads ``GET /api/v1/fleet`` (and ``/api/v1/alarms`` for site-level alarms) and is
+tolerant by design: every field may be missing or null, and unknown values show as ``-``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping, Sequence
+
+    from rich.console import RenderableType
+
+DEFAULT_URL = "http://127.0.0.1:9847"
+SortKey = Literal["hashrate", "temp", "alarms", "miner"]
+SORT_KEYS: tuple[SortKey, ...] = ("hashrate", "temp", "alarms", "miner")
+EX_OK = 0
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+PLAIN_WIDTH = 160
+"""Columns of a frame printed to a pipe or file (a terminal uses its own width)."""
+
+_SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
+_SEVERITY_STYLE = {1: "cyan", 2: "yellow", 3: "bold red"}
+_SEVERITY_SHORT = {1: "info", 2: "warn", 3: "crit"}
+_UNITS = ((1e18, "EH/s"), (1e15, "PH/s"), (1e12, "TH/s"), (1e9, "GH/s"), (1e6, "MH/s"))
+
+
+class FetchError(RuntimeError):
+    """The agent's API could not be read or did not return the expected JSON."""
+
+
+# --- reading the API ---------------------------------------------------------------------------
+
+
+def _get_json(url: str, timeout_s: float) -> Any:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in {"http", "https"}:
+        msg = f"unsupported URL scheme {scheme!r} (use http:// or https://)"
+        raise FetchError(msg)
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked above
+            body = response.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        msg = f"cannot read {url}: {getattr(exc, 'reason', exc)}"
+        raise FetchError(msg) from exc
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        msg = f"{url} did not return JSON"
+        raise FetchError(msg) from exc
+
+
+def fetch(base_url: str, *, timeout_s: float = 5.0) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Return the fleet list and the active alarms list from the agent at ``base_url``.
+
+    The alarms endpoint is optional (only site-level alarms come from it); a failure there
+    yields an empty list.
+    """
+    base = base_url.rstrip("/")
+    fleet = _get_json(f"{base}/api/v1/fleet", timeout_s)
+    if not isinstance(fleet, list):
+        msg = f"{base}/api/v1/fleet returned {type(fleet).__name__}, expected a list"
+        raise FetchError(msg)
+    try:
+        alarms = _get_json(f"{base}/api/v1/alarms", timeout_s)
+    except FetchError:
+        alarms = []
+    return [m for m in fleet if isinstance(m, dict)], alarms if isinstance(alarms, list) else []
+
+
+# --- tolerant field access ---------------------------------------------------------------------
+
+
+def _num(data: Mapping[str, Any] | None, *keys: str) -> float | None:
+    """The first key of ``data`` holding a finite number (bools are not numbers)."""
+    if not isinstance(data, dict):
+        return None
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def _str(data: Mapping[str, Any] | None, *keys: str) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _dict(data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = data.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
+def severity_rank(value: Any) -> int:
+    """1 info, 2 warning, 3 critical from a label ("critical"), an int (3) or an enum name."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value if value in _SEVERITY_STYLE else 0
+    if isinstance(value, str):
+        return _SEVERITY_RANK.get(value.strip().lower(), 0)
+    if isinstance(value, dict):
+        return severity_rank(value.get("label") or value.get("name"))
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """One active alarm as the view shows it."""
+
+    rule: str
+    severity: int
+
+    @classmethod
+    def parse(cls, raw: Any) -> Alarm | None:
+        """Build from an ``ActiveAlarm.as_dict()``; None if it names no rule."""
+        if not isinstance(raw, dict):
+            return None
+        rule = _str(raw, "rule", "name", "id")
+        if rule is None:
+            return None
+        return cls(rule=rule, severity=severity_rank(raw.get("severity")))
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One miner's line: everything the table shows, already reduced to numbers or None."""
+
+    miner: str
+    site: str
+    model: str | None
+    address: str | None
+    up: bool | None
+    error: str | None
+    hashrate_hs: float | None
+    expected_hs: float | None
+    hottest_c: float | None
+    sensor: str | None
+    warning_c: float | None
+    critical_c: float | None
+    fan_rpm: float | None
+    fan_load: float | None
+    power_w: float | None
+    alarms: tuple[Alarm, ...]
+
+    @property
+    def ratio(self) -> float | None:
+        """Hashrate over expected hashrate."""
+        if self.hashrate_hs is None or not self.expected_hs:
+            return None
+        return self.hashrate_hs / self.expected_hs
+
+    @property
+    def headroom_k(self) -> float | None:
+        """Derated warning threshold minus the hottest sensor (negative = past warning)."""
+        if self.hottest_c is None or self.warning_c is None:
+            return None
+        return self.warning_c - self.hottest_c
+
+    @property
+    def worst_severity(self) -> int:
+        """Highest severity among active alarms (0 when none)."""
+        return max((a.severity for a in self.alarms), default=0)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Row:
+        """Reduce one ``/api/v1/fleet`` object; every field may be missing."""
+        thresholds = _dict(raw, "thresholds")
+        sensor = _str(thresholds, "sensor")
+        chip = _num(raw, "max_chip_temp_c")
+        board = _num(raw, "max_board_temp_c")
+        if sensor == "board":
+            hottest = board if board is not None else chip
+        else:
+            hottest = chip if chip is not None else board
+        rpms = [
+            rpm for fan in _list(raw, "fans") if (rpm := _num(fan, "rpm")) is not None and rpm > 0
+        ]
+        fan_rpm = sum(rpms) / len(rpms) if rpms else None
+        fan_load = _num(raw, "fan_duty_ratio")
+        rpm_max = _num(thresholds, "rpm_max")
+        if fan_load is None and fan_rpm is not None and rpm_max:
+            fan_load = max(rpms) / rpm_max
+        up = raw.get("up")
+        alarms = tuple(a for a in map(Alarm.parse, _list(raw, "alarms")) if a is not None)
+        return cls(
+            miner=_str(raw, "miner", "name", "address") or "?",
+            site=_str(raw, "site") or "-",
+            model=_str(raw, "model"),
+            address=_str(raw, "address"),
+            up=up if isinstance(up, bool) else None,
+            error=_str(raw, "last_error"),
+            hashrate_hs=_num(raw, "hashrate_hs"),
+            expected_hs=_num(raw, "expected_hashrate_hs"),
+            hottest_c=hottest,
+            sensor=sensor or ("chip" if chip is not None else "board" if board else None),
+            warning_c=_num(thresholds, "warning_c"),
+            critical_c=_num(thresholds, "critical_c"),
+            fan_rpm=fan_rpm,
+            fan_load=fan_load,
+            power_w=_num(raw, "power_w"),
+            alarms=tuple(sorted(alarms, key=lambda a: (-a.severity, a.rule))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteAir:
+    """A site's air as the agent computed it."""
+
+    altitude_m: float | None
+    delta: float | None
+    cooling_multiplier: float | None
+    pressure_source: str | None
+
+    @classmethod
+    def parse(cls, raw: Any) -> SiteAir:
+        """From the fleet JSON's ``site_air`` (or the thresholds, which repeat it)."""
+        data = raw if isinstance(raw, dict) else None
+        return cls(
+            altitude_m=_num(data, "altitude_m"),
+            delta=_num(data, "delta"),
+            cooling_multiplier=_num(data, "cooling_multiplier", "m"),
+            pressure_source=_str(data, "pressure_source"),
+        )
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def format_hashrate(value: float | None) -> str:
+    """H/s in the largest unit that keeps the number ≥ 1 (``104.2 TH/s``); ``-`` if unknown."""
+    if value is None:
+        return "-"
+    for scale, unit in _UNITS:
+        if abs(value) >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f} H/s"
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _temp_style(row: Row) -> str:
+    if row.hottest_c is None:
+        return "dim"
+    if row.critical_c is not None and row.hottest_c >= row.critical_c:
+        return "bold red"
+    if row.warning_c is not None and row.hottest_c >= row.warning_c:
+        return "yellow"
+    return "green"
+
+
+def _ratio_style(ratio: float | None) -> str:
+    if ratio is None:
+        return "dim"
+    if ratio < 0.75:  # noqa: PLR2004 - R5 critical ratio
+        return "bold red"
+    if ratio < 0.9:  # noqa: PLR2004 - R5 warning ratio
+        return "yellow"
+    return "green"
+
+
+def sort_rows(rows: Sequence[Row], key: SortKey) -> list[Row]:
+    """Order rows: worst first for hashrate/temp/alarms, by id for ``miner``."""
+    if key == "miner":
+        return sorted(rows, key=lambda r: r.miner)
+    if key == "hashrate":
+        # Down or unknown first, then the lowest ratio.
+        return sorted(rows, key=lambda r: (r.ratio is not None, r.ratio or 0.0, r.miner))
+    if key == "temp":
+        # Least headroom to the derated warning first; rows without thresholds by temperature.
+        def temp_key(r: Row) -> tuple[int, float, str]:
+            if r.headroom_k is not None:
+                return (0, r.headroom_k, r.miner)
+            if r.hottest_c is not None:
+                return (1, -r.hottest_c, r.miner)
+            return (2, 0.0, r.miner)
+
+        return sorted(rows, key=temp_key)
+    return sorted(rows, key=lambda r: (-r.worst_severity, -len(r.alarms), r.miner))
+
+
+def _status(row: Row) -> Text:
+    if row.up is True:
+        return Text("up", style="green")
+    if row.up is False:
+        return Text(f"DOWN {row.error or ''}".strip(), style="bold red")
+    return Text("pending", style="dim")
+
+
+def _alarm_text(row: Row) -> Text:
+    text = Text()
+    for i, alarm in enumerate(row.alarms):
+        if i:
+            text.append(" ")
+        label = f"{alarm.rule}:{_SEVERITY_SHORT.get(alarm.severity, '?')}"
+        text.append(label, style=_SEVERITY_STYLE.get(alarm.severity, ""))
+    return text if row.alarms else Text("-", style="dim")
+
+
+def _fan_text(row: Row) -> str:
+    rpm = _fmt(row.fan_rpm, ".0f", " rpm")
+    if row.fan_load is None:
+        return rpm
+    return f"{rpm} ({row.fan_load:.0%})"
+
+
+def _site_header(
+    site: str, air: SiteAir, rows: Sequence[Row], site_alarms: Sequence[Alarm]
+) -> Text:
+    up = sum(1 for r in rows if r.up)
+    known = [r.hashrate_hs for r in rows if r.hashrate_hs is not None]
+    hashrate = sum(known) if known else None
+    expected = sum(r.expected_hs for r in rows if r.expected_hs is not None)
+    counts = dict.fromkeys((3, 2, 1), 0)
+    for alarm in [a for r in rows for a in r.alarms] + list(site_alarms):
+        if alarm.severity in counts:
+            counts[alarm.severity] += 1
+    header = Text()
+    header.append(f"Site {site}", style="bold")
+    altitude = _fmt(air.altitude_m, ",.0f", " m")
+    header.append(f"  altitude {altitude}  δ {_fmt(air.delta, '.3f')}")
+    header.append(f"  M(δ) {_fmt(air.cooling_multiplier, '.3f')}")
+    if air.pressure_source:
+        header.append(f"  pressure: {air.pressure_source}", style="dim")
+    header.append(f"\n{up}/{len(rows)} up  hashrate {format_hashrate(hashrate)}")
+    header.append(f" of {format_hashrate(expected) if expected else '-'} expected")
+    header.append("  alarms: ")
+    header.append(f"{counts[3]} critical", style="bold red" if counts[3] else "")
+    header.append(f", {counts[2]} warning", style="yellow" if counts[2] else "")
+    header.append(f", {counts[1]} info")
+    for alarm in site_alarms:
+        header.append(f"  site {alarm.rule}:{_SEVERITY_SHORT.get(alarm.severity, '?')}")
+    return header
+
+
+def _table(rows: Sequence[Row]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    table.add_column("miner", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("hashrate", justify="right", no_wrap=True)
+    table.add_column("of expected", justify="right", no_wrap=True)
+    table.add_column("hottest °C", justify="right", no_wrap=True)
+    table.add_column("derated warn/crit", justify="right", no_wrap=True)
+    table.add_column("headroom K", justify="right", no_wrap=True)
+    table.add_column("fans", justify="right", no_wrap=True)
+    table.add_column("power", justify="right", no_wrap=True)
+    table.add_column("alarms", overflow="fold", min_width=12)
+    for row in rows:
+        limits = (
+            "-"
+            if row.warning_c is None and row.critical_c is None
+            else f"{_fmt(row.warning_c, '.1f')}/{_fmt(row.critical_c, '.1f')}"
+        )
+        hottest = _fmt(row.hottest_c, ".1f")
+        if row.hottest_c is not None and row.sensor:
+            hottest = f"{hottest} {row.sensor}"
+        table.add_row(
+            row.miner,
+            row.model or "-",
+            _status(row),
+            format_hashrate(row.hashrate_hs),
+            Text(_fmt(row.ratio, ".1%"), style=_ratio_style(row.ratio)),
+            Text(hottest, style=_temp_style(row)),
+            limits,
+            Text(_fmt(row.headroom_k, "+.1f"), style=_temp_style(row)),
+            _fan_text(row),
+            _fmt(row.power_w, ",.0f", " W"),
+            _alarm_text(row),
+        )
+    return table
+
+
+def render(
+    fleet: Sequence[Mapping[str, Any]],
+    *,
+    alarms: Sequence[Any] = (),
+    sort: SortKey = "temp",
+    source: str = "",
+    now: float | None = None,
+) -> RenderableType:
+    """One frame: a title line, then a header and a table per site (sites sorted by name)."""
+    rows = [Row.parse(m) for m in fleet if isinstance(m, dict)]
+    air: dict[str, SiteAir] = {}
+    for raw in fleet:
+        site = _str(raw, "site") or "-"
+        parsed = SiteAir.parse(raw.get("site_air") or raw.get("thresholds"))
+        if site not in air or air[site].delta is None:
+            air[site] = parsed
+    site_alarms: dict[str, list[Alarm]] = {}
+    for raw_alarm in alarms:
+        if not isinstance(raw_alarm, dict) or raw_alarm.get("miner"):
+            continue
+        alarm = Alarm.parse(raw_alarm)
+        if alarm is not None:
+            site_alarms.setdefault(_str(raw_alarm, "site") or "-", []).append(alarm)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() if now is None else now))
+    title = Text(f"altiwatch top  {source}  {stamp}  sorted by {sort}", style="bold")
+    parts: list[RenderableType] = [title]
+    sites = sorted({r.site for r in rows} | set(site_alarms))
+    if not sites:
+        parts.append(Text("no miners in the agent's inventory yet", style="dim"))
+    for site in sites:
+        site_rows = sort_rows([r for r in rows if r.site == site], sort)
+        parts.append(Text(""))
+        parts.append(
+            _site_header(
+                site, air.get(site, SiteAir.parse(None)), site_rows, site_alarms.get(site, [])
+            )
+        )
+        if site_rows:
+            parts.append(_table(site_rows))
+    return Group(*parts)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    if sys.stdout.isatty():
+        return Console()
+    width = os.environ.get("COLUMNS", "")
+    return Console(width=int(width) if width.isdigit() else PLAIN_WIDTH, no_color=True)
+
+
+def run_once(url: str, sort: SortKey, *, console: Console | None = None) -> int:
+    """Print one frame; EX_UNAVAILABLE (69) with a message on stderr if the agent is unreachable."""
+    try:
+        fleet, alarms = fetch(url)
+    except FetchError as exc:
+        sys.stderr.write(f"altiwatch top: {exc}\n")
+        return EX_UNAVAILABLE
+    (console or _console()).print(render(fleet, alarms=alarms, sort=sort, source=url))
+    return EX_OK
+
+
+def run_live(
+    url: str,
+    sort: SortKey,
+    *,
+    interval_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Refresh the view every ``interval_s`` until Ctrl-C; fetch errors show in place."""
+    console = Console()
+    with Live(Text("connecting…"), console=console, screen=False, auto_refresh=False) as live:
+        try:
+            while True:
+                try:
+                    fleet, alarms = fetch(url, timeout_s=max(1.0, interval_s))
+                    frame = render(fleet, alarms=alarms, sort=sort, source=url)
+                except FetchError as exc:
+                    frame = Text(f"altiwatch top: {exc} (retrying)", style="bold red")
+                live.update(frame, refresh=True)
+                sleep(interval_s)
+        except KeyboardInterrupt:
+            return EX_OK
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        sys.stderr.write("altiwatch top: --interval must be positive\n")
+        return EX_USAGE
+    if args.once:
+        return run_once(args.url, args.sort)
+    return run_live(args.url, args.sort, interval_s=args.interval)
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``altiwatch top`` to the CLI."""
+    parser = subparsers.add_parser(
+        "top",
+        help="live terminal view of a running agent",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--url", default=DEFAULT_URL, help=f"the agent's HTTP address (default {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default="temp",
+        help="row order: hashrate (lowest ratio first), temp (least headroom first), "
+        "alarms (most severe first), miner (by id); default temp",
+    )
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between refreshes (default 2)"
+    )
+    parser.set_defaults(handler=_cmd_top)
