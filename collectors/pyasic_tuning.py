@@ -31,9 +31,8 @@ stock Antminer S19 spends most of its CPU (measured with cProfile, see tests/ben
 Everything else (which data, how it is parsed, errors raised) is pyasic's own code. Where a
 pyasic method is replaced rather than configured, the replacement says why next to it.
 
-Usage (once per process, then once per miner object)::
+Usage (once per miner object; the first call also installs the transport)::
 
-    pyasic_tuning.install()
     miner = BMMinerS19jPro("10.0.0.5")
     pyasic_tuning.tune(miner)
     data = await miner.get_data(include=[...])
@@ -59,7 +58,9 @@ if TYPE_CHECKING:
 __all__ = [
     "JOIN_REPROBE_EVERY",
     "MAX_BODY_BYTES",
+    "TRANSPORT_STATS",
     "LeanHTTPTransport",
+    "TransportStats",
     "TuningState",
     "install",
     "installed",
@@ -83,6 +84,23 @@ _DEFAULT_TIMEOUT_S: Final = 5.0
 # --------------------------------------------------------------------------------------
 # 1. HTTP transport
 # --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Process-wide counters of `LeanHTTPTransport` (for benchmarks and tests)."""
+
+    connections: int = 0
+    requests: int = 0
+    unauthorized: int = 0
+
+    def reset(self) -> None:
+        """Set every counter to zero."""
+        self.connections = self.requests = self.unauthorized = 0
+
+
+TRANSPORT_STATS: Final = TransportStats()
+"""Plain-HTTP connections opened, responses read and how many of them were 401."""
 
 
 class LeanHTTPTransport(httpx.AsyncBaseTransport):
@@ -113,6 +131,7 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
         read_s = timeouts.get("read", _DEFAULT_TIMEOUT_S)
         host = request.url.host
         port = request.url.port or 80
+        TRANSPORT_STATS.connections += 1
         try:
             async with asyncio.timeout(connect_s):
                 reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES)
@@ -135,6 +154,9 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadError(str(exc), request=request) from exc
         finally:
             writer.close()
+        TRANSPORT_STATS.requests += 1
+        if status == 401:  # noqa: PLR2004
+            TRANSPORT_STATS.unauthorized += 1
         return httpx.Response(
             status, headers=headers, stream=httpx.ByteStream(body), request=request
         )
@@ -483,8 +505,10 @@ def tune(miner: Any) -> None:
     - Stock Antminer web API: one reused DigestAuth per credentials.
 
     Other families are left as pyasic builds them (their web requests already go through
-    `install`'s transport). Safe to call again after credentials change.
+    `install`'s transport). The first call also runs `install` (process-wide, idempotent),
+    so one call per miner object is all a caller needs. Safe to call again.
     """
+    install()
     rpc = getattr(miner, "rpc", None)
     if isinstance(rpc, BaseMinerRPCAPI):
         if type(rpc).multicommand is BaseMinerRPCAPI.multicommand:

@@ -32,7 +32,7 @@ def _reader(data: bytes) -> asyncio.StreamReader:
     return reader
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_transport():
     """Put pyasic's transport hook back after the test."""
     original = pyasic_settings.transport
@@ -181,8 +181,9 @@ def test_digest_is_reused_until_credentials_change():
     assert miner.web._digest() is not first
 
 
-def test_install_swaps_and_restores_transport(restore_transport):
+def test_install_swaps_and_restores_transport():
     """install() points pyasic's transport hook at the lean transport; uninstall() restores it."""
+    pyasic_tuning.uninstall()
     original = pyasic_settings.transport
     pyasic_tuning.install()
     pyasic_tuning.install()
@@ -199,3 +200,10 @@ def test_tuned_rpc_is_still_a_base_rpc():
     miner = BMMinerS19jPro("127.80.0.1")
     tune(miner)
     assert isinstance(miner.rpc, BaseMinerRPCAPI)
+
+
+def test_tune_installs_the_transport():
+    """The first tune() also installs the lean transport process-wide."""
+    pyasic_tuning.uninstall()
+    tune(BitAxeUltra("127.80.0.1"))
+    assert pyasic_tuning.installed()
