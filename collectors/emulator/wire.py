@@ -1,0 +1,357 @@
+"""Wire level: the 4028 RPC and HTTP/1.1 server protocols, and how faults look on the wire.
+
+Both protocols are plain ``asyncio.Protocol`` classes (no framework) so that one process can
+serve thousands of miners cheaply and so that faults can be exact: ``hang`` accepts and never
+answers, ``reset`` sends a TCP RST, ``drip`` sends one byte per second, ``truncated`` cuts the
+reply and closes, ``garbage`` answers bytes that are not JSON, ``oversized`` pads the reply,
+``slow`` delays the reply. ``offline`` is not here: the fleet closes the listeners, so a
+connect is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from collectors.emulator.scenario import FaultSpec
+
+GARBAGE = b"\x8b\x1f<html>\xff\xfe not json \x00\x01{{{ ]]"
+"""What a ``garbage`` fault answers (not UTF-8, not JSON)."""
+MAX_REQUEST_BYTES = 65_536
+DEFAULT_OVERSIZE_BYTES = 4_000_000
+
+RpcHandler = Callable[[str, object], bytes]
+"""(command, parameter) -> complete reply bytes."""
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """A parsed HTTP request."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        """Target without the query string."""
+        return self.target.split("?", 1)[0]
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    """An HTTP response to serialise."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+REASONS = {
+    200: "OK",
+    307: "Temporary Redirect",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+}
+
+HttpHandler = Callable[[HttpRequest], HttpResponse]
+FaultGetter = Callable[[], tuple[FaultSpec | None, float]]
+
+
+def serialise(
+    response: HttpResponse, *, keep_alive: bool, declared_length: int | None = None
+) -> bytes:
+    """HTTP/1.1 response bytes; ``declared_length`` lies about Content-Length (truncation)."""
+    length = len(response.body) if declared_length is None else declared_length
+    lines = [
+        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {length}",
+        "Connection: keep-alive" if keep_alive else "Connection: close",
+    ]
+    lines.extend(f"{k}: {v}" for k, v in response.headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+class ConnectionRegistry:
+    """Open transports of one listener, so stopping a miner closes its connections too."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.transports: set[asyncio.Transport] = set()
+        self.timers: set[asyncio.TimerHandle] = set()
+
+    def abort_all(self) -> None:
+        """Abort every open connection and cancel pending deliveries."""
+        for timer in list(self.timers):
+            timer.cancel()
+        self.timers.clear()
+        for transport in list(self.transports):
+            transport.abort()
+        self.transports.clear()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close with a TCP RST (SO_LINGER 0)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class _Deliverer:
+    """Writes a reply, honouring a wire fault; shared by the RPC and HTTP protocols."""
+
+    def __init__(self, registry: ConnectionRegistry) -> None:
+        self.registry = registry
+        self.loop = asyncio.get_running_loop()
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay`` seconds unless the listener is stopped first."""
+        holder: list[asyncio.TimerHandle] = []
+
+        def run() -> None:
+            self.registry.timers.discard(holder[0])
+            callback()
+
+        handle = self.loop.call_later(delay, run)
+        holder.append(handle)
+        self.registry.timers.add(handle)
+
+    def drip(self, transport: asyncio.Transport, data: bytes, *, close: bool) -> None:
+        """Send one byte per second."""
+        if transport.is_closing():
+            return
+        if not data:
+            if close:
+                transport.close()
+            return
+        transport.write(data[:1])
+        self.later(1.0, lambda: self.drip(transport, data[1:], close=close))
+
+    def deliver(
+        self,
+        transport: asyncio.Transport,
+        payload: bytes,
+        fault: FaultSpec | None,
+        delay: float,
+        *,
+        close: bool,
+        truncated_payload: bytes | None = None,
+        garbage_payload: bytes = GARBAGE,
+        oversized_payload: bytes | None = None,
+    ) -> None:
+        """Send ``payload`` (after ``delay``) as ``fault`` dictates."""
+        kind = fault.kind if fault is not None else None
+        if kind == "hang":
+            return
+        if kind == "reset":
+            _reset(transport)
+            return
+
+        def send() -> None:
+            if transport.is_closing():
+                return
+            if kind == "drip":
+                self.drip(transport, payload, close=True)
+                return
+            if kind == "truncated":
+                data = (
+                    truncated_payload
+                    if truncated_payload is not None
+                    else payload[: len(payload) // 2]
+                )
+                transport.write(data)
+                transport.close()
+                return
+            if kind == "garbage":
+                transport.write(garbage_payload)
+                transport.close()
+                return
+            transport.write(
+                oversized_payload if kind == "oversized" and oversized_payload else payload
+            )
+            if close or kind is not None:
+                transport.close()
+
+        if delay > 0:
+            self.later(delay, send)
+        else:
+            send()
+
+
+def oversize_json(payload: bytes, size: int, *, terminator: bytes = b"") -> bytes:
+    """A valid JSON object reply padded to about ``size`` bytes."""
+    body = payload.rstrip(b"\x00")
+    pad = max(0, size - len(body))
+    if body.endswith(b"}"):
+        return body[:-1] + b',"_pad":"' + b"x" * pad + b'"}' + terminator
+    return body + b" " * pad + terminator
+
+
+class RpcProtocol(asyncio.Protocol):
+    """4028: read one bare JSON command, answer once, close (EOF ends the message)."""
+
+    def __init__(
+        self,
+        handler: RpcHandler,
+        faults: FaultGetter,
+        registry: ConnectionRegistry,
+        *,
+        terminator: bytes,
+    ) -> None:
+        """Serve ``handler`` with wire ``faults``; replies end with ``terminator``."""
+        self.handler = handler
+        self.faults = faults
+        self.registry = registry
+        self.terminator = terminator
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Track the connection."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.registry.transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
+        """Forget the connection."""
+        if self.transport is not None:
+            self.registry.transports.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Accumulate until the buffer is one JSON document, then answer."""
+        if self.answered or self.transport is None:
+            return
+        self.buffer += data
+        try:
+            request = json.loads(self.buffer.rstrip(b"\x00\r\n "))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if len(self.buffer) > MAX_REQUEST_BYTES:
+                self.transport.close()
+            return
+        self.answered = True
+        command = request.get("command", "") if isinstance(request, dict) else ""
+        parameter = request.get("parameter") if isinstance(request, dict) else None
+        fault, delay = self.faults()
+        payload = self.handler(str(command), parameter)
+        oversized = None
+        if fault is not None and fault.kind == "oversized":
+            size = fault.bytes or DEFAULT_OVERSIZE_BYTES
+            oversized = oversize_json(payload, size, terminator=self.terminator)
+        _Deliverer(self.registry).deliver(
+            self.transport, payload, fault, delay, close=True, oversized_payload=oversized
+        )
+
+
+class HttpProtocol(asyncio.Protocol):
+    """A minimal HTTP/1.1 server with keep-alive (what httpx needs, nothing more)."""
+
+    def __init__(
+        self, handler: HttpHandler, faults: FaultGetter, registry: ConnectionRegistry
+    ) -> None:
+        """Serve ``handler`` with wire ``faults``."""
+        self.handler = handler
+        self.faults = faults
+        self.registry = registry
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Track the connection."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.registry.transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
+        """Forget the connection."""
+        if self.transport is not None:
+            self.registry.transports.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse complete requests and answer them in order."""
+        self.buffer += data
+        while not self.busy and self.transport is not None and not self.transport.is_closing():
+            request = self._parse()
+            if request is None:
+                return
+            self._answer(request)
+
+    def _parse(self) -> HttpRequest | None:
+        assert self.transport is not None
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > MAX_REQUEST_BYTES:
+                self.transport.close()
+            return None
+        head = self.buffer[:end].decode("latin-1").split("\r\n")
+        try:
+            method, target, _version = head[0].split(" ", 2)
+        except ValueError:
+            self.transport.close()
+            return None
+        headers: dict[str, str] = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or "0")
+        if len(self.buffer) < end + 4 + length:
+            return None
+        body = self.buffer[end + 4 : end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length :]
+        return HttpRequest(method=method, target=target, headers=headers, body=body)
+
+    def _answer(self, request: HttpRequest) -> None:
+        assert self.transport is not None
+        keep_alive = request.headers.get("connection", "").lower() != "close"
+        fault, delay = self.faults()
+        response = self.handler(request)
+        payload = serialise(response, keep_alive=keep_alive and fault is None)
+        truncated = None
+        oversized = None
+        garbage = serialise(
+            HttpResponse(status=200, body=b"<html>\xff" + b"\x00" * 64), keep_alive=False
+        )
+        if fault is not None and fault.kind == "truncated":
+            truncated = serialise(
+                HttpResponse(
+                    status=response.status,
+                    body=response.body[: len(response.body) // 2],
+                    content_type=response.content_type,
+                    headers=response.headers,
+                ),
+                keep_alive=False,
+                declared_length=len(response.body),
+            )
+        if fault is not None and fault.kind == "oversized":
+            size = fault.bytes or DEFAULT_OVERSIZE_BYTES
+            big = HttpResponse(
+                status=response.status,
+                body=oversize_json(response.body, size),
+                content_type=response.content_type,
+                headers=response.headers,
+            )
+            oversized = serialise(big, keep_alive=False)
+        _Deliverer(self.registry).deliver(
+            self.transport,
+            payload,
+            fault,
+            delay,
+            close=not keep_alive,
+            truncated_payload=truncated,
+            garbage_payload=garbage,
+            oversized_payload=oversized,
+        )
+        if fault is not None and fault.kind in {"hang", "slow", "drip"}:
+            # One request at a time per connection, as a real single-threaded web server would.
+            self.busy = fault.kind != "slow"
