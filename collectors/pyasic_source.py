@@ -387,6 +387,7 @@ class PyasicSource:
         timeout_s: the per-poll deadline (detection included); must be below the interval.
         detector: the detection coroutine, ``pyasic.get_miner`` by default.
         clock: wall clock for ``collected_at``.
+        on_new_miner: called with each new pyasic miner object (e.g. ``pyasic_tuning.tune``).
     """
 
     def __init__(
@@ -395,8 +396,10 @@ class PyasicSource:
         timeout_s: float = 10.0,
         detector: Callable[[str], Any] | None = None,
         clock: Callable[[], float] = time.time,
+        on_new_miner: Callable[[Any], object] | None = None,
     ) -> None:
         """Create an empty detection cache."""
+        self.on_new_miner = on_new_miner
         self._timeout_s = timeout_s
         self._detector = detector or get_miner
         self._clock = clock
@@ -460,6 +463,8 @@ class PyasicSource:
                 raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
             cached = _Cached(miner=miner, from_hint=False)
         _apply_credentials(cached.miner, target)
+        if self.on_new_miner is not None:
+            self.on_new_miner(cached.miner)
         self._cache[target.address] = cached
         return cached
 

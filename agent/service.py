@@ -1,0 +1,470 @@
+"""The agent daemon's lifecycle: wiring, one TaskGroup of named tasks, signals, reload, shutdown.
+
+``run(config_path)`` is what ``altiwatch run`` calls. ``AgentService`` loads the config,
+configures logging and runs one ``asyncio.TaskGroup`` with the named tasks:
+
+``poll[<address>]`` one per miner (agent.poller), ``alarm_loop`` (drains poll outcomes into the
+alarm engine every second and hands transitions to the MQTT publisher), ``http`` (/metrics and
+the JSON API), ``watchdog`` (READY after the first poll cycle, WATCHDOG pings from the loop),
+``housekeeping`` (drops series of miners gone ``stale_after_s``), ``mqtt_publisher`` (when MQTT
+is enabled).
+
+Signals: SIGTERM/SIGINT → STOPPING, the TaskGroup is cancelled and cleanup runs under
+``agent.shutdown_grace_s``; a requested stop exits 0. SIGHUP → reload the config: an invalid
+file keeps the running config (``config_reload_failed``); miners added/removed/changed get
+their poll tasks started/cancelled. A bug in a task ends the TaskGroup, is logged and exits 1
+so systemd's ``Restart=on-failure`` restarts the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from agent.config import AgentConfig, load_config
+from agent.errors import ConfigError
+from agent.fleet_state import FleetState
+from agent.http_api import HttpApi
+from agent.logging_setup import configure_logging
+from agent.metrics import AgentMetrics, MetricsRenderer
+from agent.notify import Notifier
+from agent.poller import Poller, PollOutcome, Schedule
+from agent.power import normalise_model
+from collectors.snapshot import Tier
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+    from collectors.source import MinerSource, MinerTarget
+
+log = structlog.get_logger("altiwatch.service")
+
+EX_OK = 0
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+ALARM_TICK_S = 1.0
+HOUSEKEEPING_TICK_S = 5.0
+_TRANSITION_EVENTS = {
+    "raised": "alarm_raised",
+    "escalated": "alarm_escalated",
+    "deescalated": "alarm_deescalated",
+    "cleared": "alarm_cleared",
+}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version  # noqa: PLC0415 - only needed once
+
+        return version("altiwatch")
+    except Exception:  # noqa: BLE001 - metadata is missing in odd installs; not fatal
+        return "unknown"
+
+
+def _optional(module: str, name: str) -> Any:
+    """A class from a sibling component, or None while that component is not installed."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class AgentService:
+    """Owns the running agent: fleet state, poller, engine, publisher, HTTP server."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        config_path: Path | None = None,
+        source: MinerSource | None = None,
+        notifier: Notifier | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Build every component from ``config``; nothing runs until ``run``."""
+        self.config = config
+        self.config_path = config_path
+        self._env = env
+        self._clock = clock
+        self.notifier = notifier or Notifier.from_env(env)
+        self.fleet = FleetState()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = AgentMetrics(self.registry, version=_version())
+        self.source: MinerSource = source or self._make_source(config)
+        self.engine = self._make_engine(config)
+        self.publisher = self._make_publisher(config)
+        self.renderer = MetricsRenderer(
+            self.fleet,
+            self.registry,
+            sites=[s.name for s in config.sites],
+            alarms=self.engine,
+            publisher=self.publisher,
+        )
+        self.poller = self._make_poller(config)
+        self.http = HttpApi(
+            fleet=self.fleet,
+            renderer=self.renderer,
+            ready=self.poller.first_cycle.is_set,
+            alarms=self.engine,
+            **self._web_security(config),
+        )
+        self._outcomes: list[PollOutcome] = []
+        self._published_up: dict[str, bool] = {}
+        self._poll_tasks: dict[str, asyncio.Task[None]] = {}
+        self._targets: dict[str, tuple[str, MinerTarget]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._ready_sent = False
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+
+    # ------------------------------------------------------------------ construction
+
+    @staticmethod
+    def _make_source(config: AgentConfig) -> MinerSource:
+        from collectors.pyasic_source import PyasicSource  # noqa: PLC0415 - see run()
+
+        source = PyasicSource(timeout_s=config.polling.timeout_s)
+        tuning = _optional("collectors.pyasic_tuning", "install")
+        if tuning is not None:
+            tuning()
+            source.on_new_miner = _optional("collectors.pyasic_tuning", "tune")
+        return source
+
+    def _make_engine(self, config: AgentConfig) -> Any:
+        engine_cls = _optional("agent.alarms.engine", "AlarmEngine")
+        if engine_cls is None:
+            return None
+        store_cls = _optional("agent.alarms.engine", "AlarmStore")
+        store = None
+        if store_cls is not None:
+            try:
+                config.agent.state_dir.mkdir(parents=True, exist_ok=True)
+                store = store_cls(config.agent.state_dir / "alarms.sqlite3")
+            except OSError as exc:
+                self.metrics.state_write_failures.inc()
+                log.warning("alarm_store_unavailable", error=str(exc))
+        return engine_cls(config.thermal, config.sites, store=store)
+
+    def _make_publisher(self, config: AgentConfig) -> Any:
+        if not getattr(config.mqtt, "enabled", False):
+            return None
+        publisher_cls = _optional("agent.mqtt.publisher", "EventPublisher")
+        if publisher_cls is None:
+            log.warning("mqtt_publisher_missing")
+            return None
+        config.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        return publisher_cls(
+            config.mqtt, agent_id=config.agent.id, state_dir=config.agent.state_dir
+        )
+
+    def _make_poller(self, config: AgentConfig) -> Poller:
+        polling = config.polling
+        schedule = Schedule(
+            interval_s=polling.interval_s,
+            slow_interval_s=polling.slow_interval_s,
+            jitter_ratio=polling.jitter_ratio,
+            backoff_max_s=polling.backoff_max_s,
+        )
+        return Poller(
+            self.source,
+            self.fleet,
+            schedule=schedule,
+            concurrency=polling.concurrency,
+            metrics=self.metrics,
+            sink=self._on_outcome,
+            clock=self._clock,
+        )
+
+    @staticmethod
+    def _web_security(config: AgentConfig) -> dict[str, Any]:
+        path = config.http.web_config_file
+        if path is None:
+            return {}
+        from agent import web_security  # noqa: PLC0415 - only with a web config
+
+        web_cfg = web_security.load_web_config(path)
+        return {
+            "middlewares": web_security.web_security_middlewares(web_cfg),
+            "ssl_context": web_security.ssl_context(web_cfg),
+        }
+
+    # ------------------------------------------------------------------ poll outcomes
+
+    def _on_outcome(self, outcome: PollOutcome) -> None:
+        """Called by the poller after every poll: queue for alarms, publish telemetry/status."""
+        record = self.fleet.get(outcome.target.address)
+        if record is None:
+            return
+        if outcome.tier is Tier.FAST or outcome.snapshot is None:
+            self._outcomes.append(outcome)
+        if self.publisher is None:
+            return
+        with _guard("mqtt_enqueue_failed"):
+            was_up = self._published_up.get(record.address)
+            if outcome.tier is Tier.FAST and outcome.snapshot is not None and record.snapshot:
+                self.publisher.telemetry(record.site, record.miner_id, record.snapshot)
+            if record.up is not None and record.up != was_up:
+                self.publisher.miner_status(
+                    record.site, record.miner_id, online=bool(record.up), reason=record.last_error
+                )
+                self._published_up[record.address] = record.up
+
+    def _observations(self, batch: list[PollOutcome]) -> list[Any]:
+        observation_cls = _optional("agent.alarms.engine", "Observation")
+        if observation_cls is None:
+            return []
+        out = []
+        for outcome in batch:
+            record = self.fleet.get(outcome.target.address)
+            if record is None or not record.visible:
+                continue
+            snapshot = record.snapshot if outcome.snapshot is not None else None
+            model = None
+            if record.slow is not None and record.slow.identity.model:
+                model = normalise_model(record.slow.identity.model)
+            elif snapshot is not None and snapshot.identity.model:
+                model = normalise_model(snapshot.identity.model)
+            out.append(
+                observation_cls(
+                    miner=record.miner_id,
+                    site=record.site,
+                    at=outcome.at,
+                    snapshot=snapshot,
+                    failure_reason=outcome.reason,
+                    model=model,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _alarm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ALARM_TICK_S)
+            batch, self._outcomes = self._outcomes, []
+            if self.engine is None:
+                continue
+            with _guard("alarm_evaluate_failed"):
+                transitions = self.engine.evaluate(self._clock(), self._observations(batch))
+                if transitions and self.publisher is not None:
+                    self.publisher.alarm_transitions(transitions)
+                for t in transitions:
+                    event = _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition")
+                    log.info(
+                        event,
+                        miner=t.miner,
+                        site=t.site,
+                        rule=t.rule,
+                        severity=t.severity.label,
+                        value=t.value,
+                        threshold=t.threshold,
+                    )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_TICK_S)
+            self.fleet.prune(self._clock(), self.config.polling.stale_after_s)
+            for site, miner in self.fleet.drain_removed():
+                log.info("miner_series_dropped", site=site, miner=miner)
+                if self.engine is not None:
+                    with _guard("alarm_forget_failed"):
+                        transitions = self.engine.forget(miner)
+                        if transitions and self.publisher is not None:
+                            self.publisher.alarm_transitions(transitions)
+                if self.publisher is not None:
+                    with _guard("mqtt_enqueue_failed"):
+                        self.publisher.miner_removed(site, miner)
+
+    async def _watchdog(self) -> None:
+        await self.poller.first_cycle.wait()
+        self._ready_sent = True
+        self.notifier.ready()
+        up = sum(1 for r in self.fleet if r.up)
+        self.notifier.status(f"polling {len(self.fleet)} miners, {up} up")
+        log.info("agent_ready", miners=len(self.fleet), up=up)
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _http(self) -> None:
+        host, port = self.config.http.host, self.config.http.port
+        await self.http.start(host, port)
+        log.info("http_listening", listen=f"{host}:{self.http.port}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.http.stop()
+
+    def _start_poll(self, site: str, target: MinerTarget) -> None:
+        assert self._tg is not None
+        self.fleet.add(site, target, self._clock())
+        self._targets[target.address] = (site, target)
+        self._poll_tasks[target.address] = self._tg.create_task(
+            self.poller.run_miner(site, target), name=f"poll[{target.address}]"
+        )
+
+    def _stop_poll(self, address: str) -> None:
+        task = self._poll_tasks.pop(address, None)
+        if task is not None:
+            task.cancel()
+        self._targets.pop(address, None)
+
+    async def _supervise(self) -> None:
+        targets = self.config.targets()
+        self.poller.expect({t.address for _, t in targets})
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            tg.create_task(self._http(), name="http")
+            for site, target in targets:
+                self._start_poll(site.name, target)
+            tg.create_task(self._alarm_loop(), name="alarm_loop")
+            tg.create_task(self._housekeeping(), name="housekeeping")
+            tg.create_task(self._watchdog(), name="watchdog")
+            if self.publisher is not None:
+                tg.create_task(self.publisher.run(), name="mqtt_publisher")
+            tg.create_task(self._reloader(), name="reload")
+
+    # ------------------------------------------------------------------ reload
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            self.reload()
+
+    def request_reload(self) -> None:
+        """SIGHUP handler: reload in the loop, not in the handler."""
+        self._reload_requested.set()
+
+    def reload(self) -> bool:
+        """Re-read the config file; apply inventory and logging changes. False if invalid."""
+        if self.config_path is None:
+            return False
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path, env=self._env)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc))  # noqa: TRY400 - not a traceback case
+            self.notifier.ready()
+            return False
+        configure_logging(new.agent.log_format, new.agent.log_level)
+        if new.polling != self.config.polling:
+            log.warning("config_reload_polling_changed_needs_restart")
+        if new.http != self.config.http:
+            log.warning("config_reload_http_changed_needs_restart")
+        wanted = {t.address: (s.name, t) for s, t in new.targets()}
+        removed = [a for a in self._targets if a not in wanted]
+        for address in removed:
+            self._stop_poll(address)
+            self.fleet.remove(address, self._clock())
+            forget = getattr(self.source, "forget", None)
+            if callable(forget):
+                forget(address)
+        started = 0
+        for address, (site, target) in wanted.items():
+            if self._targets.get(address) != (site, target):
+                self._stop_poll(address)
+                self._start_poll(site, target)
+                started += 1
+        self.renderer.set_sites([s.name for s in new.sites])
+        self.config = new
+        log.info("config_reloaded", miners=len(wanted), removed=len(removed), started=started)
+        self.notifier.ready()
+        return True
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or a task fails (exit 70)."""
+        loop = asyncio.get_running_loop()
+        supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+
+        def stop(signame: str) -> None:
+            if not self._stop.is_set():
+                log.info("shutdown_requested", signal=signame)
+                self.notifier.stopping()
+                self._stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        stopping = asyncio.create_task(self._stop.wait(), name="stop_wait")
+        try:
+            await asyncio.wait({supervisor, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not supervisor.done():
+                supervisor.cancel()
+                grace = self.config.agent.shutdown_grace_s
+                done, _ = await asyncio.wait({supervisor}, timeout=grace)
+                if not done:
+                    log.error("shutdown_timeout", grace_s=grace)
+                    return EX_SOFTWARE
+        finally:
+            stopping.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        if not supervisor.cancelled() and supervisor.exception() is not None:
+            log.error("agent_failed", error=repr(supervisor.exception()))
+            return EX_SOFTWARE
+        if not self._stop.is_set():
+            log.error("agent_failed", error="all tasks ended")
+            return EX_SOFTWARE
+        self._close()
+        log.info("agent_stopped")
+        return EX_OK
+
+    def _close(self) -> None:
+        for component in (self.publisher, self.engine):
+            close = getattr(component, "close", None)
+            if callable(close):
+                with _guard("close_failed"):
+                    close()
+
+
+@contextlib.contextmanager
+def _guard(event: str) -> Any:
+    """Log and swallow a failure of a sibling component so polling and metrics go on."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception(event, error=str(exc))
+
+
+def run(config_path: Path, *, env: Mapping[str, str] | None = None) -> int:
+    """Load the config, configure logging and run the agent; return the exit code."""
+    try:
+        config = load_config(config_path, env=env)
+    except ConfigError as exc:
+        configure_logging()
+        log.error("config_invalid", error=str(exc))  # noqa: TRY400 - the message is the point
+        return EX_CONFIG
+    # Logging first: pyasic calls logging.basicConfig() when imported, which is a no-op once
+    # the root logger has our handler. It also lowers the root level, hence the second call.
+    configure_logging(config.agent.log_format, config.agent.log_level)
+    importlib.import_module("collectors.pyasic_source")
+    configure_logging(config.agent.log_format, config.agent.log_level)
+
+    async def main() -> int:
+        service = AgentService(config, config_path=config_path, env=env)
+        return await service.run()
+
+    code = asyncio.run(main())
+    if code == EX_SOFTWARE:
+        # A task ignored cancellation past the grace period: exit now rather than let
+        # asyncio.run's cleanup wait for it (systemd would SIGKILL us at TimeoutStopSec).
+        sys.stdout.flush()
+        os._exit(code)
+    return code
