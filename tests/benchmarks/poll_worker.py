@@ -43,7 +43,7 @@ def rss_bytes() -> int:
     return pages * resource.getpagesize()
 
 
-def _no_tuning(_miner: Any) -> None:
+def _no_tuning(miner: Any) -> None:
     """Stand-in for pyasic_tuning.tune in the agent_untuned mode."""
 
 
