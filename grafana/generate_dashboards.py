@@ -58,6 +58,22 @@ def hottest_by_miner() -> str:
     return f"{chip} or {board}"
 
 
+def sea_level_warning() -> str:
+    """The warning threshold the same rule would have at sea level, per miner.
+
+    The engine sets warn = crit − H0·M(δ), so H0 = (crit − warn)/M(δ) and the sea-level
+    warning is crit − H0 (altitude-thermal.md §5 R1). For the stock S19 preset the critical
+    threshold itself is also lowered by c(δ), which this leaves out (≤ 4.3 K at 4,500 m).
+    """
+    crit = m("asic_temperature_threshold_celsius", CRITICAL)
+    warn = m("asic_temperature_threshold_celsius", WARNING)
+    cooling = 'max by (site) (altiwatch_site_cooling_multiplier{site=~"$site"})'
+    return (
+        f"{crit} - ignoring (kind) (({crit} - ignoring (kind) {warn})"
+        f" / on (site) group_left () {cooling})"
+    )
+
+
 def count_or_zero(expr: str) -> str:
     """Count a filtered vector; an empty selection is a real 0, not "no data"."""
     return f"count({expr}) or vector(0)"
@@ -568,8 +584,8 @@ def thermal_altitude() -> Json:
                     "{{site}} derated critical",
                 ),
                 Target(
-                    f"min by (site) ({f(m('asic_sea_level_temperature_threshold_celsius'))})",
-                    "{{site}} sea-level {{kind}}",
+                    f"min by (site) ({f(sea_level_warning())})",
+                    "{{site}} sea-level warning",
                 ),
             ],
             width=24,
