@@ -71,6 +71,29 @@ def _targets() -> Iterator[tuple[str, str, dict[str, Any]]]:
                 yield name, panel["title"], target
 
 
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$site": ".+",
+    "$model": ".+",
+    "$miner": ".+",
+}
+
+
+def substitute(expr: str) -> str:
+    """Replace Grafana variables the way a query with "All" selected would look."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    return expr
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(id, expression with variables substituted) for every target of every dashboard."""
+    return [
+        (f"{name}:{title}:{t['refId']}", substitute(t["expr"])) for name, title, t in _targets()
+    ]
+
+
 def _expr_ids() -> list[str]:
     return [f"{name}:{title}:{t['refId']}" for name, title, t in _targets()]
 

@@ -1,0 +1,105 @@
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.test_dashboards import dashboard_queries
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+RULES = PROMETHEUS_DIR / "rules" / "altiwatch.rules.yml"
+RULE_TESTS = PROMETHEUS_DIR / "rules" / "altiwatch.rules.test.yml"
+
+pytestmark = pytest.mark.prometheus
+
+
+def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool not found: install Debian's prometheus (make sysdeps)"
+    return subprocess.run(
+        [promtool, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_check_config_accepts_the_example_prometheus_config():
+    """Promtool check config passes on deploy/prometheus/prometheus.yml (rules and file_sd)."""
+    result = _promtool("check", "config", PROMETHEUS_DIR / "prometheus.yml")
+    _ok(result)
+    assert "1 rule files found" in result.stdout
+
+
+def test_promtool_check_config_catches_a_broken_file_sd_file(tmp_path):
+    """The config check reads the file_sd target files too, so a broken one fails it."""
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS_DIR, copy)
+    (copy / "file_sd" / "altiwatch-broken.yml").write_text("- targets: {not: a list}\n")
+    result = _promtool("check", "config", copy / "prometheus.yml")
+    assert result.returncode != 0, result.stdout
+
+
+def test_promtool_check_rules_accepts_the_alerting_rules():
+    """Promtool check rules passes on the alerting and recording rules."""
+    result = _promtool("check", "rules", RULES)
+    _ok(result)
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_test_rules_pass_including_for_durations():
+    """The promtool unit tests of every alert (pending vs firing at the `for` boundary) pass."""
+    _ok(_promtool("test", "rules", RULE_TESTS))
+
+
+def test_promtool_rule_tests_notice_a_changed_for_duration(tmp_path):
+    """Shortening AltiwatchAgentDown's `for` from 2m to 1m makes the rule tests fail."""
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    agent_rules = next(g for g in rules["groups"] if g["name"] == "altiwatch-agent")
+    down = next(r for r in agent_rules["rules"] if r.get("alert") == "AltiwatchAgentDown")
+    assert down["for"] == "2m"
+    down["for"] = "1m"
+    (tmp_path / "altiwatch.rules.yml").write_text(yaml.safe_dump(rules), encoding="utf-8")
+    shutil.copy(RULE_TESTS, tmp_path / "altiwatch.rules.test.yml")
+    result = _promtool("test", "rules", tmp_path / "altiwatch.rules.test.yml")
+    assert result.returncode != 0
+    assert "AltiwatchAgentDown" in result.stdout + result.stderr
+
+
+def test_promtool_every_alert_rule_is_unit_tested():
+    """Each alert in altiwatch.rules.yml appears in at least one promtool alert_rule_test."""
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    tests = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))["tests"]
+    tested = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert alerts - tested == set()
+
+
+def test_promtool_parses_every_dashboard_expression(tmp_path):
+    """Every dashboard query (variables substituted) is valid PromQL to Prometheus's own parser."""
+    queries = dashboard_queries()
+    assert len(queries) > 40
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-expressions",
+                "rules": [
+                    {"record": f"dashboard:expr_{i}:check", "expr": expr}
+                    for i, (_, expr) in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-exprs.rules.yml"
+    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    result = _promtool("check", "rules", path)
+    _ok(result)
+    assert f"SUCCESS: {len(queries)} rules found" in result.stdout
