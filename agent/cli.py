@@ -240,7 +240,7 @@ def _print_table(found: list[DiscoveredMiner], total: int) -> None:
         table.add_column(column)
     for miner in found:
         table.add_row(*(value or "-" for value in miner.as_dict().values()))
-    Console(soft_wrap=True).print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 if __name__ == "__main__":
