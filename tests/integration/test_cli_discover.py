@@ -6,11 +6,12 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 ALTIWATCH = [sys.executable, "-m", "agent"]
 BASE = "127.60.3.1"
 
-SCENARIO = {
+SCENARIO: dict[str, Any] = {
     "name": "discover",
     "site": {"name": "golmud", "altitude_m": 2800},
     "miners": [
