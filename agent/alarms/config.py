@@ -1,13 +1,112 @@
-"""Operator settings for the thermal alarm engine: preset overrides per site, model and miner."""
+"""Operator settings for the thermal alarm engine: preset overrides per site, model and miner.
+
+All temperatures an operator writes here are **sea-level** values; the engine derates them for
+the site's air exactly as it derates the built-in presets (``altiwatch thresholds`` prints the
+result). Example::
+
+    thermal:
+      sites:
+        - {name: golmud, relative_humidity_pct: 35, hashrate_profile_factor: 0.95}
+      overrides:
+        - match: {model: S19jPro}            # every S19j Pro, any firmware spelling
+          critical_c: 73
+        - match: {site: golmud, model: whatsminer}   # a preset name matches its whole class
+          inlet_max_c: 33
+        - match: {miner: "aa:bb:cc:dd:ee:ff"} # one miner; the most specific match wins
+          rpm_max: 6800
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class ThermalSettings(BaseModel):
-    """The ``thermal:`` section of the agent config (extended by the alarm engine's owner)."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class OverrideMatch(_Strict):
+    """Which miners an override applies to; an empty match applies to every miner.
+
+    ``model`` matches the normalised model key (``S19K Pro`` == ``S19k Pro`` == ``s19kpro``)
+    or a preset name (``s19``, ``s21``, ``whatsminer``, ``avalon``, ``bitaxe``).
+    """
+
+    site: str | None = None
+    model: str | None = None
+    miner: str | None = None
+
+    @property
+    def specificity(self) -> int:
+        """Miner beats model beats site beats nothing."""
+        return (4 if self.miner else 0) + (2 if self.model else 0) + (1 if self.site else 0)
+
+
+class PresetValues(_Strict):
+    """Preset fields an operator may override (None = keep the preset's value)."""
+
+    preset: Literal["s19", "s19-die", "s21", "whatsminer", "avalon", "bitaxe", "generic"] | None = (
+        None
+    )
+    """Force a preset instead of detecting it from the model."""
+    sensor: Literal["board", "die"] | None = None
+    critical_c: float | None = Field(default=None, ge=30, le=150)
+    """Sea-level critical temperature C0 of the preset's sensor."""
+    hysteresis_k: float | None = Field(default=None, gt=0, le=40)
+    """Sea-level warning headroom H0 below critical (scaled by M(δ) at altitude)."""
+    inlet_max_c: float | None = Field(default=None, ge=5, le=60)
+    """Sea-level maximum inlet temperature (the vendor rule's base)."""
+    inlet_derate_from_m: float | None = Field(default=None, ge=0, le=6000)
+    """Altitude above which the maximum inlet is derated."""
+    inlet_derate_m_per_k: float | None = Field(default=None, gt=0, le=10000)
+    """Metres of altitude per 1 K of inlet derating."""
+    t_min_c: float | None = Field(default=None, ge=-60, le=40)
+    """Minimum inlet for a cold start."""
+    rpm_max: int | None = Field(default=None, gt=0, le=30000)
+    expected_boards: int | None = Field(default=None, ge=1, le=16)
+    expected_chips: int | None = Field(default=None, ge=1, le=10000)
+    """Expected chips per board (when the firmware does not say)."""
+    pcb_critical_c: float | None = Field(default=None, ge=30, le=150)
+    """Enable the optional PCB rule for die presets: critical C, warning C − 5·M(δ)."""
+
+
+class ThresholdOverride(PresetValues):
+    """One override: a match and the values it sets."""
+
+    match: OverrideMatch = Field(default_factory=OverrideMatch)
+
+
+class SiteThermal(_Strict):
+    """Per-site inputs the alarm engine needs beyond altitude and pressure."""
+
+    name: str
+    relative_humidity_pct: float | None = Field(default=None, gt=0, le=100)
+    """Inlet relative humidity for the condensation rule (R8); None disables it."""
+    hashrate_profile_factor: float = Field(default=1.0, gt=0, le=2)
+    """Expected share of nameplate hashrate at this site (R5), e.g. 0.9 when underclocked."""
+
+
+class ThermalSettings(_Strict):
+    """The ``thermal:`` section of the agent config."""
+
     enabled: bool = True
+    sites: tuple[SiteThermal, ...] = ()
+    overrides: tuple[ThresholdOverride, ...] = ()
+    site_outage_ratio: float = Field(default=0.30, gt=0, lt=1)
+    """R7: more than this share of a site dropping within the window is one site alarm."""
+    site_outage_window_s: float = Field(default=120.0, gt=0)
+    site_outage_min_miners: int = Field(default=3, ge=1)
+    """R7: a site outage needs at least this many miners down (tiny sites alert per miner)."""
+    warm_up_s: float = Field(default=600.0, ge=0)
+    """R4: rate-of-rise on chips is not evaluated while uptime is below this (boot warm-up)."""
+    learn_chip_inlet_rise: bool = True
+    """R2: learn ΔT_ci0 at full fan and use the physics bound when it is lower than the vendor's."""
+
+    def site(self, name: str) -> SiteThermal:
+        """The settings of ``name`` (defaults when the site is not listed)."""
+        for site in self.sites:
+            if site.name == name:
+                return site
+        return SiteThermal(name=name)
