@@ -1,5 +1,7 @@
 """Fleet state: merging tiers, stable ids, up/down, staleness."""
 
+from typing import Any
+
 from agent.fleet_state import FleetState, stable_id
 from collectors.snapshot import Identity, MinerSnapshot, PowerSource, Tier
 from collectors.source import MinerTarget
@@ -7,7 +9,7 @@ from collectors.source import MinerTarget
 MAC = "02:A1:00:00:00:01"
 
 
-def fast(address="10.0.0.1", hashrate=100e12, **kw):
+def fast(address: str = "10.0.0.1", hashrate: float = 100e12, **kw: Any) -> MinerSnapshot:
     """A fast-tier snapshot of an S19j Pro."""
     return MinerSnapshot(
         address=address,
@@ -19,7 +21,7 @@ def fast(address="10.0.0.1", hashrate=100e12, **kw):
     )
 
 
-def slow(address="10.0.0.1", mac=MAC, serial="SN1"):
+def slow(address: str = "10.0.0.1", mac: str = MAC, serial: str = "SN1") -> MinerSnapshot:
     """A slow-tier snapshot carrying identity."""
     return MinerSnapshot(
         address=address,

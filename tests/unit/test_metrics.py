@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -52,7 +53,7 @@ class Air:
 class StubAlarms:
     """The renderer's view of the alarm engine (a boundary we own)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         """No alarms firing."""
         self.firing: list[Alarm] = []
 
@@ -69,9 +70,9 @@ class StubAlarms:
         return Air()
 
 
-def snapshot(address="10.0.0.1", **kw):
+def snapshot(address: str = "10.0.0.1", **kw: Any) -> MinerSnapshot:
     """A fast snapshot with two boards and two fans."""
-    values = {
+    values: dict[str, Any] = {
         "hashrate_hs": 1.04e14,
         "expected_hashrate_hs": 1.04e14,
         "boards": (
@@ -101,7 +102,7 @@ def snapshot(address="10.0.0.1", **kw):
     )
 
 
-def identity_snapshot(address="10.0.0.1", hostname="rack-1"):
+def identity_snapshot(address: str = "10.0.0.1", hostname: str = "rack-1") -> MinerSnapshot:
     """A slow snapshot with identity."""
     return MinerSnapshot(
         address=address,
@@ -117,7 +118,7 @@ def identity_snapshot(address="10.0.0.1", hostname="rack-1"):
     )
 
 
-def make(alarms=None):
+def make(alarms: StubAlarms | None = None) -> tuple[FleetState, AgentMetrics, MetricsRenderer]:
     """A fleet with one miner and a renderer over it."""
     fleet = FleetState()
     fleet.add("golmud", MinerTarget(address="10.0.0.1"), now=0)
