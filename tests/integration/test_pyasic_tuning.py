@@ -1,0 +1,193 @@
+"""pyasic_tuning against the emulator: same data as pyasic alone, fewer round trips, faults mapped."""
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+from pyasic import settings as pyasic_settings
+from pyasic.miners.antminer import BMMinerS19jPro
+from pyasic.miners.bitaxe import BitAxeUltra
+from pyasic.miners.data import DataOptions
+
+from collectors import pyasic_tuning
+from collectors.pyasic_source import FAST_OPTIONS
+from tests.support.emulator import start_emulator
+
+S19 = "127.80.1.1"
+BITAXE = "127.80.1.2"
+FAULTY = ["127.80.1.3", "127.80.1.4", "127.80.1.5", "127.80.1.6", "127.80.1.7", "127.80.1.8"]
+
+SCENARIO = {
+    "name": "tuning",
+    "site": {"name": "tuning", "altitude_m": 2800},
+    "miners": [
+        {"model": "antminer-s19jpro", "count": 1, "addresses": [S19]},
+        {"model": "bitaxe-ultra", "count": 7, "addresses": [BITAXE, *FAULTY]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """One emulator for the module, clock paused so two reads see the same truth."""
+    handle = start_emulator(
+        SCENARIO, base_address="127.80.1.1", tmp_dir=tmp_path_factory.mktemp("emu")
+    )
+    handle.pause()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(autouse=True)
+def untuned_transport():
+    """Every test starts and ends with pyasic's own transport."""
+    original = pyasic_settings.transport
+    pyasic_tuning.uninstall()
+    yield
+    pyasic_tuning.uninstall()
+    pyasic_settings.transport = original
+
+
+def _summary(data: Any) -> dict[str, Any]:
+    """The fields both reads must agree on (MinerData minus timestamps)."""
+    out: dict[str, Any] = data.as_dict()
+    for key in ("datetime", "timestamp"):
+        out.pop(key, None)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("cls", "address"), [(BMMinerS19jPro, S19), (BitAxeUltra, BITAXE)], ids=["s19", "bitaxe"]
+)
+@pytest.mark.parametrize("include", [None, list(FAST_OPTIONS)], ids=["all", "fast"])
+async def test_tuning_reads_same_data_as_pyasic(emulator, cls, address, include):
+    """A tuned miner object returns exactly the MinerData that pyasic alone returns."""
+    plain = await cls(address).get_data(include=include)
+    tuned_miner = cls(address)
+    pyasic_tuning.tune(tuned_miner)
+    tuned = await tuned_miner.get_data(include=include)
+    assert plain.hashrate is not None
+    assert _summary(tuned) == _summary(plain)
+
+
+async def test_tuned_antminer_reuses_digest_nonce(emulator):
+    """After the first challenge, a tuned S19's web requests are answered without a 401."""
+    miner = BMMinerS19jPro(S19)
+    pyasic_tuning.tune(miner)
+    await miner.get_data(include=list(FAST_OPTIONS))
+    pyasic_tuning.TRANSPORT_STATS.reset()
+    for _ in range(3):
+        data = await miner.get_data(include=list(FAST_OPTIONS))
+        assert all(board.chip_temp for board in data.hashboards)
+    stats = pyasic_tuning.TRANSPORT_STATS
+    assert stats.requests >= 3
+    assert stats.unauthorized == 0
+    assert stats.connections == stats.requests
+
+
+def _record_rpc(miner: Any) -> list[bytes]:
+    """Wrap the miner's RPC _send_bytes to record the commands sent (delegates to pyasic)."""
+    sent: list[bytes] = []
+    original = miner.rpc._send_bytes
+
+    async def recording(data: bytes, **kwargs: Any) -> bytes:
+        sent.append(data)
+        result: bytes = await original(data, **kwargs)
+        return result
+
+    miner.rpc._send_bytes = recording
+    return sent
+
+
+async def test_tuned_rpc_remembers_rejected_join(emulator):
+    """Once the S19 rejected "a+b", a tuned miner sends each command once, with no join."""
+    miner = BMMinerS19jPro(S19)
+    pyasic_tuning.tune(miner)
+    sent = _record_rpc(miner)
+    await miner.get_data(include=list(FAST_OPTIONS))
+    assert any(b"+" in s for s in sent), "the first poll tries the join"
+    sent.clear()
+    await miner.get_data(include=list(FAST_OPTIONS))
+    assert sent
+    assert not any(b"+" in s for s in sent)
+    assert len(sent) == len(set(sent)), f"a command was sent twice: {sent}"
+
+
+async def test_tuned_rpc_fetches_single_command_once(emulator):
+    """include=[HASHRATE] needs only summary: pyasic sends it twice, a tuned miner once."""
+    plain = BMMinerS19jPro(S19)
+    plain_sent = _record_rpc(plain)
+    plain_data = await plain.get_data(include=[DataOptions.HASHRATE])
+    tuned = BMMinerS19jPro(S19)
+    pyasic_tuning.tune(tuned)
+    tuned_sent = _record_rpc(tuned)
+    tuned_data = await tuned.get_data(include=[DataOptions.HASHRATE])
+    assert len(plain_sent) == 2
+    assert len(tuned_sent) == 1
+    assert tuned_data.hashrate == plain_data.hashrate
+
+
+async def _get(url: str, timeout_s: float) -> httpx.Response:
+    pyasic_tuning.install()
+    async with httpx.AsyncClient(transport=pyasic_settings.transport()) as client:
+        return await client.get(url, timeout=timeout_s)
+
+
+@pytest.mark.parametrize(
+    ("address", "kind", "params", "error"),
+    [
+        (FAULTY[0], "hang", {"port": "web"}, httpx.ReadTimeout),
+        (FAULTY[1], "drip", {"port": "web"}, httpx.ReadTimeout),
+        (FAULTY[3], "truncated", {"port": "web"}, httpx.RemoteProtocolError),
+        (FAULTY[4], "reset", {"port": "web"}, (httpx.ReadError, httpx.RemoteProtocolError)),
+        (FAULTY[5], "offline", {}, httpx.ConnectError),
+    ],
+)
+async def test_lean_transport_maps_faults_to_httpx_errors(emulator, address, kind, params, error):
+    """Web faults surface as httpx errors (what pyasic catches), bounded by the read timeout."""
+    url = f"http://{address}/api/system/info"
+    assert (await _get(url, 5.0)).status_code == 200
+    emulator.inject(address, kind, **params)
+    try:
+        started = time.monotonic()
+        with pytest.raises(error):
+            await _get(url, 1.5)
+        assert time.monotonic() - started < 10, "the read timeout bounds the whole reply"
+    finally:
+        emulator.clear(address)
+    # the miner answers again once the fault is gone (offline: the listener comes back)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if (await _get(url, 5.0)).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+async def test_lean_transport_passes_garbage_body_to_pyasic(emulator):
+    """A well-framed reply with a garbage body is returned as is: pyasic's JSON check fails."""
+    address = FAULTY[2]
+    emulator.inject(address, "garbage", port="web")
+    try:
+        response = await _get(f"http://{address}/api/system/info", 5.0)
+        assert response.status_code == 200
+        with pytest.raises(ValueError):
+            response.json()
+    finally:
+        emulator.clear(address)
+
+
+async def test_lean_transport_refuses_oversized_body(emulator):
+    """A reply larger than MAX_BODY_BYTES is a protocol error, not memory growth."""
+    address = FAULTY[0]
+    emulator.inject(address, "oversized", port="web", bytes=pyasic_tuning.MAX_BODY_BYTES + 1024)
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await _get(f"http://{address}/api/system/info", 10.0)
+    finally:
+        emulator.clear(address)
