@@ -103,7 +103,7 @@ class Poller:
         if failures < 2:  # noqa: PLR2004 - one failure may be a blip: keep the normal cadence
             return 0.0
         wait = wait_exponential_jitter(
-            initial=self.schedule.interval_s,
+            multiplier=self.schedule.interval_s,
             max=self.schedule.backoff_max_s,
             jitter=self.schedule.interval_s * self.schedule.jitter_ratio,
         )

@@ -1,0 +1,149 @@
+"""The poller: fixed-rate schedule, isolation of hanging miners, backoff, tiers, first cycle."""
+
+import asyncio
+import random
+
+import pytest
+
+from agent.fleet_state import FleetState
+from agent.poller import Poller, PollOutcome, Schedule
+from collectors.snapshot import MinerSnapshot, Tier
+from collectors.source import CollectorError, FailureReason, MinerTarget
+
+
+class FakeSource:
+    """A MinerSource (a boundary we own) with per-address behaviour."""
+
+    def __init__(
+        self,
+        *,
+        hang: frozenset[str] = frozenset(),
+        down: frozenset[str] = frozenset(),
+        timeout_s: float = 0.3,
+    ) -> None:
+        """``hang`` never answer (cut at ``timeout_s``), ``down`` are refused."""
+        self.hang = hang
+        self.down = down
+        self.timeout_s = timeout_s
+        self.calls: list[tuple[str, Tier, float]] = []
+
+    async def fetch(self, target: MinerTarget, tier: Tier) -> MinerSnapshot:
+        """Answer, refuse, or hang until the deadline."""
+        loop = asyncio.get_running_loop()
+        self.calls.append((target.address, tier, loop.time()))
+        if target.address in self.down:
+            raise CollectorError(FailureReason.REFUSED, "refused")
+        if target.address in self.hang:
+            await asyncio.sleep(self.timeout_s)
+            raise CollectorError(FailureReason.TIMEOUT, "timeout")
+        return MinerSnapshot(address=target.address, collected_at=0.0, tier=tier, hashrate_hs=1e12)
+
+
+def make(
+    source: FakeSource,
+    addresses: list[str],
+    *,
+    interval: float = 0.2,
+    concurrency: int = 10,
+    **kw: float,
+) -> tuple[Poller, FleetState, list[PollOutcome]]:
+    """A poller over ``addresses`` recording its outcomes."""
+    fleet = FleetState()
+    for address in addresses:
+        fleet.add("s", MinerTarget(address=address), now=0)
+    outcomes: list[PollOutcome] = []
+    schedule = Schedule(
+        interval_s=interval,
+        slow_interval_s=kw.get("slow", 10.0),
+        jitter_ratio=0.0,
+        backoff_max_s=kw.get("backoff_max", 5.0),
+    )
+    poller = Poller(
+        source,
+        fleet,
+        schedule=schedule,
+        concurrency=concurrency,
+        sink=outcomes.append,
+        rng=random.Random(1),  # noqa: S311 - test jitter
+    )
+    return poller, fleet, outcomes
+
+
+async def run_for(poller: Poller, addresses: list[str], seconds: float) -> None:
+    """Run every miner's loop for ``seconds``."""
+    async with asyncio.timeout(seconds + 5):
+        tasks = [
+            asyncio.create_task(poller.run_miner("s", MinerTarget(address=a))) for a in addresses
+        ]
+        await asyncio.sleep(seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_poller_first_poll_is_slow_then_fast():
+    """The slow tier runs first (identity before telemetry), then the fast tier."""
+    source = FakeSource()
+    poller, _, _ = make(source, ["a"])
+    await run_for(poller, ["a"], 0.1)
+    assert [tier for _, tier, _ in source.calls[:2]] == [Tier.SLOW, Tier.FAST]
+
+
+async def test_poller_fixed_rate_does_not_drift():
+    """Fast polls start on the k·interval grid regardless of poll durations."""
+    source = FakeSource()
+    poller, _, _ = make(source, ["a"], interval=0.2)
+    await run_for(poller, ["a"], 1.1)
+    starts = [t for _, tier, t in source.calls if tier is Tier.FAST]
+    assert len(starts) >= 5
+    for k, start in enumerate(starts[:5]):
+        assert start - starts[0] == pytest.approx(k * 0.2, abs=0.08)
+
+
+async def test_poller_hanging_miner_never_delays_another():
+    """A miner that hangs until its deadline does not delay the healthy miner's polls."""
+    source = FakeSource(hang=frozenset({"bad"}), timeout_s=0.5)
+    poller, _, _ = make(source, ["bad", "good"], interval=0.2, concurrency=1 + 1)
+    await run_for(poller, ["bad", "good"], 1.1)
+    good = [t for a, tier, t in source.calls if a == "good" and tier is Tier.FAST]
+    assert len(good) >= 5
+
+
+async def test_poller_records_failures_as_data():
+    """A refused miner is down with its reason, and the sink sees the failure."""
+    source = FakeSource(down=frozenset({"a"}))
+    poller, fleet, outcomes = make(source, ["a"])
+    await run_for(poller, ["a"], 0.1)
+    record = fleet.get("a")
+    assert record is not None
+    assert (record.up, record.last_error) == (False, "refused")
+    assert outcomes[0].snapshot is None
+    assert outcomes[0].reason == "refused"
+
+
+async def test_poller_backs_off_unreachable_miner():
+    """A miner that keeps failing is polled less and less often, not every interval."""
+    source = FakeSource(down=frozenset({"a"}))
+    poller, _, _ = make(source, ["a"], interval=0.1, backoff_max=10.0)
+    await run_for(poller, ["a"], 1.6)
+    fast = [t for _, tier, t in source.calls if tier is Tier.FAST]
+    assert 3 <= len(fast) <= 8  # 16 slots without backoff
+
+
+def test_poller_backoff_grows_and_is_capped():
+    """Backoff is 0 for one failure, then grows exponentially up to backoff_max_s."""
+    poller, _, _ = make(FakeSource(), [], interval=10.0, backoff_max=60.0)
+    assert poller.backoff_s(1) == 0
+    assert 10.0 <= poller.backoff_s(2) <= 11.0
+    assert 20.0 <= poller.backoff_s(3) <= 21.0
+    assert poller.backoff_s(10) == 60.0
+
+
+async def test_poller_first_cycle_completes_when_every_miner_polled():
+    """first_cycle is set once every expected miner finished its first poll."""
+    source = FakeSource(down=frozenset({"b"}))
+    poller, _, _ = make(source, ["a", "b"])
+    poller.expect({"a", "b"})
+    assert not poller.first_cycle.is_set()
+    await run_for(poller, ["a", "b"], 0.1)
+    assert poller.first_cycle.is_set()
