@@ -33,6 +33,7 @@ from pyasic.errors import APIError
 from pyasic.miners.data import DataOptions
 from pyasic.miners.factory import MINER_CLASSES, MinerTypes
 
+from collectors import pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
 from collectors.snapshot import (
     BoardReading,
     ErrorCode,
@@ -463,6 +464,7 @@ class PyasicSource:
                 raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
             cached = _Cached(miner=miner, from_hint=False)
         _apply_credentials(cached.miner, target)
+        pyasic_tuning.tune(cached.miner)  # perf: issue 7 (lean transport, Digest reuse, RPC)
         if self.on_new_miner is not None:
             self.on_new_miner(cached.miner)
         self._cache[target.address] = cached

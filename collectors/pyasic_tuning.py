@@ -464,16 +464,17 @@ _tuned_classes: dict[tuple[type, type], type] = {}
 def _tuned_class(mixin: type, base: type) -> type:
     """A cached subclass ``Tuned<Base>`` of ``base`` carrying ``mixin``'s attributes.
 
-    The attributes are copied into a single-base subclass (rather than using ``mixin`` as
-    a second base) so that the instance layout stays the base's own, which ``__class__``
-    assignment requires. The mixins therefore never call ``super()``.
+    The attributes of ``mixin`` and of its own bases are copied into a single-base subclass
+    (rather than using ``mixin`` as a second base) so that the instance layout stays the
+    base's own, which ``__class__`` assignment requires. The mixins therefore never call
+    ``super()``.
     """
     key = (mixin, base)
     cls = _tuned_classes.get(key)
     if cls is None:
-        namespace: dict[str, Any] = {
-            name: value for name, value in vars(mixin).items() if not name.startswith("__")
-        }
+        namespace: dict[str, Any] = {}
+        for klass in reversed(mixin.__mro__[:-1]):  # the mixin's own bases too, not object
+            namespace |= {k: v for k, v in vars(klass).items() if not k.startswith("__")}
         namespace |= {"__module__": __name__, "__doc__": mixin.__doc__, "_tuning": mixin}
         cls = type(f"Tuned{base.__name__}", (base,), namespace)
         _tuned_classes[key] = cls

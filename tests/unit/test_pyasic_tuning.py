@@ -207,3 +207,20 @@ def test_tune_installs_the_transport():
     pyasic_tuning.uninstall()
     tune(BitAxeUltra("127.80.0.1"))
     assert pyasic_tuning.installed()
+
+
+def test_tuned_class_copies_mixin_bases():
+    """Attributes a mixin inherits from its own bases reach the tuned class too."""
+
+    class Base:
+        def inherited(self) -> str:
+            return "base"
+
+    class Mixin(Base):
+        def own(self) -> str:
+            return "own"
+
+    tuned = pyasic_tuning._tuned_class(Mixin, AntminerRPCAPI)
+    rpc = tuned("127.80.0.1")
+    assert (rpc.own(), rpc.inherited()) == ("own", "base")
+    assert tuned.__mro__[1] is AntminerRPCAPI
