@@ -16,13 +16,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import grpclib.server
 import structlog
 
 from collectors.emulator.families.antminer import AntminerFirmware
+from collectors.emulator.families.avalon import AvalonFirmware
 from collectors.emulator.families.bitaxe import BitaxeFirmware
+from collectors.emulator.families.braiins import BraiinsFirmware, GrpcHandlers
+from collectors.emulator.families.vnish import VNishFirmware
+from collectors.emulator.families.whatsminer import WhatsminerFirmware
 from collectors.emulator.miner import EmulatedMiner, make_identity
 from collectors.emulator.physics import SiteAir, diurnal_inlet_c
 from collectors.emulator.profiles import PROFILES, FirmwareFamily
+from collectors.emulator.tls import server_context
 from collectors.emulator.wire import ConnectionRegistry, HttpProtocol, RpcProtocol
 
 if TYPE_CHECKING:
@@ -61,6 +67,10 @@ def firmwares() -> dict[FirmwareFamily, Firmware]:
     table: dict[FirmwareFamily, Firmware] = {
         FirmwareFamily.ANTMINER: AntminerFirmware(),
         FirmwareFamily.BITAXE: BitaxeFirmware(),
+        FirmwareFamily.WHATSMINER: WhatsminerFirmware(),
+        FirmwareFamily.AVALON: AvalonFirmware(),
+        FirmwareFamily.VNISH: VNishFirmware(),
+        FirmwareFamily.BRAIINS: BraiinsFirmware(),
     }
     return table
 
@@ -171,16 +181,23 @@ class _Listeners:
 
     def __init__(self) -> None:
         self.servers: list[asyncio.Server] = []
+        self.grpc: list[grpclib.server.Server] = []
         self.registry = ConnectionRegistry()
 
     async def close(self) -> None:
         for server in self.servers:
             server.close()
+        for grpc_server in self.grpc:
+            grpc_server.close()
         self.registry.abort_all()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        for grpc_server in self.grpc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(grpc_server.wait_closed(), timeout=5)
         self.servers.clear()
+        self.grpc.clear()
 
 
 class Fleet:
@@ -354,8 +371,27 @@ class Fleet:
             raise
 
     async def _open_extra(self, miner: EmulatedMiner, fw: Firmware, listeners: _Listeners) -> None:
-        """TLS and gRPC listeners (families that need them)."""
-        del miner, fw, listeners
+        """TLS (Whatsminer's LuCI page) and gRPC (BOSer) listeners."""
+        address = miner.address
+        if fw.tls_port and self.scenario.whatsminer_https:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: HttpProtocol(
+                    lambda req: self.firmwares[miner.family].http(miner, req),
+                    lambda: miner.wire_fault("web"),
+                    listeners.registry,
+                    tls=True,
+                ),
+                host=address,
+                port=TLS_PORT,
+                ssl=server_context(),
+                reuse_address=True,
+                backlog=256,
+            )
+            listeners.servers.append(server)
+        if fw.grpc_port:
+            grpc_server = grpclib.server.Server([GrpcHandlers(miner)])
+            await grpc_server.start(address, GRPC_PORT, reuse_address=True)
+            listeners.grpc.append(grpc_server)
 
     async def _close(self, address: str) -> None:
         listeners = self._listeners.pop(address, None)

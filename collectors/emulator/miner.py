@@ -154,6 +154,9 @@ class EmulatedMiner:
         boards = []
         for i in range(self.profile.boards):
             t = temps[i]
+            if t is not None and self.family is FirmwareFamily.AVALON:
+                # Avalon reports per-board chip max (MTmax) only; pyasic reads it as both.
+                t = (t[0], t[2], t[2])
             boards.append(
                 {
                     "index": i,

@@ -125,6 +125,10 @@ class Scenario(_Strict):
     site: SiteSpec
     start_time: dt.datetime | None = None
     """Simulated start time; default: now."""
+    whatsminer_https: bool = False
+    """Serve Whatsminer's LuCI page on 443 (TLS). Off by default: pyasic's detection cancels
+    its HTTPS probe mid-handshake once 4028 has answered and leaks the socket
+    (ResourceWarning), which breaks test suites run with warnings as errors."""
     miners: list[MinerGroup] = Field(min_length=1)
 
     def scale(self, total: int) -> Scenario:

@@ -36,6 +36,7 @@ class HttpRequest:
     target: str
     headers: dict[str, str]
     body: bytes
+    tls: bool = False
 
     @property
     def path(self) -> str:
@@ -257,9 +258,15 @@ class HttpProtocol(asyncio.Protocol):
     """A minimal HTTP/1.1 server with keep-alive (what httpx needs, nothing more)."""
 
     def __init__(
-        self, handler: HttpHandler, faults: FaultGetter, registry: ConnectionRegistry
+        self,
+        handler: HttpHandler,
+        faults: FaultGetter,
+        registry: ConnectionRegistry,
+        *,
+        tls: bool = False,
     ) -> None:
-        """Serve ``handler`` with wire ``faults``."""
+        """Serve ``handler`` with wire ``faults`` (``tls``: this listener is HTTPS)."""
+        self.tls = tls
         self.handler = handler
         self.faults = faults
         self.registry = registry
@@ -309,7 +316,7 @@ class HttpProtocol(asyncio.Protocol):
             return None
         body = self.buffer[end + 4 : end + 4 + length]
         self.buffer = self.buffer[end + 4 + length :]
-        return HttpRequest(method=method, target=target, headers=headers, body=body)
+        return HttpRequest(method=method, target=target, headers=headers, body=body, tls=self.tls)
 
     def _answer(self, request: HttpRequest) -> None:
         assert self.transport is not None

@@ -8,10 +8,7 @@ import pytest
 from collectors.emulator.profiles import PROFILES
 
 BASE = "127.20.1.1"
-FAMILY_KEYS = [
-    "antminer-s19jpro",
-    "bitaxe-ultra",
-]
+FAMILY_KEYS = sorted(PROFILES)
 SCENARIO = {
     "name": "families",
     "site": {"name": "lab", "altitude_m": 2275, "ambient": {"mean_c": 18, "amplitude_k": 4}},
@@ -54,7 +51,8 @@ async def test_emulator_family_detected_and_read_back(site, by_profile, key):
     assert hs(data.hashrate) == pytest.approx(truth["hashrate_hs"], rel=1e-6)
     assert hs(data.expected_hashrate) == pytest.approx(truth["expected_hashrate_hs"], rel=1e-3)
     assert data.mac.upper() == truth["mac"].upper()
-    assert data.hostname == truth["hostname"]
+    # Avalon's cgminer API has no hostname; pyasic leaves it empty.
+    assert data.hostname == (None if truth["family"] == "avalon" else truth["hostname"])
     assert data.uptime == truth["uptime_s"]
     assert [f.speed for f in data.fans] == [f["rpm"] for f in truth["fans"]]
     assert len(data.hashboards) == len(truth["boards"])
