@@ -162,9 +162,7 @@ def agent_config(
     return config
 
 
-@pytest.fixture
-def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    """Start real agents; every one is stopped (then killed) at teardown."""
+def _factory(root: Path) -> tuple[Callable[..., AgentProcess], list[AgentProcess]]:
     started: list[AgentProcess] = []
 
     def start(
@@ -173,7 +171,7 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         env: Mapping[str, str] | None = None,
         wait_ready: bool = True,
     ) -> AgentProcess:
-        workdir = tmp_path / f"agent{len(started)}"
+        workdir = root / f"agent{len(started)}"
         workdir.mkdir()
         config = {**config}
         config["agent"] = {"state_dir": str(workdir / "state"), **config.get("agent", {})}
@@ -184,10 +182,31 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
             agent.wait_ready()
         return agent
 
-    yield start
+    return start, started
+
+
+def _teardown(started: list[AgentProcess]) -> None:
     for agent in started:
         if agent.proc.poll() is None:
             agent.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.proc.wait(timeout=15)
         agent.kill()
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Start real agents; every one is stopped (then killed) at teardown."""
+    start, started = _factory(tmp_path)
+    yield start
+    _teardown(started)
+
+
+@pytest.fixture(scope="module")
+def module_agent_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., AgentProcess]]:
+    """Module-scoped ``agent_factory`` (one agent shared by a test module)."""
+    start, started = _factory(tmp_path_factory.mktemp("agent"))
+    yield start
+    _teardown(started)

@@ -1,0 +1,171 @@
+"""The real agent polling a mixed emulated fleet of all six families (issue 3's must-show).
+
+One emulator (32 miners: stock S19j Pro and S21, Whatsminer M30S+ and M50, Avalon 15-194,
+VNish, Braiins OS+, Bitaxe Ultra and Gamma) and one agent subprocess are shared by the module;
+one miner is offline from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.agent import agent_config, wait_until
+from tests.support.prometheus import promtool_check_metrics
+
+if TYPE_CHECKING:
+    from tests.support.agent import AgentProcess
+    from tests.support.emulator import EmulatorHandle
+
+BASE = "127.30.1.1"
+OFFLINE = "127.30.1.32"
+MIX = {
+    "name": "mixed-fleet",
+    "site": {"name": "golmud", "altitude_m": 2800},
+    "miners": [
+        {"model": "antminer-s19jpro", "count": 5},
+        {"model": "antminer-s21", "count": 3},
+        {"model": "whatsminer-m30s+ve40", "count": 4},
+        {"model": "whatsminer-m50", "count": 2},
+        {"model": "avalon-15-194", "count": 4},
+        {"model": "vnish-s19jpro", "count": 4},
+        {"model": "braiins-s19jpro", "count": 4},
+        {"model": "bitaxe-ultra", "count": 3},
+        {"model": "bitaxe-gamma", "count": 3},
+    ],
+}
+FAMILIES = {"antminer", "whatsminer", "avalon", "vnish", "braiins", "bitaxe"}
+
+pytestmark = [pytest.mark.slow, pytest.mark.prometheus]
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Parse an exposition into {sample name: [(labels, value)]}."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return out
+
+
+def by_miner(rows: list[tuple[dict[str, str], float]]) -> dict[str, float]:
+    """{miner id: value} for series with only site/miner labels."""
+    return {labels["miner"]: value for labels, value in rows}
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    module_emulator_factory: Any, module_agent_factory: Any
+) -> tuple[EmulatorHandle, AgentProcess]:
+    """The emulated fleet (one miner offline) and an agent polling it every 3 s."""
+    emulator = module_emulator_factory(MIX, base_address=BASE)
+    emulator.inject(OFFLINE, "offline")
+    miners = [{"address": m["address"]} for m in emulator.miners()]
+    config = agent_config(miners, interval_s=3.0)
+    agent = module_agent_factory(config)
+    return emulator, agent
+
+
+def test_agent_fleet_covers_all_six_families(fleet):
+    """The emulated fleet has at least 30 miners and every family."""
+    emulator, _ = fleet
+    miners = emulator.miners()
+    assert len(miners) >= 30
+    assert {m["family"] for m in miners} == FAMILIES
+
+
+def test_agent_fleet_metrics_match_emulator_truth(fleet):
+    """Hashrate, max chip temperature and fan speeds on /metrics equal the emulator's truth."""
+    emulator, agent = fleet
+    healthy = [m for m in emulator.miners() if m["address"] != OFFLINE]
+    emulator.pause()
+    try:
+        paused_at = time.time()
+
+        def all_polled_after_pause() -> bool:
+            rows = samples(agent.metrics()).get("asic_last_poll_success_timestamp_seconds", [])
+            fresh = {labels["miner"] for labels, value in rows if value > paused_at + 0.5}
+            return len(fresh) >= len(healthy)
+
+        agent.wait_for(all_polled_after_pause, "a poll of every miner after the pause", 60)
+        metrics = samples(agent.metrics())
+        hashrate = by_miner(metrics["asic_hashrate_hashes_per_second"])
+        chips: dict[str, float] = {}
+        for labels, value in metrics["asic_chip_temperature_celsius"]:
+            chips[labels["miner"]] = max(value, chips.get(labels["miner"], value))
+        fans: dict[str, dict[int, float]] = {}
+        for labels, value in metrics["asic_fan_speed_rpm"]:
+            fans.setdefault(labels["miner"], {})[int(labels["fan"])] = value
+        mismatches = []
+        for miner in healthy:
+            truth = emulator.truth(miner["address"])
+            mid = truth["mac"].upper()
+            want_chip = max(b["chip_temp_c"] for b in truth["boards"] if not b["missing"])
+            want_fans = {f["index"]: f["rpm"] for f in truth["fans"]}
+            got = (hashrate.get(mid), chips.get(mid), fans.get(mid))
+            if (
+                got[0] is None
+                or got[0] != pytest.approx(truth["hashrate_hs"], rel=2e-3)
+                or got[1] != pytest.approx(want_chip, abs=0.5)
+                or got[2] != want_fans
+            ):
+                mismatches.append(
+                    (
+                        miner["address"],
+                        truth["family"],
+                        got,
+                        truth["hashrate_hs"],
+                        want_chip,
+                        want_fans,
+                    )
+                )
+        assert not mismatches, json.dumps(mismatches, indent=1)
+    finally:
+        emulator.resume()
+
+
+def test_agent_fleet_offline_miner_is_down_with_reason(fleet):
+    """The offline miner shows asic_up 0 and asic_last_poll_error_info with a reason."""
+    _, agent = fleet
+    metrics = samples(agent.metrics())
+    up = by_miner(metrics["asic_up"])
+    assert up[OFFLINE] == 0
+    assert sum(1 for v in up.values() if v == 1) >= 31
+    errors = {
+        labels["miner"]: labels["reason"] for labels, _ in metrics["asic_last_poll_error_info"]
+    }
+    assert errors[OFFLINE] == "refused"
+    status, body = agent.fetch("/api/v1/fleet")
+    assert status == 200
+    offline = [m for m in json.loads(body) if m["address"] == OFFLINE]
+    assert offline[0]["up"] is False
+    assert offline[0]["last_error"] == "refused"
+    assert offline[0]["hashrate_hs"] is None
+
+
+def test_agent_fleet_exposition_passes_promtool(fleet):
+    """Promtool check metrics passes on the real exposition of the whole fleet."""
+    _, agent = fleet
+    code, output = promtool_check_metrics(agent.metrics())
+    assert code == 0, output
+
+
+def test_agent_fleet_scraped_by_real_prometheus(fleet, prometheus_factory):
+    """A real Prometheus scraping the agent has asic_hashrate_hashes_per_second for every healthy miner."""
+    emulator, agent = fleet
+    healthy = {
+        emulator.truth(m["address"])["mac"].upper()
+        for m in emulator.miners()
+        if m["address"] != OFFLINE
+    }
+    prometheus = prometheus_factory([agent.url.removeprefix("http://")])
+    result = prometheus.wait_for_series("asic_hashrate_hashes_per_second", len(healthy))
+    assert {r["metric"]["miner"] for r in result} == healthy
+    assert all(float(r["value"][1]) > 0 for r in result)
+    up = prometheus.query('up{job="altiwatch"}')
+    assert [r["value"][1] for r in up] == ["1"]
+    wait_until(lambda: prometheus.query("asic_up == 0"), "asic_up 0 in Prometheus")
