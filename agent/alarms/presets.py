@@ -87,9 +87,12 @@ def normalise_model(model: str) -> str:
     """
     key = model.split("(", 1)[0].lower().replace("+", "plus")
     key = re.sub(r"[^a-z0-9]", "", key).replace("avalonminer", "avalon")
-    for brand in _BRANDS:
-        if key.startswith(brand) and len(key) > len(brand):
-            key = key[len(brand) :]
+    stripped = True
+    while stripped:
+        stripped = False
+        for brand in _BRANDS:
+            if key.startswith(brand) and len(key) > len(brand):
+                key, stripped = key[len(brand) :], True
     return key
 
 
