@@ -1,0 +1,128 @@
+"""``altiwatch thresholds``: print the derated thresholds for an altitude, sea level beside them.
+
+The table is meant to be checked by hand: it prints δ, M(δ) and c(δ) with their formulas, then
+for each preset (or the one ``--model`` selects) the sea-level value, the value in force at the
+site and the shift altitude causes::
+
+    altiwatch thresholds --altitude 3000 --pressure-kpa 70.1 --model S19jPro
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from agent.alarms.air import site_air
+from agent.alarms.presets import PRESETS, derate, normalise_model, select_preset
+from collectors import air
+from collectors.snapshot import Family
+
+if TYPE_CHECKING:
+    from agent.alarms.air import SiteAir
+    from agent.alarms.presets import MinerThresholds, Preset
+
+EX_OK = 0
+EX_USAGE = 64
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``thresholds`` subcommand."""
+    parser = subparsers.add_parser(
+        "thresholds",
+        help="print the altitude-derated alarm thresholds, sea level beside them",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("--altitude", type=float, required=True, help="site altitude in metres")
+    parser.add_argument(
+        "--pressure-kpa",
+        type=float,
+        default=None,
+        help="measured station pressure (QFE, not sea-level QNH); used when within ±5 %% of ISA",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a model (S19jPro, S21, M30S+, Avalon 1566, Bitaxe Ultra) or a preset name",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=run)
+
+
+def _presets(model: str | None) -> list[Preset]:
+    if model is None:
+        return [p for name, p in PRESETS.items() if name != "generic"]
+    if model.lower() in PRESETS:
+        return [PRESETS[model.lower()]]
+    key = normalise_model(model)
+    return [PRESETS[select_preset(Family.UNKNOWN, key, reports_chips=True)]]
+
+
+def _row(label: str, rule: str, sea: float, here: float) -> str:
+    return f"  {label:<12} {rule:<34} {sea:>9.1f} {here:>9.1f} {here - sea:>+8.1f}"
+
+
+def _table(site: SiteAir, rows: list[tuple[Preset, MinerThresholds]]) -> str:
+    d, m = site.delta, site.cooling_multiplier
+    c_k = air.board_chip_underestimate_k(d)
+    lines = [f"Site: altitude {site.altitude_m:,.0f} m"]
+    if site.measured_pressure_kpa is not None:
+        lines.append(
+            f"  station pressure {site.measured_pressure_kpa:.2f} kPa "
+            f"(ISA {site.isa_pressure_kpa:.2f} kPa): "
+            + (
+                f"used, pressure altitude h_p = {site.pressure_altitude_m:,.0f} m"
+                if not site.pressure_implausible
+                else "IMPLAUSIBLE (more than 5 % from ISA; a sea-level QNH?): ISA used, R9 warns"
+            )
+        )
+    lines += [
+        f"  δ = p/p0{' = (1 − 2.25577e-5·h)^5.25588' if site.pressure_source.value != 'measured' else ''}"
+        f" = {d:.4f}",
+        f"  M(δ) = 0.35/δ + 0.45·δ^-0.8 + 0.20 = {m:.4f}",
+        f"  c(δ) = 7.5·(δ^-0.8 − 1) = {c_k:.2f} K (stock S19 board-estimated chips only)",
+        "",
+        f"  {'preset':<12} {'threshold (rule)':<34} {'sea level':>9} {'here':>9} {'shift K':>8}",
+    ]
+    for preset, th in rows:
+        h_label = "h_p" if site.pressure_source.value == "measured" else "h"
+        inlet_rule = (
+            f"{preset.inlet_max_c:g} − ({h_label}−{preset.inlet_derate_from_m:g})"
+            f"/{preset.inlet_derate_m_per_k:g}"
+        )
+        crit_rule = "C0 − c(δ)" if preset.board_estimated_chip else "C0"
+        lines += [
+            f"  {preset.name} — {preset.sensor} sensor",
+            _row("", f"R1 critical = {crit_rule}", th.critical_sea_level_c, th.critical_c),
+            _row(
+                "",
+                f"R1 warning = crit − {preset.hysteresis_k:g}·M",
+                th.warning_sea_level_c,
+                th.warning_c,
+            ),
+            _row("", f"R2 inlet max = {inlet_rule}", th.inlet_max_sea_level_c, th.inlet_max_c),
+            _row(
+                "",
+                "R2 inlet warning = max − 3",
+                th.inlet_max_sea_level_c - 3.0,
+                th.inlet_warning_c,
+            ),
+            _row("", "R8 cold start below T_min", th.t_min_c, th.t_min_c),
+        ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON); 64 on an altitude outside the ISA troposphere model."""
+    if not -500 <= args.altitude <= 11_000:  # noqa: PLR2004 - ISA troposphere
+        print("altiwatch thresholds: --altitude must be between -500 and 11000 m", file=sys.stderr)
+        return EX_USAGE
+    site = site_air("cli", args.altitude, args.pressure_kpa)
+    rows = [(p, derate(p, site)) for p in _presets(args.model)]
+    if args.json:
+        out = {"site": site.as_dict(), "presets": [th.as_dict() for _, th in rows]}
+        print(json.dumps(out, indent=2))
+    else:
+        print(_table(site, rows))
+    return EX_OK
