@@ -9,7 +9,6 @@ site and the shift altitude causes::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,8 @@ from collectors import air
 from collectors.snapshot import Family
 
 if TYPE_CHECKING:
+    import argparse
+
     from agent.alarms.air import SiteAir
     from agent.alarms.presets import MinerThresholds, Preset
 
@@ -77,9 +78,11 @@ def _table(site: SiteAir, rows: list[tuple[Preset, MinerThresholds]]) -> str:
                 else "IMPLAUSIBLE (more than 5 % from ISA; a sea-level QNH?): ISA used, R9 warns"
             )
         )
+    isa_formula = (
+        " = (1 − 2.25577e-5·h)^5.25588" if site.pressure_source.value != "measured" else ""
+    )
     lines += [
-        f"  δ = p/p0{' = (1 − 2.25577e-5·h)^5.25588' if site.pressure_source.value != 'measured' else ''}"
-        f" = {d:.4f}",
+        f"  δ = p/p0{isa_formula} = {d:.4f}",
         f"  M(δ) = 0.35/δ + 0.45·δ^-0.8 + 0.20 = {m:.4f}",
         f"  c(δ) = 7.5·(δ^-0.8 − 1) = {c_k:.2f} K (stock S19 board-estimated chips only)",
         "",
@@ -116,13 +119,13 @@ def _table(site: SiteAir, rows: list[tuple[Preset, MinerThresholds]]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the table (or JSON); 64 on an altitude outside the ISA troposphere model."""
     if not -500 <= args.altitude <= 11_000:  # noqa: PLR2004 - ISA troposphere
-        print("altiwatch thresholds: --altitude must be between -500 and 11000 m", file=sys.stderr)
+        sys.stderr.write("altiwatch thresholds: --altitude must be between -500 and 11000 m\n")
         return EX_USAGE
     site = site_air("cli", args.altitude, args.pressure_kpa)
     rows = [(p, derate(p, site)) for p in _presets(args.model)]
     if args.json:
         out = {"site": site.as_dict(), "presets": [th.as_dict() for _, th in rows]}
-        print(json.dumps(out, indent=2))
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        print(_table(site, rows))
+        sys.stdout.write(_table(site, rows) + "\n")
     return EX_OK
