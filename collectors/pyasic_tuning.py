@@ -51,6 +51,8 @@ from pyasic.errors import APIError
 from pyasic.rpc.base import BaseMinerRPCAPI
 from pyasic.web.antminer import AntminerModernWebAPI
 
+from collectors.source import CollectorError, FailureReason  # reliability: RPC read cap
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from ssl import SSLContext
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JOIN_REPROBE_EVERY",
     "MAX_BODY_BYTES",
+    "MAX_RPC_BYTES",
     "TRANSPORT_STATS",
     "LeanHTTPTransport",
     "TransportStats",
@@ -339,6 +342,51 @@ def _class_commands(cls: type) -> tuple[str, ...]:
     return cached
 
 
+# --- reliability (issue 8): RPC read cap. Added by "reliability"; begin ---------------------
+MAX_RPC_BYTES: Final = 2 * 1024 * 1024
+"""A miner's RPC (port 4028) reply larger than this is cut off (pyasic would read it to EOF)."""
+
+
+async def _capped_read_bytes(
+    self: Any,  # noqa: ARG001 — becomes a method of the tuned RPC classes
+    reader: asyncio.StreamReader,
+    timeout: int,  # noqa: ASYNC109 — pyasic's signature (seconds)
+) -> bytes:
+    """Pyasic's ``_read_bytes`` reads to EOF; this one stops after `MAX_RPC_BYTES`.
+
+    Why: a miner answering 50 MB on 4028 is otherwise buffered, decoded and parsed whole
+    (measured: +230 MB RSS and ~2.5 s of blocked event loop per poll). Over the cap the
+    connection is aborted and ``CollectorError(OVERSIZED)`` raised: it is not an APIError,
+    so pyasic's fallbacks don't retry it, and the agent reports ``reason="oversized"``.
+    Timeouts and other errors behave as in pyasic 0.79.0 (TimeoutError propagates to
+    ``_send_bytes``; anything else returns what was read). Installed as ``_read_bytes`` in
+    `_TunedRPC` and `_TunedRPCCommandsOnly` (their attributes are copied, not inherited).
+    """
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                total += len(chunk)
+                if total > MAX_RPC_BYTES:
+                    break
+                chunks.append(chunk)
+    except (asyncio.CancelledError, TimeoutError):
+        raise
+    except Exception:  # noqa: BLE001 — pyasic's _read_bytes swallows these too
+        return b"".join(chunks)
+    if total > MAX_RPC_BYTES:
+        transport = getattr(reader, "_transport", None)  # asyncio's own field
+        if transport is not None:
+            transport.abort()
+        msg = f"RPC reply over {MAX_RPC_BYTES} bytes, cut off"
+        raise CollectorError(FailureReason.OVERSIZED, msg)
+    return b"".join(chunks)
+
+
+# --- reliability (issue 8): RPC read cap; end --------------------------------------------------
+
+
 class _TunedRPC:
     """Mixin put in front of a pyasic RPC API class by `tune`.
 
@@ -348,6 +396,7 @@ class _TunedRPC:
 
     _tuned_join_rejected_at: int | None = None
     _tuned_calls: int = 0
+    _read_bytes = _capped_read_bytes  # reliability (issue 8): RPC read cap
 
     def get_commands(self) -> list[str]:
         """Cached per class: pyasic recomputes it with dir() on every multicommand."""
@@ -384,6 +433,8 @@ class _TunedRPC:
 
 class _TunedRPCCommandsOnly:
     """Mixin for RPC classes with their own multicommand (Whatsminer): only the cache."""
+
+    _read_bytes = _capped_read_bytes  # reliability (issue 8): RPC read cap
 
     def get_commands(self) -> list[str]:
         """Cached per class: pyasic recomputes it with dir() on every multicommand."""
