@@ -208,14 +208,15 @@ class FleetState:
     def prune(self, now: float, stale_after_s: float) -> list[MinerRecord]:
         """Drop series of miners gone for ``stale_after_s``; return the records affected.
 
-        A record removed from inventory that long is deleted. One still in inventory but down
-        that long is hidden (no series) until it answers again. The (site, id) pairs land in
-        ``removed`` for the MQTT publisher and the alarm engine.
+        A record removed from inventory that long is deleted and its (site, id) lands in
+        ``removed`` (for the MQTT publisher and the alarm engine). One still in inventory but
+        down that long is only hidden (no series) until it answers again: its alarms stay.
         """
         affected = []
         for record in list(self._records.values()):
             if record.removed_at is not None and now - record.removed_at >= stale_after_s:
                 del self._records[record.address]
+                self.removed.append((record.site, record.miner_id))
             elif (
                 not record.hidden
                 and record.up is False
@@ -229,7 +230,6 @@ class FleetState:
             affected.append(record)
             if self._by_id.get(record.miner_id) == record.address:
                 del self._by_id[record.miner_id]
-            self.removed.append((record.site, record.miner_id))
             self._touch(record)
         return affected
 

@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import os
 import signal
+import sqlite3
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,15 +31,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import CollectorRegistry
 
+from agent.alarms.engine import AlarmEngine, Observation
+from agent.alarms.store import AlarmStore
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError
 from agent.fleet_state import FleetState
 from agent.http_api import HttpApi
 from agent.logging_setup import configure_logging
 from agent.metrics import AgentMetrics, MetricsRenderer
+from agent.mqtt.publisher import EventPublisher
 from agent.notify import Notifier
 from agent.poller import Poller, PollOutcome, Schedule
-from agent.power import normalise_model
 from collectors.snapshot import Tier
 
 if TYPE_CHECKING:
@@ -141,31 +144,26 @@ class AgentService:
             source.on_new_miner = _optional("collectors.pyasic_tuning", "tune")
         return source
 
-    def _make_engine(self, config: AgentConfig) -> Any:
-        engine_cls = _optional("agent.alarms.engine", "AlarmEngine")
-        if engine_cls is None:
-            return None
-        store_cls = _optional("agent.alarms.engine", "AlarmStore")
+    def _make_engine(self, config: AgentConfig) -> AlarmEngine:
         store = None
-        if store_cls is not None:
-            try:
-                config.agent.state_dir.mkdir(parents=True, exist_ok=True)
-                store = store_cls(config.agent.state_dir / "alarms.sqlite3")
-            except OSError as exc:
-                self.metrics.state_write_failures.inc()
-                log.warning("alarm_store_unavailable", error=str(exc))
-        return engine_cls(config.thermal, config.sites, store=store)
+        try:
+            store = AlarmStore(config.agent.state_dir / "alarms.sqlite3")
+        except (OSError, sqlite3.Error) as exc:
+            # Alarms still work from memory; after a restart they would be raised again.
+            self.metrics.state_write_failures.inc()
+            log.warning("alarm_store_unavailable", error=str(exc))
+        return AlarmEngine(config.thermal, config.sites, store=store)
 
-    def _make_publisher(self, config: AgentConfig) -> Any:
-        if not getattr(config.mqtt, "enabled", False):
-            return None
-        publisher_cls = _optional("agent.mqtt.publisher", "EventPublisher")
-        if publisher_cls is None:
-            log.warning("mqtt_publisher_missing")
+    @staticmethod
+    def _make_publisher(config: AgentConfig) -> EventPublisher | None:
+        if not config.mqtt.enabled:
             return None
         config.agent.state_dir.mkdir(parents=True, exist_ok=True)
-        return publisher_cls(
-            config.mqtt, agent_id=config.agent.id, state_dir=config.agent.state_dir
+        return EventPublisher(
+            config.mqtt,
+            agent_id=config.agent.id,
+            state_dir=config.agent.state_dir,
+            sites=[s.name for s in config.sites],
         )
 
     def _make_poller(self, config: AgentConfig) -> Poller:
@@ -220,29 +218,24 @@ class AgentService:
                 )
                 self._published_up[record.address] = record.up
 
-    def _observations(self, batch: list[PollOutcome]) -> list[Any]:
-        observation_cls = _optional("agent.alarms.engine", "Observation")
-        if observation_cls is None:
-            return []
+    def _observations(self, batch: list[PollOutcome]) -> list[Observation]:
         out = []
         for outcome in batch:
             record = self.fleet.get(outcome.target.address)
             if record is None or not record.visible:
                 continue
             snapshot = record.snapshot if outcome.snapshot is not None else None
-            model = None
-            if record.slow is not None and record.slow.identity.model:
-                model = normalise_model(record.slow.identity.model)
-            elif snapshot is not None and snapshot.identity.model:
-                model = normalise_model(snapshot.identity.model)
+            identity = record.slow.identity if record.slow is not None else None
+            if identity is None and snapshot is not None:
+                identity = snapshot.identity
             out.append(
-                observation_cls(
+                Observation(
                     miner=record.miner_id,
                     site=record.site,
                     at=outcome.at,
                     snapshot=snapshot,
                     failure_reason=outcome.reason,
-                    model=model,
+                    model=identity.model if identity is not None else None,
                 )
             )
         return out
@@ -250,26 +243,29 @@ class AgentService:
     # ------------------------------------------------------------------ tasks
 
     async def _alarm_loop(self) -> None:
+        seen_failures = 0
         while True:
             await asyncio.sleep(ALARM_TICK_S)
             batch, self._outcomes = self._outcomes, []
-            if self.engine is None:
-                continue
             with _guard("alarm_evaluate_failed"):
                 transitions = self.engine.evaluate(self._clock(), self._observations(batch))
                 if transitions and self.publisher is not None:
                     self.publisher.alarm_transitions(transitions)
                 for t in transitions:
-                    event = _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition")
                     log.info(
-                        event,
+                        _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
                         miner=t.miner,
                         site=t.site,
                         rule=t.rule,
                         severity=t.severity.label,
                         value=t.value,
                         threshold=t.threshold,
+                        summary=t.summary,
                     )
+            failures = self.engine.state_write_failures
+            if failures > seen_failures:
+                self.metrics.state_write_failures.inc(failures - seen_failures)
+                seen_failures = failures
 
     async def _housekeeping(self) -> None:
         while True:
@@ -277,11 +273,10 @@ class AgentService:
             self.fleet.prune(self._clock(), self.config.polling.stale_after_s)
             for site, miner in self.fleet.drain_removed():
                 log.info("miner_series_dropped", site=site, miner=miner)
-                if self.engine is not None:
-                    with _guard("alarm_forget_failed"):
-                        transitions = self.engine.forget(miner)
-                        if transitions and self.publisher is not None:
-                            self.publisher.alarm_transitions(transitions)
+                with _guard("alarm_forget_failed"):
+                    transitions = self.engine.forget(miner)
+                    if transitions and self.publisher is not None:
+                        self.publisher.alarm_transitions(transitions)
                 if self.publisher is not None:
                     with _guard("mqtt_enqueue_failed"):
                         self.publisher.miner_removed(site, miner)
