@@ -74,9 +74,17 @@ def sea_level_warning() -> str:
     )
 
 
-def count_or_zero(expr: str) -> str:
-    """Count a filtered vector; an empty selection is a real 0, not "no data"."""
-    return f"count({expr}) or vector(0)"
+def count_or_zero(expr: str, base: str) -> str:
+    """Count ``expr``; 0 when it is empty but ``base`` (what it filters) has data.
+
+    "None match" is then a real 0, while an unknown input (no ``base`` series: agent down,
+    metric not reported) stays "no data" instead of a reassuring 0.
+    """
+    return f"count({expr}) or on () (0 * count({base}))"
+
+
+AGENT_ZERO = "0 * count(altiwatch_build_info)"
+"""0 while an agent is scraped: the honest value of an agent counter that never moved."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +337,10 @@ def _table_transforms(sort_by: str, *, desc: bool = True) -> list[Json]:
 def _alarm_targets() -> list[Target]:
     """One target per severity; 0 (not "no data") when nothing fires."""
     return [
-        Target(f"sum({m('asic_alarm_active', severity(sev))}) or vector(0)", sev)
+        Target(
+            f"sum({m('asic_alarm_active', severity(sev))}) or on () (0 * count({m('asic_up')}))",
+            sev,
+        )
         for sev in ("critical", "warning", "info")
     ]
 
@@ -375,7 +386,7 @@ def fleet_overview() -> Json:
             "Miners whose last poll succeeded (asic_up == 1). Not filtered by model: a miner "
             "that never answered has no model.",
             "short",
-            [Target(count_or_zero(f"{m('asic_up')} == 1"))],
+            [Target(count_or_zero(f"{m('asic_up')} == 1", m("asic_up")))],
             kind="stat",
             width=3,
             height=4,
@@ -384,7 +395,7 @@ def fleet_overview() -> Json:
             "Miners down",
             "Miners whose last poll failed (asic_up == 0); see Agent health for the reasons.",
             "short",
-            [Target(count_or_zero(f"{m('asic_up')} == 0"))],
+            [Target(count_or_zero(f"{m('asic_up')} == 0", m("asic_up")))],
             kind="stat",
             width=3,
             height=4,
@@ -394,7 +405,7 @@ def fleet_overview() -> Json:
             f"Mining miners hashing below {THROTTLED_RATIO:.0%} of their expected hashrate "
             "(thermal or power throttling, lost chips).",
             "short",
-            [Target(count_or_zero(throttled))],
+            [Target(count_or_zero(throttled, f(m("asic_expected_hashrate_hashes_per_second"))))],
             kind="stat",
             width=3,
             height=4,
@@ -561,7 +572,7 @@ def thermal_altitude() -> Json:
             f"Miners whose fan duty is at or above {SATURATED_DUTY:.0%}: no cooling reserve "
             "left, the chip now follows the inlet 1:1.",
             "short",
-            [Target(count_or_zero(saturated))],
+            [Target(count_or_zero(saturated, f(m("asic_fan_duty_ratio"))))],
             kind="stat",
             width=6,
             height=4,
@@ -647,7 +658,13 @@ def thermal_altitude() -> Json:
             "Saturated fans by site",
             f"Miners per site with fan duty ≥ {SATURATED_DUTY:.0%}.",
             "short",
-            [Target(f"count by (site) ({saturated}) or vector(0)", "{{site}}")],
+            [
+                Target(
+                    f"count by (site) ({saturated}) "
+                    f"or on () (0 * count({f(m('asic_fan_duty_ratio'))}))",
+                    "{{site}}",
+                )
+            ],
         ),
         Panel(
             "Fan speed per miner",
@@ -867,9 +884,14 @@ def agent_health() -> Json:
         ),
         Panel(
             "Oldest unsent event",
-            "Age of the oldest event waiting in the outbox (0 when empty).",
+            "Age of the oldest event waiting in the outbox (0 when the outbox is empty).",
             "s",
-            [Target("max(altiwatch_mqtt_outbox_oldest_age_seconds)")],
+            [
+                Target(
+                    "max(altiwatch_mqtt_outbox_oldest_age_seconds) "
+                    "or on () (0 * max(altiwatch_mqtt_outbox_depth))"
+                )
+            ],
             kind="stat",
             width=6,
             height=4,
@@ -886,9 +908,10 @@ def agent_health() -> Json:
             "ops",
             [
                 Target(
-                    f"sum by (reason) (rate(altiwatch_poll_errors_total[{rate}]))", "{{reason}}"
+                    f"sum by (reason) (rate(altiwatch_poll_errors_total[{rate}])) "
+                    f"or on () ({AGENT_ZERO})",
+                    "{{reason}}",
                 ),
-                Target(f"sum(rate(altiwatch_poll_errors_total[{rate}])) or vector(0)", "total"),
             ],
             stacked=True,
         ),
@@ -956,12 +979,9 @@ def agent_health() -> Json:
             [
                 Target(f"sum(rate(altiwatch_mqtt_published_total[{rate}]))", "published"),
                 Target(
-                    f"sum by (reason) (rate(altiwatch_mqtt_dropped_total[{rate}]))",
+                    f"sum by (reason) (rate(altiwatch_mqtt_dropped_total[{rate}])) "
+                    f"or on () ({AGENT_ZERO})",
                     "dropped {{reason}}",
-                ),
-                Target(
-                    f"sum(rate(altiwatch_mqtt_dropped_total[{rate}])) or vector(0)",
-                    "dropped total",
                 ),
             ],
         ),
@@ -971,7 +991,8 @@ def agent_health() -> Json:
             "short",
             [
                 Target(
-                    f"sum(increase(altiwatch_state_write_failures_total[{rate}])) or vector(0)",
+                    f"sum(increase(altiwatch_state_write_failures_total[{rate}])) "
+                    f"or on () ({AGENT_ZERO})",
                     "failures",
                 )
             ],
