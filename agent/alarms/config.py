@@ -101,8 +101,13 @@ class ThermalSettings(_Strict):
     """R7: a site outage needs at least this many miners down (tiny sites alert per miner)."""
     warm_up_s: float = Field(default=600.0, ge=0)
     """R4: rate-of-rise on chips is not evaluated while uptime is below this (boot warm-up)."""
-    learn_chip_inlet_rise: bool = True
-    """R2: learn ΔT_ci0 at full fan and use the physics bound when it is lower than the vendor's."""
+    learn_chip_inlet_rise: bool = False
+    """R2: learn ΔT_ci0 at full fan and use the physics bound when it is lower than the vendor's.
+
+    Off by default: a miner whose airflow is already degraded (dust, a clogged filter) while it
+    is learned teaches a too-large rise and so a too-low inlet maximum. The learned value is the
+    *smallest* rise seen after 5 min at full fan (degradation only ever raises it).
+    """
 
     def site(self, name: str) -> SiteThermal:
         """The settings of ``name`` (defaults when the site is not listed)."""

@@ -92,7 +92,6 @@ SATURATION_HOLD_S = 300.0
 RUNNING_COLD_S = 1800.0
 WARM_UPTIME_S = 900.0
 LEARN_MIN_SAMPLES = 20
-LEARN_ALPHA = 0.05
 
 
 @dataclass(slots=True)
@@ -117,7 +116,7 @@ class MinerTrack:
     last_reason: str | None = None
     last_hot: bool = False
     temp_protect: bool = False
-    rise_ewma: float | None = None
+    rise_min: float | None = None
     rise_samples: int = 0
     last_at: float | None = None
     limits: object = None
@@ -136,9 +135,9 @@ class MinerTrack:
     @property
     def learned_rise_k(self) -> float | None:
         """ΔT_ci0 learned at full fan (sea-level equivalent), once enough samples agree."""
-        if self.rise_ewma is None or self.rise_samples < LEARN_MIN_SAMPLES:
+        if self.rise_min is None or self.rise_samples < LEARN_MIN_SAMPLES:
             return None
-        return round(self.rise_ewma, 1)
+        return round(self.rise_min, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +186,10 @@ def record(track: MinerTrack, snap: MinerSnapshot, th: MinerThresholds, t: float
         if rpm >= SATURATED * th.rpm_max:
             if track.sat_since is None:
                 track.sat_since = t
-            if v is not None and inlet is not None:
+            steady = t - track.sat_since >= SATURATION_HOLD_S
+            if steady and v is not None and inlet is not None:
                 sample = (v - inlet) / th.cooling_multiplier
-                track.rise_ewma = (
-                    sample
-                    if track.rise_ewma is None
-                    else track.rise_ewma + LEARN_ALPHA * (sample - track.rise_ewma)
-                )
+                track.rise_min = sample if track.rise_min is None else min(track.rise_min, sample)
                 track.rise_samples += 1
         else:
             track.sat_since = None

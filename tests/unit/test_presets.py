@@ -142,10 +142,10 @@ def test_presets_firmware_limits_win_over_presets_and_overrides():
 
 
 def test_presets_learned_rise_lowers_inlet_max_when_physics_is_stricter():
-    """After 20 full-fan samples with a 45 K rise, T_in,max follows T_in,max0 − ΔT_ci0·(M − 1)."""
-    engine = AlarmEngine(ThermalSettings(), [Site("site", 2275)])
+    """Learning on: after 5 min + 20 full-fan samples, T_in,max = T_in,max0 − ΔT_ci0·(M − 1)."""
+    engine = AlarmEngine(ThermalSettings(learn_chip_inlet_rise=True), [Site("site", 2275)])
     m = site_air("site", 2275).cooling_multiplier
-    for i in range(25):
+    for i in range(35):
         snap = make_snapshot(i * 30, preset="s21", die=20.0 + 45.0 * m, inlet=20.0, rpm=6600)
         engine.evaluate(i * 30, [Observation("m1", "site", i * 30, snap)])
     th = engine.thresholds("m1")
@@ -154,3 +154,14 @@ def test_presets_learned_rise_lowers_inlet_max_when_physics_is_stricter():
     assert th.inlet_rule == "physics"
     assert th.inlet_max_c == pytest.approx(40.0 - 45.0 * (m - 1), abs=0.1)
     assert th.vendor_inlet_max_c == pytest.approx(40.0 - (2275 - 900) / 175, abs=0.05)
+
+
+def test_presets_learning_is_off_by_default():
+    """Without opting in, the vendor inlet rule is used however long fans run at full speed."""
+    engine = AlarmEngine(ThermalSettings(), [Site("site", 2275)])
+    for i in range(40):
+        snap = make_snapshot(i * 30, preset="s21", die=90.0, inlet=20.0, rpm=6600)
+        engine.evaluate(i * 30, [Observation("m1", "site", i * 30, snap)])
+    th = engine.thresholds("m1")
+    assert th is not None
+    assert (th.learned_rise_k, th.inlet_rule) == (None, "vendor")
