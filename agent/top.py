@@ -43,6 +43,9 @@ EX_UNAVAILABLE = 69
 PLAIN_WIDTH = 160
 """Columns of a frame printed to a pipe or file (a terminal uses its own width)."""
 
+MAX_EXPLANATIONS = 12
+"""Alarm explanation lines under a site's table; the rest is counted."""
+
 _SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 _SEVERITY_STYLE = {1: "cyan", 2: "yellow", 3: "bold red"}
 _SEVERITY_SHORT = {1: "info", 2: "warn", 3: "crit"}
@@ -146,6 +149,7 @@ class Alarm:
 
     rule: str
     severity: int
+    summary: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Alarm | None:
@@ -155,7 +159,11 @@ class Alarm:
         rule = _str(raw, "rule", "name", "id")
         if rule is None:
             return None
-        return cls(rule=rule, severity=severity_rank(raw.get("severity")))
+        return cls(
+            rule=rule,
+            severity=severity_rank(raw.get("severity")),
+            summary=_str(raw, "summary", "title"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +379,25 @@ def _site_header(
     return header
 
 
+def _explanations(rows: Sequence[Row], site_alarms: Sequence[Alarm]) -> Text | None:
+    """The engine's one-line explanation of each alarm (value, derated and sea-level limit)."""
+    items = [("site", a) for a in site_alarms] + [(r.miner, a) for r in rows for a in r.alarms]
+    items = [(who, a) for who, a in items if a.summary]
+    if not items:
+        return None
+    items.sort(key=lambda item: (-item[1].severity, item[0], item[1].rule))
+    text = Text()
+    for who, alarm in items[:MAX_EXPLANATIONS]:
+        text.append(
+            f"\n  {_SEVERITY_SHORT.get(alarm.severity, '?'):<4} ",
+            _SEVERITY_STYLE.get(alarm.severity, ""),
+        )
+        text.append(f"{who}  {alarm.summary}")
+    if len(items) > MAX_EXPLANATIONS:
+        text.append(f"\n  … and {len(items) - MAX_EXPLANATIONS} more (GET /api/v1/alarms)", "dim")
+    return text
+
+
 def _table(rows: Sequence[Row]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
     table.add_column("miner", no_wrap=True)
@@ -448,6 +475,9 @@ def render(
         )
         if site_rows:
             parts.append(_table(site_rows))
+        explained = _explanations(site_rows, site_alarms.get(site, []))
+        if explained is not None:
+            parts.append(explained)
     return Group(*parts)
 
 

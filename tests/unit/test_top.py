@@ -89,7 +89,13 @@ def test_top_row_shows_hashrate_vs_expected_and_derated_thresholds():
 
 def test_top_shows_active_alarms_and_counts_them_in_the_header():
     """Alarms appear in the miner's row and in the site header's severity counts."""
-    alarm = {"miner": "AA", "site": "golmud", "rule": "chip_temperature", "severity": "critical"}
+    alarm = {
+        "miner": "AA",
+        "site": "golmud",
+        "rule": "chip_temperature",
+        "severity": "critical",
+        "summary": "R1 chip/board temperature critical: board 73.0 °C ≥ 72.6 °C",
+    }
     text = _frame(
         [_s19("AA", board=73.0, alarms=[alarm]), _s19("BB", board=50.0)],
         alarms=[{"miner": None, "site": "golmud", "rule": "altitude_psu", "severity": "info"}],
@@ -97,6 +103,7 @@ def test_top_shows_active_alarms_and_counts_them_in_the_header():
     assert "chip_temperature:crit" in text
     assert "alarms: 1 critical, 0 warning, 1 info" in text
     assert "site altitude_psu:info" in text
+    assert "crit AA  R1 chip/board temperature critical: board 73.0 °C ≥ 72.6 °C" in text
 
 
 def test_top_down_miner_shows_reason_and_dashes():
