@@ -137,12 +137,7 @@ class AgentService:
     def _make_source(config: AgentConfig) -> MinerSource:
         from collectors.pyasic_source import PyasicSource  # noqa: PLC0415 - see run()
 
-        source = PyasicSource(timeout_s=config.polling.timeout_s)
-        tuning = _optional("collectors.pyasic_tuning", "install")
-        if tuning is not None:
-            tuning()
-            source.on_new_miner = _optional("collectors.pyasic_tuning", "tune")
-        return source
+        return PyasicSource(timeout_s=config.polling.timeout_s)
 
     def _make_engine(self, config: AgentConfig) -> AlarmEngine:
         store = None

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pydantic
+import structlog
 from pyasic import get_miner
 from pyasic.errors import APIError
 from pyasic.miners.data import DataOptions
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from collectors.source import MinerTarget
+
+log = structlog.get_logger("altiwatch.pyasic_source")
 
 #: Telemetry read every fast interval. Every family needs at least two RPC commands for this
 #: set (or none, Bitaxe), which avoids pyasic's "single command fetched twice" quirk.
@@ -116,6 +119,7 @@ class _Cached:
     mac: str | None = None
     empty_polls: int = 0
     unreachable: bool = False
+    slow_polls: int = 0
 
 
 def _finite(value: Any, *, allow_zero: bool = True) -> float | None:
@@ -388,7 +392,10 @@ class PyasicSource:
         timeout_s: the per-poll deadline (detection included); must be below the interval.
         detector: the detection coroutine, ``pyasic.get_miner`` by default.
         clock: wall clock for ``collected_at``.
-        on_new_miner: called with each new pyasic miner object (e.g. ``pyasic_tuning.tune``).
+        on_new_miner: called with each new pyasic miner object (after pyasic_tuning.tune).
+        verify_model_every: re-run detection on every N-th slow poll of a detected miner, to
+            notice hardware swapped in place (same MAC, same family, another model); 12 slow
+            polls at the default 300 s is once an hour (~6 ms of CPU per S19).
     """
 
     def __init__(
@@ -398,9 +405,11 @@ class PyasicSource:
         detector: Callable[[str], Any] | None = None,
         clock: Callable[[], float] = time.time,
         on_new_miner: Callable[[Any], object] | None = None,
+        verify_model_every: int = 12,
     ) -> None:
         """Create an empty detection cache."""
         self.on_new_miner = on_new_miner
+        self._verify_every = verify_model_every
         self._timeout_s = timeout_s
         self._detector = detector or get_miner
         self._clock = clock
@@ -471,7 +480,16 @@ class PyasicSource:
         return cached
 
     async def _fetch(self, target: MinerTarget, tier: Tier, deadline: float) -> MinerSnapshot:
+        previous = self._cache.get(target.address)
+        if previous is not None and tier is Tier.SLOW and not previous.from_hint:
+            previous.slow_polls += 1
+            if previous.slow_polls > self._verify_every:
+                self._cache.pop(target.address, None)  # detect again: hardware may be swapped
         cached = await self._miner(target, deadline)
+        if previous is not None and cached is not previous:
+            before, after = type(previous.miner).__name__, type(cached.miner).__name__
+            if before != after:
+                log.info("miner_model_changed", address=target.address, old=before, new=after)
         options: Sequence[DataOptions] = FAST_OPTIONS if tier is Tier.FAST else SLOW_OPTIONS
         data = await cached.miner.get_data(include=list(options))
         usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
