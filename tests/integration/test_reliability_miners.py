@@ -181,16 +181,19 @@ def test_reliability_bad_miners_do_not_disturb_healthy_ones(emulator_factory, ag
     config = agent_config(
         [{"address": a} for a in addresses],
         interval_s=INTERVAL_S,
-        polling={"timeout_s": 4.0, "backoff_max_s": 10.0},
+        polling={"timeout_s": 4.0, "backoff_max_s": 10.0, "slow_interval_s": 10.0},
     )
     agent = agent_factory(config)
+    t0 = time.monotonic()
     ids = _wait_all_up(agent, addresses)
+    print(f"all up after {time.monotonic() - t0:.1f} s")
 
     for name, address in bad.items():
         emulator.inject(address, **BAD[name][0])
     emulator.inject(changer, "model_change", model="whatsminer-m30s+ve40")
 
     reported = _wait_bad_reported(agent, ids, bad)
+    print(f"bad reported after {time.monotonic() - t0:.1f} s")
     print(f"bad miner reasons: {reported}")
     events = [e for e in log_events(agent) if e.get("event") == "miner_down"]
     for name, address in bad.items():
@@ -208,4 +211,5 @@ def test_reliability_bad_miners_do_not_disturb_healthy_ones(emulator_factory, ag
         return False
 
     agent.wait_for(changed_model_polled, "the changed miner polled as a Whatsminer", timeout=120)
+    print(f"model change seen after {time.monotonic() - t0:.1f} s")
     assert agent.proc.poll() is None, "the agent died"
