@@ -1,0 +1,108 @@
+"""``make demo`` as a new user runs it: emulator + broker + agent, URLs printed, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = "127.60.9.1"
+READY_DEADLINE_S = 240.0
+EXIT_DEADLINE_S = 60.0
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _read_until_banner(process: subprocess.Popen[bytes]) -> str:
+    """Collect stdout until the 'Press Ctrl-C' line, failing at the deadline or on early exit."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + READY_DEADLINE_S
+    out = b""
+    try:
+        while b"Press Ctrl-C to stop." not in out:
+            if time.monotonic() > deadline:
+                pytest.fail(f"demo printed no banner within {READY_DEADLINE_S} s; got:\n{out!r}")
+            if selector.select(timeout=0.1):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    process.wait(timeout=EXIT_DEADLINE_S)
+                    pytest.fail(f"demo exited early ({process.returncode}); stdout:\n{out!r}")
+                out += chunk
+    finally:
+        selector.close()
+    return out.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_prints_urls_serves_metrics_and_stops_cleanly(tmp_path, sig):
+    """1. start the demo  2. wait for its banner  3. fetch /metrics  4. signal  5. exit 0, all stopped."""
+    stderr_path = tmp_path / "demo.stderr"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent.demo",
+                "--scenario",
+                "deploy/scenarios/sea-level.yaml",
+                "--base-address",
+                BASE,
+                "--miners",
+                "6",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=REPO,
+        )
+    try:
+        banner = _read_until_banner(process)
+        metrics_url = re.search(r"Metrics:\s+(http://\S+/metrics)", banner)
+        assert metrics_url, banner
+        with urllib.request.urlopen(metrics_url.group(1), timeout=30) as response:  # noqa: S310 - http URL matched above
+            body = response.read().decode()
+        assert "asic_up{" in body
+        assert "asic_hashrate_hashes_per_second{" in body
+        mqtt = re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+) -t 'altiwatch/v1/#' -v", banner)
+        assert mqtt, banner
+        assert "top --url http://127.0.0.1:" in banner
+        control = re.search(r"Emulator:\s+(http://127\.0\.0\.1:\d+)", banner)
+        assert control, banner
+        assert f"{control.group(1)}/site" in banner  # the heatwave curl
+        agent_port = int(metrics_url.group(1).split(":")[2].split("/")[0])
+
+        process.send_signal(sig)
+        code = process.wait(timeout=EXIT_DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=EXIT_DEADLINE_S)
+        assert process.stdout is not None
+        process.stdout.close()
+    stderr_text = stderr_path.read_text()
+    assert code == 0, stderr_text
+    assert "stopped." in stderr_text
+    assert "Traceback" not in stderr_text
+    # Every child is gone: nothing listens any more on the agent, broker or miner ports.
+    assert not _accepts("127.0.0.1", agent_port)
+    assert not _accepts("127.0.0.1", int(mqtt.group(1)))
+    assert not _accepts(BASE, 4028)
