@@ -285,8 +285,7 @@ def test_deploy_compose_stack_is_complete_and_consistent():
     assert "altiwatch run --config /src/deploy/compose/altiwatch.yaml" in agent_cmd
     emulator_cmd = " ".join(services["emulator"]["command"])
     scenario = emulator_cmd.split("--scenario /src/")[1].split()[0]
-    # The emulator's scenario files land with the emulator; the name is the shared contract.
-    assert scenario == "deploy/scenarios/golmud-2800.yaml"
+    assert (ROOT / scenario).is_file(), scenario
     result = subprocess.run(
         [str(ALTIWATCH), "check-config", str(compose_dir / "altiwatch.yaml")],
         capture_output=True,

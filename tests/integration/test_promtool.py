@@ -43,6 +43,13 @@ def test_promtool_check_config_catches_a_broken_file_sd_file(tmp_path):
     assert result.returncode != 0, result.stdout
 
 
+def test_promtool_check_config_accepts_the_compose_prometheus_config(tmp_path):
+    """The evaluation stack's prometheus.yml is valid with the rules mounted beside it."""
+    shutil.copy(ROOT / "deploy" / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copytree(PROMETHEUS_DIR / "rules", tmp_path / "rules")
+    _ok(_promtool("check", "config", tmp_path / "prometheus.yml"))
+
+
 def test_promtool_check_rules_accepts_the_alerting_rules():
     """Promtool check rules passes on the alerting and recording rules."""
     result = _promtool("check", "rules", RULES)
