@@ -93,6 +93,26 @@ class _PriorityPrefixed:
         return f"<{_SYSLOG_PRIORITY.get(level, 6)}>{text}"
 
 
+class _RootLibraryFilter(logging.Filter):
+    """pyasic logs through the *root* logger: name its records and hold them to the library level.
+
+    Empty messages (pyasic emits some at debug) carry nothing and are dropped.
+    """
+
+    _PYASIC_DIR = f"{os.sep}pyasic{os.sep}"
+
+    def __init__(self, library_level: int) -> None:
+        super().__init__()
+        self.library_level = library_level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and self._PYASIC_DIR in record.pathname:
+            record.name = "pyasic"
+            if record.levelno < self.library_level:
+                return False
+        return record.msg != ""  # structlog's own records carry a dict here, never ""
+
+
 def _drop_color_message(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)  # uvicorn-style duplicates of the message
     return event_dict
@@ -143,9 +163,13 @@ def configure_logging(
             renderer,
         ],
     )
+    library_level = (
+        numeric_level if numeric_level <= logging.DEBUG else max(numeric_level, logging.WARNING)
+    )
     handler = logging.StreamHandler(out)
     handler.set_name(_ROOT_HANDLER_NAME)
     handler.setFormatter(formatter)
+    handler.addFilter(_RootLibraryFilter(library_level))
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _ROOT_HANDLER_NAME]:
@@ -154,7 +178,7 @@ def configure_logging(
     root.setLevel(numeric_level)
     for name in _QUIET_LIBRARIES:
         # Libraries speak at WARNING and above unless we debug.
-        logging.getLogger(name).setLevel(min(max(numeric_level, logging.WARNING), logging.ERROR))
+        logging.getLogger(name).setLevel(library_level)
     logging.captureWarnings(capture=True)
 
     structlog.configure(

@@ -133,3 +133,26 @@ def test_logging_no_priority_prefix_when_journal_stream_is_elsewhere(tmp_path):
 def test_logging_redact_text(text, expected):
     """URL userinfo and secret-looking key=value pairs are masked, other text is untouched."""
     assert redact_text(text) == expected
+
+
+def _pyasic_root_record(level: int, msg: str) -> logging.LogRecord:
+    """A record as pyasic makes it: through the root logger, from a file in its package."""
+    path = "/venv/lib/python3.11/site-packages/pyasic/rpc/base.py"
+    return logging.LogRecord("root", level, path, 1, msg, None, None)
+
+
+def test_logging_pyasic_root_records_are_named_and_held_to_library_level():
+    """Pyasic's root-logger records are labelled 'pyasic'; below WARNING they show only at debug."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={})
+    root = logging.getLogger()
+    root.handle(_pyasic_root_record(logging.INFO, "Send Bytes chatter"))
+    root.handle(_pyasic_root_record(logging.WARNING, "miner went away"))
+    root.handle(_pyasic_root_record(logging.WARNING, ""))
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["logger"], line["event"]) for line in lines] == [("pyasic", "miner went away")]
+
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out, environ={})
+    logging.getLogger().handle(_pyasic_root_record(logging.DEBUG, "Send Bytes chatter"))
+    assert json.loads(out.getvalue())["event"] == "Send Bytes chatter"
