@@ -1,8 +1,11 @@
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.agent import AgentProcess, agent_config
 from tests.support.prometheus import PrometheusServer
@@ -33,6 +36,9 @@ NOT_EXPORTED = {
     "asic_power_limit_watts": "stock S19j Pro and Bitaxe firmware report no power limit",
 }
 
+RULES = (
+    Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "altiwatch.rules.yml"
+)
 EXPR_METRIC = re.compile(r"\b(asic_[a-z_]+|altiwatch_[a-z_]+)\b")
 
 
@@ -145,3 +151,44 @@ def test_dashboards_fleet_numbers_match_the_emulated_site(
             break
     assert value(down_query) == 1
     assert value(up_query) == 3
+
+
+def _load_rules(prometheus: PrometheusServer) -> None:
+    """Add deploy/prometheus/rules/altiwatch.rules.yml to the running server and reload it."""
+    config = yaml.safe_load(prometheus.config_path.read_text(encoding="utf-8"))
+    config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [str(RULES)]
+    prometheus.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    request = urllib.request.Request(prometheus.url + "/-/reload", method="POST")  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        assert response.status == 200
+
+
+def test_alert_rules_mirror_a_real_agent_alarm(emulator_factory, agent_factory, prometheus_factory):
+    """A board lost on an emulated S19 fires AltiwatchAlarmCritical in a real Prometheus."""
+    emulator = emulator_factory(SCENARIO, base_address="127.70.5.1")
+    miners = emulator.miners()
+    agent = agent_factory(
+        agent_config([{"address": m["address"]} for m in miners], site="golmud", interval_s=2.0)
+    )
+    prometheus = prometheus_factory([agent.url.removeprefix("http://")], scrape_interval_s=1.0)
+    _load_rules(prometheus)
+    prometheus.wait_for_series('site:asic_hashrate_hashes_per_second:sum{site="golmud"}', 1)
+    assert prometheus.query('ALERTS{alertname="AltiwatchAlarmCritical"}') == []
+
+    lost = next(m for m in miners if m["family"] == "antminer")
+    emulator.inject(lost["address"], "board_lost", board=2)
+    firing = prometheus.wait_for_series(
+        'ALERTS{alertname="AltiwatchAlarmCritical", alertstate="firing"}', 1, timeout=90
+    )
+    labels = firing[0]["metric"]
+    assert labels["miner"] == lost["mac"]
+    assert labels["site"] == "golmud"
+    assert labels["rule"] == "R6"
+    assert labels["severity"] == "critical"
+
+    emulator.clear(lost["address"])
+    for _ in _deadline_loop(120):
+        if not prometheus.query('ALERTS{alertname="AltiwatchAlarmCritical"}'):
+            break
+    assert prometheus.query('ALERTS{alertname="AltiwatchAlarmCritical"}') == [], "not resolved"
