@@ -3,6 +3,7 @@
 Routes (all JSON):
 
 - ``GET /healthz`` → ``{"ok": true, "miners": N}``
+- ``GET /stats`` → ``{"requests": {"rpc": n, "http": n, "grpc": n}, "cpu_s": s, "miners": N}``
 - ``GET /miners`` → ``[{address, family, model, profile, pyasic_class, mac, serial, hostname,
   site}]``
 - ``GET /miners/{address}`` → the firmware's truth: hashrate_hs, expected_hashrate_hs,
@@ -20,12 +21,14 @@ Routes (all JSON):
 from __future__ import annotations
 
 import json
+import resource
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from collectors.emulator.scenario import FaultSpec
+from collectors.emulator.wire import REQUESTS
 
 if TYPE_CHECKING:
     from collectors.emulator.fleet import Fleet
@@ -75,6 +78,17 @@ class ControlApi:
     async def healthz(self, _: web.Request) -> web.Response:
         """GET /healthz."""
         return web.json_response({"ok": True, "miners": len(self.fleet.miners)})
+
+    async def stats(self, _: web.Request) -> web.Response:
+        """GET /stats: requests answered per protocol and this process's CPU seconds."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return web.json_response(
+            {
+                "requests": dict(REQUESTS),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "miners": len(self.fleet.miners),
+            }
+        )
 
     async def miners(self, _: web.Request) -> web.Response:
         """GET /miners."""
@@ -149,6 +163,7 @@ def build_app(fleet: Fleet) -> web.Application:
         [
             web.get("/healthz", api.healthz),
             web.get("/miners", api.miners),
+            web.get("/stats", api.stats),
             web.get("/miners/{address}", api.truth),
             web.post("/miners/{address}/faults", api.inject),
             web.delete("/miners/{address}/faults", api.clear),

@@ -24,6 +24,9 @@ GARBAGE = b"\x8b\x1f<html>\xff\xfe not json \x00\x01{{{ ]]"
 MAX_REQUEST_BYTES = 65_536
 DEFAULT_OVERSIZE_BYTES = 4_000_000
 
+REQUESTS: dict[str, int] = {"rpc": 0, "http": 0, "grpc": 0}
+"""Requests answered per protocol since start (the benchmark divides CPU by these)."""
+
 RpcHandler = Callable[[str, object], bytes]
 """(command, parameter) -> complete reply bytes."""
 
@@ -241,6 +244,7 @@ class RpcProtocol(asyncio.Protocol):
                 self.transport.close()
             return
         self.answered = True
+        REQUESTS["rpc"] += 1
         command = request.get("command", "") if isinstance(request, dict) else ""
         parameter = request.get("parameter") if isinstance(request, dict) else None
         fault, delay = self.faults()
@@ -320,6 +324,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _answer(self, request: HttpRequest) -> None:
         assert self.transport is not None
+        REQUESTS["http"] += 1
         keep_alive = request.headers.get("connection", "").lower() != "close"
         fault, delay = self.faults()
         response = self.handler(request)

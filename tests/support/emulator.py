@@ -56,6 +56,11 @@ class EmulatorHandle:
             msg = f"{method} {path} -> {exc.code}: {exc.read().decode(errors='replace')}"
             raise EmulatorError(msg) from exc
 
+    def stats(self) -> dict[str, Any]:
+        """Requests answered per protocol and the emulator's CPU seconds."""
+        result: dict[str, Any] = self._call("GET", "/stats")
+        return result
+
     def miners(self) -> list[dict[str, Any]]:
         """Inventory: address, family, model, mac, serial, hostname, site per miner."""
         result: list[dict[str, Any]] = self._call("GET", "/miners")

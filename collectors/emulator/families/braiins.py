@@ -25,7 +25,7 @@ from pyasic.web.braiins_os.proto.braiins.bos import v1 as bos
 from collectors.emulator.families.base import Firmware, JsonDict
 from collectors.emulator.families.bmminer import POOL_URLS
 from collectors.emulator.profiles import FirmwareFamily
-from collectors.emulator.wire import HttpRequest, HttpResponse
+from collectors.emulator.wire import REQUESTS, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from collectors.emulator.miner import EmulatedMiner
@@ -396,6 +396,7 @@ class GrpcHandlers:
         miner = self.miner
 
         async def handler(stream: grpclib.server.Stream[Any, Any]) -> None:
+            REQUESTS["grpc"] += 1
             fault, delay = miner.wire_fault("grpc")
             if delay > 0:
                 await asyncio.sleep(delay)
