@@ -508,9 +508,10 @@ def run_live(
     *,
     interval_s: float,
     sleep: Callable[[float], None] = time.sleep,
+    console: Console | None = None,
 ) -> int:
     """Refresh the view every ``interval_s`` until Ctrl-C; fetch errors show in place."""
-    console = Console()
+    console = console or Console()
     with Live(Text("connecting…"), console=console, screen=False, auto_refresh=False) as live:
         try:
             while True:

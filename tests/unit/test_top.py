@@ -191,3 +191,34 @@ def test_top_format_hashrate_scales_units():
     assert top.format_hashrate(2.5e15) == "2.5 PH/s"
     assert top.format_hashrate(5.0e8) == "500.0 MH/s"
     assert top.format_hashrate(None) == "-"
+
+
+def test_top_live_mode_refreshes_until_interrupted(monkeypatch):
+    """Live mode fetches, draws, and exits 0 on Ctrl-C; a fetch error is shown, not raised."""
+    answers: list[Any] = [top.FetchError("cannot read http://agent:9847/api/v1/fleet: refused")]
+    answers.append(([_s19("AA", board=60.0)], []))
+
+    def fake_fetch(url: str, *, timeout_s: float) -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    screen = io.StringIO()
+    frames: list[str] = []
+
+    def fake_sleep(_seconds: float) -> None:
+        frames.append(screen.getvalue())
+        if not answers:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top, "fetch", fake_fetch)
+    console = Console(file=screen, force_terminal=True, width=170, no_color=True)
+    code = top.run_live(
+        "http://agent:9847", "temp", interval_s=0.5, sleep=fake_sleep, console=console
+    )
+    assert code == 0
+    assert len(frames) == 2
+    output = frames[0] + frames[1]
+    assert "refused (retrying)" in output
+    assert "Site golmud" in output
