@@ -2,9 +2,9 @@
 
 Each address gets a quick TCP probe on the miner ports (80, 443, 4028, 50051); only addresses
 that accept a connection go through pyasic's detection (``pyasic.get_miner``), then identity
-(MAC, hostname, firmware) is read. Everything runs under one semaphore and every address has a
-deadline, so a hanging host costs at most ``timeout_s`` of one slot. Used by ``altiwatch
-discover`` and by the agent's periodic discovery.
+(MAC, hostname, firmware) is read. ``concurrency`` workers share the address list and every
+address has a deadline, so a hanging host costs at most ``timeout_s`` of one worker. Used by
+``altiwatch discover`` and by the agent's periodic discovery.
 """
 
 from __future__ import annotations
@@ -126,20 +126,20 @@ async def scan(
         msg = "concurrency must be at least 1"
         raise DiscoveryError(msg)
     hosts = hosts_of(cidr)
-    semaphore = asyncio.Semaphore(concurrency)
+    pending = iter(hosts)  # shared by the workers: at most ``concurrency`` tasks, even for a /16
     found: list[DiscoveredMiner] = []
 
-    async def one(host: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-        async with semaphore:
+    async def worker() -> None:
+        for host in pending:
             miner = await identify(str(host), timeout_s=timeout_s)
-        if miner is not None:
-            found.append(miner)
-        if on_progress is not None:
-            on_progress(1)
+            if miner is not None:
+                found.append(miner)
+            if on_progress is not None:
+                on_progress(1)
 
     async with asyncio.TaskGroup() as group:
-        for host in hosts:
-            group.create_task(one(host), name=f"discover[{host}]")
+        for index in range(min(concurrency, len(hosts))):
+            group.create_task(worker(), name=f"discover[{cidr}#{index}]")
     found.sort(key=lambda m: ipaddress.ip_address(m.address))
     log.info("discover_done", cidr=cidr, scanned=len(hosts), found=len(found))
     return found
