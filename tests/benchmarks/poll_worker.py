@@ -1,7 +1,8 @@
 """One polling process of the benchmark: polls a list of miners and reports its own CPU.
 
-``python -m tests.benchmarks.poll_worker --mode MODE --addresses A,B,... --cycles N`` prints one
-JSON object on stdout. Modes:
+``python -m tests.benchmarks.poll_worker --mode MODE --group LABEL=A,B,... [--group ...]
+--cycles N`` prints one JSON object on stdout with the figures of each group, measured one
+group after another in this one process. Modes:
 
 * ``baseline``: what hass-miner-style tools do. ``pyasic.get_miner`` once per address (the
   objects are kept), then every cycle ``await miner.get_data()`` (all data options) for every
@@ -99,21 +100,16 @@ class _Poller:
                 return False
             return True
 
-    async def cycle(self) -> tuple[int, int]:
-        results = await asyncio.gather(*(self._poll(a) for a in self.addresses))
+    async def cycle(self, addresses: list[str]) -> tuple[int, int]:
+        results = await asyncio.gather(*(self._poll(a) for a in addresses))
         ok = sum(results)
         return ok, len(results) - ok
 
 
-async def run(
-    mode: str, addresses: list[str], cycles: int, concurrency: int, timeout_s: float
-) -> dict[str, Any]:
-    """Warm up with one cycle, then measure ``cycles`` cycles; return the figures."""
-    poller = _Poller(mode, addresses, concurrency, timeout_s)
+async def measure_group(poller: _Poller, addresses: list[str], cycles: int) -> dict[str, Any]:
+    """Warm ``addresses`` up with one cycle, then measure ``cycles`` cycles of them."""
     warm_cpu = cpu_seconds()
-    if mode == "baseline":
-        await poller.detect()
-    warm_ok, _ = await poller.cycle()
+    warm_ok, _ = await poller.cycle(addresses)
     warm_cpu = cpu_seconds() - warm_cpu
     poller.errors.clear()
     ok = failed = 0
@@ -122,7 +118,7 @@ async def run(
     wall0 = time.perf_counter()
     for _ in range(cycles):
         start = time.perf_counter()
-        c_ok, c_failed = await poller.cycle()
+        c_ok, c_failed = await poller.cycle(addresses)
         cycle_walls.append(time.perf_counter() - start)
         ok += c_ok
         failed += c_failed
@@ -130,16 +126,18 @@ async def run(
     wall = time.perf_counter() - wall0
     polls = ok + failed
     return {
-        "mode": mode,
+        "mode": poller.mode,
         "miners": len(addresses),
-        "detected": len(poller.miners) if mode == "baseline" else None,
+        "detected": sum(a in poller.miners for a in addresses)
+        if poller.mode == "baseline"
+        else None,
         "warmup_ok": warm_ok,
         "warmup_cpu_s": round(warm_cpu, 4),
         "cycles": cycles,
         "polls": polls,
         "ok": ok,
         "failed": failed,
-        "errors": poller.errors,
+        "errors": dict(poller.errors),
         "cpu_s": round(cpu, 4),
         "wall_s": round(wall, 4),
         "cpu_ms_per_poll": round(1000 * cpu / polls, 3) if polls else None,
@@ -149,17 +147,43 @@ async def run(
     }
 
 
+async def run(
+    mode: str, groups: dict[str, list[str]], cycles: int, concurrency: int, timeout_s: float
+) -> dict[str, Any]:
+    """Measure each group in turn (detection of all of them first in the baseline)."""
+    everything = [a for addresses in groups.values() for a in addresses]
+    poller = _Poller(mode, everything, concurrency, timeout_s)
+    if mode == "baseline":
+        await poller.detect()
+    results = {}
+    for label, addresses in groups.items():
+        results[label] = await measure_group(poller, addresses, cycles)
+    return {"mode": mode, "groups": results}
+
+
+def parse_group(text: str) -> tuple[str, list[str]]:
+    """``LABEL=ADDR,ADDR`` -> (label, addresses)."""
+    label, _, addresses = text.partition("=")
+    return label, [a for a in addresses.split(",") if a]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print one JSON object."""
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.poll_worker")
     parser.add_argument("--mode", choices=MODES, required=True)
-    parser.add_argument("--addresses", required=True, help="comma-separated miner addresses")
+    parser.add_argument(
+        "--group",
+        action="append",
+        required=True,
+        type=parse_group,
+        help="LABEL=ADDR,ADDR,... (repeatable; groups are measured one after another)",
+    )
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=20.0)
     args = parser.parse_args(argv)
-    addresses = [a for a in args.addresses.split(",") if a]
-    result = asyncio.run(run(args.mode, addresses, args.cycles, args.concurrency, args.timeout))
+    groups = dict(args.group)
+    result = asyncio.run(run(args.mode, groups, args.cycles, args.concurrency, args.timeout))
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
