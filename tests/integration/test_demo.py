@@ -53,23 +53,20 @@ def _read_until_banner(process: subprocess.Popen[bytes]) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_demo_prints_urls_serves_metrics_and_stops_cleanly(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "extra"),
+    [
+        (signal.SIGINT, []),  # exactly `make demo`: the whole golmud-2800 fleet (36 miners)
+        (signal.SIGTERM, ["--scenario", "deploy/scenarios/sea-level.yaml", "--miners", "4"]),
+    ],
+    ids=["SIGINT-golmud", "SIGTERM-sea-level"],
+)
+def test_demo_prints_urls_serves_metrics_and_stops_cleanly(tmp_path, sig, extra):
     """1. start the demo  2. wait for its banner  3. fetch /metrics  4. signal  5. exit 0, all stopped."""
     stderr_path = tmp_path / "demo.stderr"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent.demo",
-                "--scenario",
-                "deploy/scenarios/sea-level.yaml",
-                "--base-address",
-                BASE,
-                "--miners",
-                "6",
-            ],
+            [sys.executable, "-m", "agent.demo", "--base-address", BASE, *extra],
             stdout=subprocess.PIPE,
             stderr=stderr,
             cwd=REPO,
