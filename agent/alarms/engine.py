@@ -109,13 +109,19 @@ class ActiveAlarm:
         unit, threshold, sea = self.unit, self.threshold, self.sea_level_threshold
         text = f"{self.title} {self.severity.label}: {self.what} {_fmt(self.value, unit)}"
         if threshold is not None:
-            text += f" {'<' if self.below else '≥'} {_fmt(threshold, unit)}"
+            beyond = self.value is None or (
+                self.value < threshold if self.below else self.value >= threshold
+            )
+            symbol = ("<" if self.below else "≥") if beyond else ("≥" if self.below else "<")
+            text += f" {symbol} {_fmt(threshold, unit)}"
             if sea is not None and unit == "°C" and abs(threshold - sea) >= 0.05:  # noqa: PLR2004
                 m = self.cooling_multiplier
                 text += (
                     f" (sea level {_fmt(sea, unit)}; {threshold - sea:+.1f} K at"
                     f" {self.altitude_m:,.0f} m, δ {self.delta:.3f}, M {m:.2f})"
                 )
+            if not beyond:
+                text += ", within the hysteresis band: not cleared yet"
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -414,7 +420,7 @@ class AlarmEngine:
         self._dirty.add(key)
         tr = self._transition(key, state, change, t)
         event = f"alarm_{change.kind.value}"
-        log.info(
+        log.debug(  # the service logs transitions at info with its own context
             event,
             site=key[0],
             miner=key[1],
