@@ -32,6 +32,7 @@ Json = dict[str, Any]
 SEL = 'site=~"$site", miner=~"$miner"'
 WARNING = 'kind="warning"'
 CRITICAL = 'kind="critical"'
+R3 = 'rule="R3"'
 INFO = 'asic_miner_info{site=~"$site", model=~"$model", miner=~"$miner"}'
 
 
@@ -56,6 +57,24 @@ def hottest_by_miner() -> str:
     chip = f"max by (site, miner) ({f(m('asic_chip_temperature_celsius'))})"
     board = f"max by (site, miner) ({f(m('asic_board_temperature_celsius'))})"
     return f"{chip} or {board}"
+
+
+def alarm_sensor_by_miner() -> str:
+    """Per miner, the hottest reading of the sensor its thresholds apply to.
+
+    Stock S19 thresholds apply to the board sensor (its "chip" is an estimate, board + ~15 K);
+    die presets to the chip. The threshold series says which in its ``sensor`` label when the
+    agent exports it; without the label this falls back to the hottest chip, else board.
+    """
+    chip = f"max by (site, miner) ({f(m('asic_chip_temperature_celsius'))})"
+    board = f"max by (site, miner) ({f(m('asic_board_temperature_celsius'))})"
+    threshold = "asic_temperature_threshold_celsius"
+    on_board = m(threshold, f'{WARNING}, sensor="board"')
+    on_die = m(threshold, f'{WARNING}, sensor="die"')
+    return (
+        f"({board} and on (site, miner) {on_board}) or ({chip} and on (site, miner) {on_die}) "
+        f"or {hottest_by_miner()}"
+    )
 
 
 def sea_level_warning() -> str:
@@ -360,7 +379,7 @@ def fleet_overview() -> Json:
         f"{m('asic_expected_hashrate_hashes_per_second')} "
         f"and on (site, miner) {m('asic_mining')} == 1"
     )
-    hottest = f"topk({TOP_N}, {hottest_by_miner()})"
+    hottest = f"topk({TOP_N}, {alarm_sensor_by_miner()})"
     panels = [
         Panel(
             "Fleet hashrate",
@@ -489,8 +508,9 @@ def fleet_overview() -> Json:
         ),
         Panel(
             f"Top {TOP_N} hottest miners",
-            "Hottest chip (or board, where no chip sensor exists) per miner now, with the "
-            "miner's altitude-derated warning and critical thresholds. Click a row for details.",
+            "Hottest reading per miner of the sensor its thresholds apply to (board for stock "
+            "S19, chip otherwise), with its altitude-derated warning and critical thresholds. "
+            "Click a row for details.",
             "celsius",
             [
                 Target(hottest, instant=True, table=True),
@@ -569,10 +589,14 @@ def thermal_altitude() -> Json:
         ),
         Panel(
             "Saturated fans",
-            f"Miners whose fan duty is at or above {SATURATED_DUTY:.0%}: no cooling reserve "
-            "left, the chip now follows the inlet 1:1.",
+            f"Miners whose fan duty is at or above {SATURATED_DUTY:.0%} (where the firmware "
+            "reports duty), and fan-saturation alarms (R3, fans ≥ 95 % of rated rpm): no "
+            "cooling reserve left, the chip now follows the inlet 1:1.",
             "short",
-            [Target(count_or_zero(saturated, f(m("asic_fan_duty_ratio"))))],
+            [
+                Target(count_or_zero(saturated, f(m("asic_fan_duty_ratio"))), "duty ≥ 95 %"),
+                Target(count_or_zero(m("asic_alarm_active", R3), m("asic_up")), "R3"),
+            ],
             kind="stat",
             width=6,
             height=4,
@@ -604,13 +628,14 @@ def thermal_altitude() -> Json:
         Panel(
             "Headroom to derated warning",
             f"The {TOP_N} miners closest to (or past, when negative) their derated warning "
-            "threshold: threshold minus hottest sensor.",
+            "threshold: threshold minus the hottest reading of the sensor the threshold "
+            "applies to (board for stock S19, chip otherwise).",
             "celsius",
             [
                 Target(
                     f"bottomk({TOP_N}, max by (site, miner) "
                     f"({m(threshold, WARNING)}) - on (site, miner) "
-                    f"({hottest_by_miner()}))",
+                    f"({alarm_sensor_by_miner()}))",
                     "{{miner}}",
                 )
             ],
@@ -656,14 +681,20 @@ def thermal_altitude() -> Json:
         ),
         Panel(
             "Saturated fans by site",
-            f"Miners per site with fan duty ≥ {SATURATED_DUTY:.0%}.",
+            f"Miners per site with fan duty ≥ {SATURATED_DUTY:.0%} (where reported) and with "
+            "an active fan-saturation alarm (R3).",
             "short",
             [
                 Target(
                     f"count by (site) ({saturated}) "
                     f"or on () (0 * count({f(m('asic_fan_duty_ratio'))}))",
-                    "{{site}}",
-                )
+                    "{{site}} duty",
+                ),
+                Target(
+                    f"count by (site) ({m('asic_alarm_active', R3)}) "
+                    f"or on () (0 * count({m('asic_up')}))",
+                    "{{site}} R3",
+                ),
             ],
         ),
         Panel(
