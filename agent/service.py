@@ -7,7 +7,8 @@ configures logging and runs one ``asyncio.TaskGroup`` with the named tasks:
 alarm engine every second and hands transitions to the MQTT publisher), ``http`` (/metrics and
 the JSON API), ``watchdog`` (READY after the first poll cycle, WATCHDOG pings from the loop),
 ``housekeeping`` (drops series of miners gone ``stale_after_s``), ``mqtt_publisher`` (when MQTT
-is enabled).
+is enabled), ``discovery`` (when ``discovery:`` ranges are configured: miners found there are
+polled too), ``pressure`` (when a site has a ``pressure_file``: station pressure for δ).
 
 Signals: SIGTERM/SIGINT → STOPPING, the TaskGroup is cancelled and cleanup runs under
 ``agent.shutdown_grace_s``; a requested stop exits 0. SIGHUP → reload the config: an invalid
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import math
 import os
 import signal
 import sqlite3
@@ -43,12 +45,13 @@ from agent.mqtt.publisher import EventPublisher
 from agent.notify import Notifier
 from agent.poller import Poller, PollOutcome, Schedule
 from collectors.snapshot import Tier
+from collectors.source import MinerTarget
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
-    from collectors.source import MinerSource, MinerTarget
+    from collectors.source import MinerSource
 
 log = structlog.get_logger("altiwatch.service")
 
@@ -57,6 +60,10 @@ EX_SOFTWARE = 70
 EX_CONFIG = 78
 ALARM_TICK_S = 1.0
 HOUSEKEEPING_TICK_S = 5.0
+DISCOVERY_TICK_S = 5.0
+PRESSURE_TICK_S = 60.0
+MIN_PRESSURE_KPA = 30.0
+MAX_PRESSURE_KPA = 110.0
 _TRANSITION_EVENTS = {
     "raised": "alarm_raised",
     "escalated": "alarm_escalated",
@@ -126,6 +133,7 @@ class AgentService:
         self._published_up: dict[str, bool] = {}
         self._poll_tasks: dict[str, asyncio.Task[None]] = {}
         self._targets: dict[str, tuple[str, MinerTarget]] = {}
+        self._discovered: dict[str, tuple[str, MinerTarget]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._ready_sent = False
         self._stop = asyncio.Event()
@@ -276,6 +284,51 @@ class AgentService:
                     with _guard("mqtt_enqueue_failed"):
                         self.publisher.miner_removed(site, miner)
 
+    async def _discovery(self) -> None:
+        """Scan every ``discovery:`` range on its interval; poll miners found there too."""
+        from agent import discover  # noqa: PLC0415 - pulls in pyasic
+
+        due: dict[str, float] = {}
+        while True:
+            now = time.monotonic()
+            for entry in self.config.discovery:
+                if due.get(entry.cidr, 0.0) > now:
+                    continue
+                due[entry.cidr] = now + entry.interval_s
+                site = entry.site or self.config.sites[0].name
+                with _guard("discovery_failed"):
+                    found = await discover.scan(
+                        entry.cidr,
+                        concurrency=min(self.config.polling.concurrency, 256),
+                        timeout_s=self.config.polling.timeout_s,
+                    )
+                    new = [m for m in found if m.address not in self._targets]
+                    for miner in new:
+                        target = MinerTarget(address=miner.address)
+                        self._discovered[miner.address] = (site, target)
+                        self._start_poll(site, target)
+                    log.info("discovery_scanned", cidr=entry.cidr, found=len(found), new=len(new))
+            await asyncio.sleep(DISCOVERY_TICK_S)
+
+    async def _pressure(self) -> None:
+        """Feed each site's ``pressure_file`` (station pressure in kPa) to the alarm engine."""
+        failing: set[str] = set()
+        while True:
+            for site in self.config.sites:
+                if site.pressure_file is None:
+                    continue
+                kpa = read_pressure_kpa(site.pressure_file)
+                if kpa is None and site.name not in failing:
+                    log.warning(
+                        "pressure_file_unreadable", site=site.name, path=str(site.pressure_file)
+                    )
+                    failing.add(site.name)
+                elif kpa is not None:
+                    failing.discard(site.name)
+                with _guard("pressure_update_failed"):
+                    self.engine.set_site_pressure(site.name, kpa or site.station_pressure_kpa)
+            await asyncio.sleep(PRESSURE_TICK_S)
+
     async def _watchdog(self) -> None:
         await self.poller.first_cycle.wait()
         self._ready_sent = True
@@ -326,6 +379,10 @@ class AgentService:
             tg.create_task(self._watchdog(), name="watchdog")
             if self.publisher is not None:
                 tg.create_task(self.publisher.run(), name="mqtt_publisher")
+            if self.config.discovery:
+                tg.create_task(self._discovery(), name="discovery")
+            if any(s.pressure_file is not None for s in self.config.sites):
+                tg.create_task(self._pressure(), name="pressure")
             tg.create_task(self._reloader(), name="reload")
 
     # ------------------------------------------------------------------ reload
@@ -356,7 +413,7 @@ class AgentService:
             log.warning("config_reload_polling_changed_needs_restart")
         if new.http != self.config.http:
             log.warning("config_reload_http_changed_needs_restart")
-        wanted = {t.address: (s.name, t) for s, t in new.targets()}
+        wanted = {**self._discovered, **{t.address: (s.name, t) for s, t in new.targets()}}
         removed = [a for a in self._targets if a not in wanted]
         for address in removed:
             self._stop_poll(address)
@@ -422,6 +479,18 @@ class AgentService:
             if callable(close):
                 with _guard("close_failed"):
                     close()
+
+
+def read_pressure_kpa(path: Path) -> float | None:
+    """The station pressure in kPa from the first number in ``path`` (None if unusable)."""
+    try:
+        text = path.read_text(encoding="utf-8").split()
+        value = float(text[0]) if text else math.nan
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not MIN_PRESSURE_KPA <= value <= MAX_PRESSURE_KPA:
+        return None
+    return value
 
 
 @contextlib.contextmanager

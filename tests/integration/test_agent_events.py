@@ -1,0 +1,139 @@
+"""The agent wired end to end: alarms to /metrics, the JSON API and MQTT; discovery; no secrets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.support.agent import agent_config
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+BASE = "127.30.4.1"
+DISCOVERY_BASE = "127.30.5.1"
+MINER_SECRET = "never-log-me-7f3a91"  # noqa: S105 - the secret the test looks for
+MQTT_SECRET = "mqtt-secret-9b2c44"  # noqa: S105 - likewise
+SCENARIO = {
+    "name": "events",
+    "site": {"name": "golmud", "altitude_m": 2800},
+    "miners": [
+        {"model": "antminer-s19jpro", "count": 1},
+        {"model": "bitaxe-ultra", "count": 1},
+        {"model": "whatsminer-m30s+ve40", "count": 1},
+    ],
+}
+
+pytestmark = pytest.mark.broker
+
+
+class Subscription:
+    """``mosquitto_sub -v`` on every altiwatch topic, writing lines to a file."""
+
+    def __init__(self, host: str, port: int, path: Path) -> None:
+        """Start the subscriber."""
+        self.path = path
+        self._file = path.open("wb")
+        sub = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+        self.proc = subprocess.Popen(
+            [sub, "-h", host, "-p", str(port), "-t", "altiwatch/#", "-v", "-q", "1"],
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def messages(self) -> list[tuple[str, str]]:
+        """(topic, payload) pairs received so far."""
+        out = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            topic, _, payload = line.partition(" ")
+            out.append((topic, payload))
+        return out
+
+    def close(self) -> None:
+        """Stop the subscriber."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self._file.close()
+
+
+@pytest.fixture
+def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[Subscription]:
+    """A subscriber on the test broker."""
+    sub = Subscription(mosquitto.host, mosquitto.port, tmp_path / "mqtt.log")
+    yield sub
+    sub.close()
+
+
+def test_agent_alarm_reaches_metrics_api_and_mqtt_without_leaking_secrets(
+    emulator_factory, agent_factory, mosquitto, subscription
+):
+    """A lost hashboard raises R6: on /metrics, /api/v1/alarms and MQTT; no secret in logs."""
+    emulator = emulator_factory(SCENARIO, base_address=BASE)
+    miners: list[dict[str, Any]] = []
+    for m in emulator.miners():
+        entry: dict[str, Any] = {"address": m["address"]}
+        if m["family"] == "bitaxe":
+            entry["password"] = MINER_SECRET  # AxeOS ignores it; it must still never be logged
+        miners.append(entry)
+    mqtt = {
+        "enabled": True,
+        "host": mosquitto.host,
+        "port": mosquitto.port,
+        "username": "altiwatch",
+        "password": MQTT_SECRET,
+    }
+    agent = agent_factory(
+        agent_config(miners, interval_s=2.0, mqtt=mqtt, agent={"log_level": "info"})
+    )
+    s19 = next(m for m in emulator.miners() if m["family"] == "antminer")
+    mac = emulator.truth(s19["address"])["mac"].upper()
+    emulator.inject(s19["address"], "board_lost", board=1)
+
+    agent.wait_for(
+        lambda: f'asic_alarm_active{{site="golmud",miner="{mac}",rule="R6"' in agent.metrics(),
+        "asic_alarm_active for R6",
+        timeout=60,
+    )
+    status, body = agent.fetch("/api/v1/alarms")
+    assert status == 200
+    alarms = [a for a in json.loads(body) if a["miner"] == mac and a["rule"] == "R6"]
+    assert alarms
+    assert alarms[0]["severity"] == "critical"
+    assert "explanation" in alarms[0]
+    topic = f"altiwatch/v1/golmud/{mac.replace(':', '-').lower()}/alarm/r6"
+    retained = agent.wait_for(
+        lambda: [json.loads(p) for t, p in subscription.messages() if t == topic],
+        f"an MQTT message on {topic}",
+        timeout=60,
+    )
+    assert retained[-1]["severity"] == "critical"
+    assert retained[-1]["miner"] == mac
+    agent.wait_for(
+        lambda: [m for m in subscription.messages() if m[0].endswith("/telemetry")],
+        "MQTT telemetry",
+        timeout=30,
+    )
+    assert agent.stop() == 0
+    output = agent.output() + subscription.path.read_text(errors="replace")
+    assert MINER_SECRET not in output
+    assert MQTT_SECRET not in output
+
+
+def test_agent_discovery_polls_miners_found_in_a_range(emulator_factory, agent_factory):
+    """Miners found by a ``discovery:`` range are polled without being listed."""
+    emulator = emulator_factory(SCENARIO, base_address=DISCOVERY_BASE)
+    config = agent_config([], interval_s=2.0)
+    config["discovery"] = [{"cidr": "127.30.5.0/29", "interval_s": 600}]
+    agent = agent_factory(config)
+    macs = {emulator.truth(m["address"])["mac"].upper() for m in emulator.miners()}
+
+    def all_up() -> bool:
+        text = agent.metrics()
+        return all(f'asic_up{{site="golmud",miner="{mac}"}} 1' in text for mac in macs)
+
+    agent.wait_for(all_up, "every discovered miner up", timeout=90)
