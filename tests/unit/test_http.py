@@ -1,0 +1,81 @@
+"""The HTTP API on a real loopback socket: /metrics, /healthz, /readyz, /api/v1/fleet, /api/v1/alarms."""
+
+import json
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from agent.fleet_state import FleetState
+from agent.http_api import HttpApi
+from agent.metrics import CONTENT_TYPE, AgentMetrics, MetricsRenderer
+from collectors.snapshot import MinerSnapshot, Tier
+from collectors.source import MinerTarget
+
+
+async def start(ready: list[bool]) -> tuple[HttpApi, FleetState, str]:
+    """An HttpApi over a one-miner fleet, listening on a free loopback port."""
+    fleet = FleetState()
+    fleet.add("golmud", MinerTarget(address="10.0.0.1", name="rack1-a"), now=0)
+    registry = CollectorRegistry(auto_describe=False)
+    AgentMetrics(registry, version="test")
+    renderer = MetricsRenderer(fleet, registry, sites=["golmud"])
+    api = HttpApi(fleet=fleet, renderer=renderer, ready=lambda: ready[0])
+    await api.start("127.0.0.1", 0)
+    return api, fleet, f"http://127.0.0.1:{api.port}"
+
+
+async def test_http_readyz_is_503_until_first_cycle():
+    """/readyz answers 503 before the first poll cycle and 200 after; /healthz always 200."""
+    ready = [False]
+    api, _, url = await start(ready)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/readyz") as resp:
+                assert resp.status == 503
+            async with session.get(url + "/healthz") as resp:
+                assert resp.status == 200
+            ready[0] = True
+            async with session.get(url + "/readyz") as resp:
+                assert resp.status == 200
+    finally:
+        await api.stop()
+
+
+async def test_http_metrics_serves_text_format_0_0_4():
+    """/metrics has the text-format content type and the rendered series."""
+    api, fleet, url = await start([True])
+    fleet.record_success(
+        "10.0.0.1",
+        MinerSnapshot(address="10.0.0.1", collected_at=1.0, hashrate_hs=1e12),
+        0.1,
+        now=1,
+    )
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == CONTENT_TYPE
+            body = await resp.text()
+        assert (
+            'asic_hashrate_hashes_per_second{site="golmud",miner="rack1-a"} 1000000000000' in body
+        )
+    finally:
+        await api.stop()
+
+
+async def test_http_fleet_json_has_nulls_for_unknown_values():
+    """/api/v1/fleet lists miners; unknown values are JSON null, a down miner has its reason."""
+    api, fleet, url = await start([True])
+    fleet.record_failure("10.0.0.1", "timeout", "no answer", 5.0, now=1, tier=Tier.FAST)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/api/v1/fleet") as resp:
+            assert resp.status == 200
+            miners = json.loads(await resp.text())
+        assert miners[0]["miner"] == "rack1-a"
+        assert miners[0]["up"] is False
+        assert miners[0]["last_error"] == "timeout"
+        assert miners[0]["hashrate_hs"] is None
+        assert miners[0]["power_w"] is None
+        async with aiohttp.ClientSession() as session, session.get(url + "/api/v1/alarms") as resp:
+            assert json.loads(await resp.text()) == []
+    finally:
+        await api.stop()
