@@ -1,11 +1,12 @@
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.test_dashboards import dashboard_queries
+from tests.unit.test_dashboards import dashboard_queries, load_generator, substitute
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -110,3 +111,64 @@ def test_promtool_parses_every_dashboard_expression(tmp_path):
     result = _promtool("check", "rules", path)
     _ok(result)
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+
+
+def _promql_case(
+    tmp_path: Path, series: dict[str, str], expr: str, expected: list[dict[str, Any]]
+) -> None:
+    """Evaluate ``expr`` over ``series`` with promtool's rule-test engine and compare samples."""
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in series.items()],
+                "promql_expr_test": [{"expr": expr, "eval_time": "1m", "exp_samples": expected}],
+            }
+        ],
+    }
+    path = tmp_path / "case.test.yml"
+    path.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    _ok(_promtool("test", "rules", path))
+
+
+def test_promtool_alarm_sensor_query_picks_the_thresholds_sensor(tmp_path):
+    """The hottest-sensor query uses the board for a board-threshold miner, else the chip."""
+    generator = load_generator()
+    info = 'asic_miner_info{site="g",miner="%s",model="m"}'
+    series = {
+        info % "s19": "1 1",
+        'asic_chip_temperature_celsius{site="g",miner="s19",board="0"}': "76 76",
+        'asic_board_temperature_celsius{site="g",miner="s19",board="0"}': "61 61",
+        'asic_temperature_threshold_celsius{site="g",miner="s19",kind="warning",sensor="board"}': "59.8 59.8",
+        info % "s21": "1 1",
+        'asic_chip_temperature_celsius{site="g",miner="s21",board="0"}': "80 80",
+        'asic_board_temperature_celsius{site="g",miner="s21",board="0"}': "65 65",
+        'asic_temperature_threshold_celsius{site="g",miner="s21",kind="warning",sensor="die"}': "81.9 81.9",
+        info % "old": "1 1",  # an agent without the sensor label: chip, else board
+        'asic_chip_temperature_celsius{site="g",miner="old",board="0"}': "70 70",
+        'asic_board_temperature_celsius{site="g",miner="old",board="0"}': "55 55",
+        'asic_temperature_threshold_celsius{site="g",miner="old",kind="warning"}': "59.8 59.8",
+    }
+    expected = [
+        {"labels": '{site="g",miner="s19"}', "value": 61},
+        {"labels": '{site="g",miner="s21"}', "value": 80},
+        {"labels": '{site="g",miner="old"}', "value": 70},
+    ]
+    _promql_case(tmp_path, series, substitute(generator.alarm_sensor_by_miner()), expected)
+
+
+def test_promtool_count_or_zero_is_zero_only_for_known_inputs(tmp_path):
+    """Counts are 0 when nothing matches but the input exists, and absent when it does not."""
+    generator = load_generator()
+    expr = substitute(
+        generator.count_or_zero('asic_up{site=~"$site", miner=~"$miner"} == 0', "asic_up")
+    )
+    _promql_case(
+        tmp_path, {'asic_up{site="g",miner="a"}': "1 1"}, expr, [{"labels": "{}", "value": 0}]
+    )
+    _promql_case(
+        tmp_path, {'asic_up{site="g",miner="a"}': "0 0"}, expr, [{"labels": "{}", "value": 1}]
+    )
+    _promql_case(tmp_path, {'asic_hashrate_hashes_per_second{site="g",miner="a"}': "1 1"}, expr, [])

@@ -40,7 +40,8 @@ RANGE_FUNCTIONS = re.compile(
 COUNTER = re.compile(r"\b[a-z_:]+_total\b")
 
 
-def _load_generator() -> ModuleType:
+def load_generator() -> ModuleType:
+    """Import grafana/generate_dashboards.py (a script outside the packages)."""
     spec = importlib.util.spec_from_file_location(
         "generate_dashboards", GRAFANA / "generate_dashboards.py"
     )
@@ -115,7 +116,7 @@ def test_dashboards_four_exist_with_stable_unique_uids():
 
 def test_dashboards_committed_json_matches_generator():
     """grafana/dashboards/*.json is exactly what grafana/generate_dashboards.py writes."""
-    generator = _load_generator()
+    generator = load_generator()
     assert sorted(generator.DASHBOARDS) == [p.name for p in DASHBOARD_FILES]
     for path in DASHBOARD_FILES:
         assert path.read_text(encoding="utf-8") == generator.render(path.name), (
@@ -261,7 +262,7 @@ def test_dashboards_miner_detail_selects_one_miner():
 
 def test_dashboards_selection_uses_model_join():
     """Model filtering joins asic_miner_info, the only series with a model label."""
-    generator = _load_generator()
+    generator = load_generator()
     assert generator.f("x") == (
         '(x) and on (site, miner) asic_miner_info{site=~"$site", model=~"$model", miner=~"$miner"}'
     )
