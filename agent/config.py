@@ -277,6 +277,18 @@ class AgentConfig(_Section):
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise FieldError(("sites", index, "name"), f"duplicate site name {name!r}")
+        self._check_site_references(names)
+        seen: dict[str, int] = {}
+        for index, miner in enumerate(self.miners):
+            if miner.address in seen:
+                msg = f"duplicate address {miner.address} (also miners.{seen[miner.address]})"
+                raise FieldError(("miners", index, "address"), msg)
+            seen[miner.address] = index
+        return self
+
+    def _check_site_references(self, names: list[str]) -> None:
+        """Every miner, discovery range and thermal site entry names a configured site."""
+        configured = ", ".join(names)
         placed: list[tuple[str, Sequence[MinerConfig | DiscoveryConfig]]] = [
             ("miners", self.miners),
             ("discovery", self.discovery),
@@ -287,15 +299,14 @@ class AgentConfig(_Section):
                     msg = "required when more than one site is configured"
                     raise FieldError((section, index, "site"), msg)
                 if item.site not in names:
-                    msg = f"unknown site {item.site!r} (configured: {', '.join(names)})"
+                    msg = f"unknown site {item.site!r} (configured: {configured})"
                     raise FieldError((section, index, "site"), msg)
-        seen: dict[str, int] = {}
-        for index, miner in enumerate(self.miners):
-            if miner.address in seen:
-                msg = f"duplicate address {miner.address} (also miners.{seen[miner.address]})"
-                raise FieldError(("miners", index, "address"), msg)
-            seen[miner.address] = index
-        return self
+        # thermal.sites belongs to the alarm engine's settings; read defensively.
+        for index, thermal_site in enumerate(getattr(self.thermal, "sites", ())):
+            thermal_name = getattr(thermal_site, "name", None)
+            if thermal_name is not None and thermal_name not in names:
+                msg = f"unknown site {thermal_name!r} (configured: {configured})"
+                raise FieldError(("thermal", "sites", index, "name"), msg)
 
     def site(self, name: str) -> SiteConfig:
         """Return the site called ``name`` (KeyError if there is none)."""

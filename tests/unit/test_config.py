@@ -253,3 +253,9 @@ def test_config_parse_cidr_refuses_ranges_larger_than_slash_16():
         parse_cidr("10.0.0.0/15")
     with pytest.raises(ValueError, match="not a valid CIDR"):
         parse_cidr("10.0.0.0/33")
+
+
+def test_config_thermal_site_must_be_configured():
+    """thermal.sites entries must name a configured site."""
+    message = _error(MINIMAL + "thermal:\n  sites:\n    - name: lhasa\n")
+    assert "thermal.sites.0.name (line 8): unknown site 'lhasa'" in message
