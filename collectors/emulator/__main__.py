@@ -4,7 +4,8 @@ When every miner listens it prints one JSON line on stdout::
 
     {"event": "emulator_ready", "control_url": "http://127.0.0.1:PORT", "miners": N}
 
-Everything else is logged on stderr.
+Everything else is logged on stderr. With ``--stop-on-stdin-eof`` it also exits when its stdin
+closes (the test fixture uses this so an emulator never outlives a killed test run).
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import resource
 import signal
+import stat
 import sys
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
-from collectors.emulator.control import build_app
-from collectors.emulator.fleet import Fleet
 from collectors.emulator.scenario import load_scenario
+from collectors.emulator.server import EmulatorServer
 
 log = structlog.get_logger("collectors.emulator")
 
 
 def raise_nofile_limit() -> int:
-    """Raise RLIMIT_NOFILE to the hard limit (thousands of listeners); return the new soft limit."""
+    """Raise RLIMIT_NOFILE to the hard limit (thousands of listeners); return the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -47,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--control", default="127.0.0.1:0", help="control API host:port")
     parser.add_argument("--speedup", type=float, default=1.0, help="simulated clock speed-up")
     parser.add_argument("--seed", type=int, default=0, help="seed for identities and noise")
+    parser.add_argument(
+        "--stop-on-stdin-eof", action="store_true", help="exit when stdin reaches end of file"
+    )
     return parser.parse_args(argv)
 
 
@@ -63,40 +67,49 @@ def configure_logging() -> None:
     )
 
 
+async def _stdin_eof() -> None:
+    """Return when stdin is closed (wait forever if stdin is not a pipe or socket)."""
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        log.warning("emulator_stdin_not_a_pipe")
+        await asyncio.Event().wait()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+
+
 async def serve(args: argparse.Namespace) -> None:
-    """Start the fleet and the control API, print the ready line, run until cancelled."""
+    """Start the emulated site, print the ready line, run until cancelled (or stdin EOF)."""
     scenario = load_scenario(args.scenario)
     if args.miners is not None:
         scenario = scenario.scale(args.miners)
-    fleet = Fleet(scenario, base_address=args.base_address, speedup=args.speedup, seed=args.seed)
-    host, _, port = args.control.rpartition(":")
-    runner = web.AppRunner(build_app(fleet), access_log=None)
-    await runner.setup()
-    try:
-        await fleet.start()
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-        await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
-        assert isinstance(server, asyncio.Server)
-        bound = server.sockets[0].getsockname()
+    server = EmulatorServer(
+        scenario,
+        base_address=args.base_address,
+        control=args.control,
+        speedup=args.speedup,
+        seed=args.seed,
+    )
+    async with server:
         ready = {
             "event": "emulator_ready",
-            "control_url": f"http://{bound[0]}:{bound[1]}",
-            "miners": len(fleet.miners),
+            "control_url": server.control_url,
+            "miners": len(server.fleet.miners),
         }
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(fleet.run_ticks(), name="physics_tick")
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(fleet.stop(), timeout=10)
-        await runner.cleanup()
-        log.info("emulator_stopped")
+        log.info("emulator_ready", control_url=server.control_url, miners=ready["miners"])
+        if args.stop_on_stdin_eof:
+            await _stdin_eof()
+            log.info("emulator_stdin_closed")
+        else:
+            await asyncio.Event().wait()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; exits 0 on SIGINT/SIGTERM."""
+    """Entry point; exits 0 on SIGINT/SIGTERM (or stdin EOF when asked)."""
     args = parse_args(argv)
     configure_logging()
     limit = raise_nofile_limit()

@@ -231,6 +231,8 @@ class Fleet:
         self.miners: dict[str, EmulatedMiner] = {}
         self.original_profile: dict[str, str] = {}
         self._listeners: dict[str, _Listeners] = {}
+        self._rebooting: dict[str, asyncio.TimerHandle] = {}
+        self._pending: set[asyncio.Task[None]] = set()
         self._rng = random.Random(seed)
         self._last_tick = self.clock.now()
         now = self._last_tick
@@ -324,6 +326,11 @@ class Fleet:
 
     async def stop(self) -> None:
         """Close every listener and connection."""
+        for timer in self._rebooting.values():
+            timer.cancel()
+        self._rebooting.clear()
+        for task in list(self._pending):
+            task.cancel()
         for listeners in self._listeners.values():
             await listeners.close()
         self._listeners.clear()
@@ -417,7 +424,9 @@ class Fleet:
         was_offline = "offline" in miner.faults
         self._store_fault(miner, fault)
         miner.apply_faults()
-        if fault.kind == "offline" and not was_offline:
+        if fault.kind == "reboot" and fault.down_s:
+            await self._reboot_offline(address, fault.down_s)
+        elif fault.kind == "offline" and not was_offline:
             await self._close(address)
         elif fault.kind == "model_change" and miner.family != old_family and not was_offline:
             await self._close(address)
@@ -426,6 +435,30 @@ class Fleet:
             # A hung firmware stops answering connections already open, too.
             pass
         log.info("fault_injected", address=address, kind=fault.kind)
+
+    async def _reboot_offline(self, address: str, down_s: float) -> None:
+        """Close the miner's ports for ``down_s`` simulated seconds (booting), then reopen."""
+        await self._close(address)
+        previous = self._rebooting.pop(address, None)
+        if previous is not None:
+            previous.cancel()
+        loop = asyncio.get_running_loop()
+
+        def back_up() -> None:
+            self._rebooting.pop(address, None)
+            task = loop.create_task(self._back_up(address), name=f"reboot[{address}]")
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        self._rebooting[address] = loop.call_later(down_s / self.clock.speedup, back_up)
+
+    async def _back_up(self, address: str) -> None:
+        miner = self.miners[address]
+        if "offline" not in miner.faults and address not in self._listeners:
+            miner.physics.reboot(self.clock.now())
+            miner.bump()
+            await self._open(address)
+            log.info("miner_rebooted", address=address)
 
     async def clear(self, address: str, kind: str | None = None) -> list[str]:
         """Clear one fault kind (or all) on ``address``; returns the kinds cleared."""
@@ -439,7 +472,7 @@ class Fleet:
             miner.set_profile(self.original_profile[address])
         miner.apply_faults()
         offline_now = "offline" in miner.faults
-        if "offline" in cleared:
+        if "offline" in cleared and address not in self._rebooting:
             await self._open(address)
         elif miner.family != old_family and not offline_now:
             await self._close(address)

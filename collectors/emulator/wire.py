@@ -364,6 +364,6 @@ class HttpProtocol(asyncio.Protocol):
             garbage_payload=garbage,
             oversized_payload=oversized,
         )
-        if fault is not None and fault.kind in {"hang", "slow", "drip"}:
-            # One request at a time per connection, as a real single-threaded web server would.
-            self.busy = fault.kind != "slow"
+        if fault is not None and fault.kind in {"hang", "drip"}:
+            # This connection answers nothing more (the reply never completes).
+            self.busy = True

@@ -22,7 +22,7 @@ SCENARIO = {
     "name": "faults",
     "site": {"name": "lab", "altitude_m": 2800, "ambient": {"mean_c": 15, "amplitude_k": 0}},
     "miners": [
-        {"model": "antminer-s19jpro", "count": 14},
+        {"model": "antminer-s19jpro", "count": 15},
         {"model": "bitaxe-ultra", "count": 2},
         {"model": "whatsminer-m30s+ve40", "faults": [{"kind": "fan_failure", "fan": 1}]},
     ],
@@ -225,7 +225,28 @@ async def test_fault_reboot_resets_uptime(site, s19s):
     site.inject(address, "reboot")
     after = (await miner.get_data(include=["uptime"])).uptime
     assert after < 60 * SPEEDUP
-    assert site.miners()  # the control API still answers
+
+
+async def test_fault_reboot_with_down_time_refuses_then_comes_back(site, s19s):
+    """Reboot with down_s: ports refuse while it boots, then it answers with a fresh uptime."""
+    address = next(s19s)
+    miner = await pyasic.get_miner(address)
+    site.inject(address, "reboot", down_s=2.0 * SPEEDUP)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(address, 4028)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(address, 4028)
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "miner did not come back after its reboot"
+            await asyncio.sleep(0.1)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            break
+    uptime = (await miner.get_data(include=["uptime"])).uptime
+    assert uptime < 60 * SPEEDUP
 
 
 async def test_fault_fan_failure_reads_zero_rpm(site, s19s):

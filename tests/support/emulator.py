@@ -119,8 +119,15 @@ class EmulatorHandle:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=STOP_DEADLINE_S)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def _close_pipes(process: subprocess.Popen[str]) -> None:
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _scenario_path(scenario: str | Path | dict[str, Any], tmp_dir: Path) -> Path:
@@ -161,13 +168,21 @@ def start_emulator(
         str(speedup),
         "--seed",
         str(seed),
+        "--stop-on-stdin-eof",
     ]
     if miners is not None:
         argv += ["--miners", str(miners)]
     stderr_path = tmp_dir / f"emulator-{time.monotonic_ns()}.log"
     stderr = stderr_path.open("w", encoding="utf-8")
+    # stdin is a pipe we never write: if this process dies, the emulator sees EOF and exits.
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO, env=dict(os.environ)
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ),
     )
     stderr.close()
     assert process.stdout is not None
@@ -185,7 +200,7 @@ def start_emulator(
     if not line:
         process.kill()
         process.wait(timeout=STOP_DEADLINE_S)
-        process.stdout.close()
+        _close_pipes(process)
         log = stderr_path.read_text(encoding="utf-8")[-4000:]
         msg = f"emulator not ready within {READY_DEADLINE_S}s (exit {process.returncode}):\n{log}"
         raise EmulatorError(msg)
@@ -193,7 +208,7 @@ def start_emulator(
     if ready.get("event") != "emulator_ready":
         process.kill()
         process.wait(timeout=STOP_DEADLINE_S)
-        process.stdout.close()
+        _close_pipes(process)
         msg = f"unexpected first line from emulator: {line!r}"
         raise EmulatorError(msg)
     return EmulatorHandle(process, ready["control_url"], int(ready["miners"]))
