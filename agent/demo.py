@@ -223,13 +223,15 @@ def start_emulator(demo: Demo, scenario: Path, base_address: str, miners: int | 
     demo.miners = int(ready["miners"])
 
 
-def start_broker(demo: Demo) -> None:
+def start_broker(demo: Demo, choice: str = "auto") -> None:
     """Start mosquitto, else amqtt, on a free loopback port; ``demo.broker`` None if neither."""
     port = free_port()
     mosquitto = shutil.which("mosquitto") or next(
         (p for p in MOSQUITTO_PATHS if Path(p).exists()), None
     )
-    if mosquitto is not None:
+    if choice == "amqtt":
+        mosquitto = None
+    if mosquitto is not None and choice in {"auto", "mosquitto"}:
         conf = demo.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
@@ -239,7 +241,7 @@ def start_broker(demo: Demo) -> None:
         )
         demo.spawn("broker", [mosquitto, "-c", str(conf)])
         demo.broker = "mosquitto"
-    elif _amqtt_available():
+    elif choice in {"auto", "amqtt"} and _amqtt_available():
         conf = demo.workdir / "amqtt.yaml"
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
@@ -389,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO)
     parser.add_argument("--base-address", default=DEFAULT_BASE_ADDRESS)
     parser.add_argument("--miners", type=int, default=None, help="scale the scenario's mix")
-    parser.add_argument("--no-mqtt", action="store_true", help="do not start a broker")
+    parser.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt", "none"),
+        default="auto",
+        help="MQTT broker: auto = mosquitto if installed, else amqtt, else none",
+    )
     return parser
 
 
@@ -403,10 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _say(f"starting the emulated site ({args.scenario.name}) on {args.base_address}…")
         start_emulator(demo, args.scenario, args.base_address, args.miners)
-        if not args.no_mqtt:
-            start_broker(demo)
+        if args.broker != "none":
+            start_broker(demo, args.broker)
             if demo.broker is None:
-                _say("no MQTT broker available (mosquitto, amqtt): running without MQTT")
+                _say(f"no MQTT broker available ({args.broker}): running without MQTT")
         _say(f"starting the agent ({demo.miners} miners) and waiting for its first poll cycle…")
         start_agent(demo)
         sys.stdout.write(banner(demo) + "\n")
