@@ -96,6 +96,7 @@ class FleetState:
         """Start empty."""
         self._records: dict[str, MinerRecord] = {}
         self._by_id: dict[str, str] = {}  # miner id -> address
+        self._dirty: set[str] = set()
         self.generation = 0
         self.removed: list[tuple[str, str]] = []  # (site, miner id) pruned since last drained
 
@@ -119,6 +120,12 @@ class FleetState:
     def _touch(self, record: MinerRecord) -> None:
         self.generation += 1
         record.version = self.generation
+        self._dirty.add(record.address)
+
+    def drain_dirty(self) -> set[str]:
+        """Addresses whose record changed (or went away) since the last call (for the renderer)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     def add(self, site: str, target: MinerTarget, now: float) -> MinerRecord:
         """Add (or refresh the target of) an inventory address."""

@@ -163,9 +163,16 @@ class HttpApi:
             await self._runner.cleanup()
             self._runner = None
 
-    async def metrics(self, _request: web.Request) -> web.Response:
-        """The exposition, as cached bytes."""
-        return web.Response(body=self.renderer.render(), headers={"Content-Type": CONTENT_TYPE})
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        """The exposition: the cached per-miner bytes, then the agent's own, without a copy."""
+        chunks = self.renderer.render_chunks()
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        response.content_length = sum(len(chunk) for chunk in chunks)
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """The event loop answers."""

@@ -255,3 +255,24 @@ def test_renderer_output_passes_promtool_check_metrics():
         ["promtool", "check", "metrics"], input=renderer.render(), capture_output=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_renderer_scrape_max_age_serves_recent_body_without_rendering():
+    """With scrape_max_age_s a scrape gets the last body; a background refresh picks changes up."""
+    fleet, _, renderer = make()
+    fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
+    renderer.scrape_max_age_s = 60.0
+    first, _ = renderer.render_chunks()
+    fleet.record_success("10.0.0.1", snapshot(hashrate_hs=1e14), 0.1, now=3)
+    assert renderer.render_chunks()[0] is first
+    renderer.miners_body()  # what the service's metrics_refresh task does
+    assert b" 100000000000000\n" in renderer.render_chunks()[0]
+
+
+def test_renderer_drops_rows_of_miners_that_go_away():
+    """A miner removed from inventory loses every series at the next render."""
+    fleet, _, renderer = make()
+    fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
+    assert b"asic_up{" in renderer.miners_body()
+    fleet.remove("10.0.0.1", now=3)
+    assert b"asic_" not in renderer.miners_body()
