@@ -13,6 +13,8 @@ from tests.unit.test_dashboards import dashboard_queries
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.broker, pytest.mark.slow]
 
+# Polls every 5 s with a 4 s timeout: slow enough that a loaded CI machine does not flap miners.
+POLL_INTERVAL_S = 5.0
 SCENARIO = {
     "name": "golmud-dashboards",
     "description": "A small Golmud hall for the dashboard test.",
@@ -77,7 +79,7 @@ def test_dashboards_every_panel_query_returns_data_from_a_real_stack(
         [{"address": a} for a in addresses],
         site="golmud",
         altitude_m=2800.0,
-        interval_s=2.0,
+        interval_s=POLL_INTERVAL_S,
         mqtt={"enabled": True, "host": mosquitto.host, "port": mosquitto.port},
     )
     agent = agent_factory(config)
@@ -123,7 +125,7 @@ def test_dashboards_fleet_numbers_match_the_emulated_site(
     emulator = emulator_factory(SCENARIO, base_address="127.70.1.1")
     addresses = [m["address"] for m in emulator.miners()]
     agent = agent_factory(
-        agent_config([{"address": a} for a in addresses], site="golmud", interval_s=2.0)
+        agent_config([{"address": a} for a in addresses], site="golmud", interval_s=POLL_INTERVAL_S)
     )
     prometheus = prometheus_factory([agent.url.removeprefix("http://")], scrape_interval_s=1.0)
     _wait_identified(prometheus, agent, 4)
@@ -169,7 +171,9 @@ def test_alert_rules_mirror_a_real_agent_alarm(emulator_factory, agent_factory, 
     emulator = emulator_factory(SCENARIO, base_address="127.70.5.1")
     miners = emulator.miners()
     agent = agent_factory(
-        agent_config([{"address": m["address"]} for m in miners], site="golmud", interval_s=2.0)
+        agent_config(
+            [{"address": m["address"]} for m in miners], site="golmud", interval_s=POLL_INTERVAL_S
+        )
     )
     prometheus = prometheus_factory([agent.url.removeprefix("http://")], scrape_interval_s=1.0)
     _load_rules(prometheus)

@@ -12,6 +12,8 @@ from tests.support.agent import agent_config, wait_until
 pytestmark = pytest.mark.slow
 
 ALTIWATCH = Path(sys.executable).with_name("altiwatch")
+# Polls every 5 s with a 4 s timeout: slow enough that a loaded CI machine does not flap miners.
+POLL_INTERVAL_S = 5.0
 SCENARIO = {
     "name": "golmud-top",
     "description": "Three S19j Pro and a Bitaxe at Golmud for the terminal view.",
@@ -47,7 +49,9 @@ def test_top_once_renders_a_real_agents_fleet(emulator_factory, agent_factory):
     emulator = emulator_factory(SCENARIO, base_address="127.70.3.1")
     miners = emulator.miners()
     agent = agent_factory(
-        agent_config([{"address": m["address"]} for m in miners], site="golmud", interval_s=2.0)
+        agent_config(
+            [{"address": m["address"]} for m in miners], site="golmud", interval_s=POLL_INTERVAL_S
+        )
     )
     lost = next(m for m in miners if m["family"] == "antminer")
     emulator.inject(lost["address"], "board_lost", board=1)
@@ -85,7 +89,9 @@ def test_top_sort_by_hashrate_puts_the_degraded_miner_first(emulator_factory, ag
     emulator = emulator_factory(SCENARIO, base_address="127.70.4.1")
     miners = emulator.miners()
     agent = agent_factory(
-        agent_config([{"address": m["address"]} for m in miners], site="golmud", interval_s=2.0)
+        agent_config(
+            [{"address": m["address"]} for m in miners], site="golmud", interval_s=POLL_INTERVAL_S
+        )
     )
     lost = miners[1]
     emulator.inject(lost["address"], "board_lost", board=0)
