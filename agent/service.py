@@ -423,10 +423,24 @@ class AgentService:
             self.notifier.ready()
             return False
         configure_logging(new.agent.log_format, new.agent.log_level)
-        if new.polling != self.config.polling:
-            log.warning("config_reload_polling_changed_needs_restart")
-        if new.http != self.config.http:
-            log.warning("config_reload_http_changed_needs_restart")
+        restart_all = new.polling != self.config.polling
+        if restart_all:
+            # New cadence, deadline or concurrency: new source and poller, every loop restarted
+            # (the fleet state, and so the series, are kept).
+            self.source = self._make_source(new)
+            self.poller = self._make_poller(new)
+            self.poller.expect(set())
+        old = self.config
+        changed = [
+            name
+            for name in ("http", "mqtt", "thermal", "sites")
+            if getattr(new, name) != getattr(old, name)
+        ]
+        if (new.agent.id, new.agent.state_dir) != (old.agent.id, old.agent.state_dir):
+            changed.append("agent")
+        for section in changed:
+            # Live: inventory, polling, logging, shutdown_grace_s. The rest at the next start.
+            log.warning("config_reload_section_needs_restart", section=section)
         wanted = {**self._discovered, **{t.address: (s.name, t) for s, t in new.targets()}}
         removed = [a for a in self._targets if a not in wanted]
         for address in removed:
@@ -437,7 +451,7 @@ class AgentService:
                 forget(address)
         started = 0
         for address, (site, target) in wanted.items():
-            if self._targets.get(address) != (site, target):
+            if restart_all or self._targets.get(address) != (site, target):
                 self._stop_poll(address)
                 self._start_poll(site, target)
                 started += 1

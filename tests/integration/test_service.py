@@ -70,6 +70,14 @@ def emulator(module_emulator_factory: Any) -> Any:
     return module_emulator_factory(SCENARIO, base_address=BASE)
 
 
+def fast_polls(metrics: str) -> float:
+    """The value of altiwatch_polls_total{tier="fast"}."""
+    for line in metrics.splitlines():
+        if line.startswith('altiwatch_polls_total{tier="fast"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def miners(emulator: Any) -> list[dict[str, str]]:
     """Config entries for every emulated miner."""
     return [{"address": m["address"]} for m in emulator.miners()]
@@ -112,6 +120,17 @@ def test_service_sighup_reloads_inventory(emulator, agent_factory):
     agent.rewrite_config({**agent.config, "miners": all_miners})
     agent.signal(signal.SIGHUP)
     agent.wait_for(lambda: agent.metrics().count("asic_up{") == 3, "three miners after reload")
+    faster = {**agent.config, "miners": all_miners}
+    faster["polling"] = {**faster["polling"], "interval_s": 1.5}
+    agent.rewrite_config(faster)
+    agent.signal(signal.SIGHUP)
+    agent.wait_for(lambda: agent.output().count("config_reloaded") == 2, "second config_reloaded")
+    before = fast_polls(agent.metrics())
+    agent.wait_for(
+        lambda: fast_polls(agent.metrics()) >= before + 6,
+        "fast polls of every miner go on after the polling change",
+    )
+    assert agent.metrics().count("asic_up{") == 3
     agent.rewrite_config("sites: [{name: golmud, altitude_m: 2800}]\npolling: {interval_s: -1}\n")
     agent.signal(signal.SIGHUP)
     agent.wait_for(lambda: "config_reload_failed" in agent.output(), "config_reload_failed logged")
