@@ -12,15 +12,20 @@ tolerant by design: every field may be missing or null, and unknown values show 
 
 from __future__ import annotations
 
+import base64
+import getpass
 import json
 import math
 import os
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console, Group
@@ -40,6 +45,7 @@ SORT_KEYS: tuple[SortKey, ...] = ("hashrate", "temp", "alarms", "miner")
 EX_OK = 0
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
+PASSWORD_ENV = "ALTIWATCH_TOP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 PLAIN_WIDTH = 160
 """Columns of a frame printed to a pipe or file (a terminal uses its own width)."""
 
@@ -59,38 +65,90 @@ class FetchError(RuntimeError):
 # --- reading the API ---------------------------------------------------------------------------
 
 
-def _get_json(url: str, timeout_s: float) -> Any:
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in {"http", "https"}:
-        msg = f"unsupported URL scheme {scheme!r} (use http:// or https://)"
-        raise FetchError(msg)
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked above
-            body = response.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        msg = f"cannot read {url}: {getattr(exc, 'reason', exc)}"
-        raise FetchError(msg) from exc
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        msg = f"{url} did not return JSON"
-        raise FetchError(msg) from exc
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the agent's API is and how to authenticate (exporter-toolkit web config)."""
+
+    url: str = DEFAULT_URL
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+    ) -> Connection:
+        """Accept ``http(s)://[user[:password]@]host:port``; userinfo is moved out of the URL."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in {"http", "https"}:
+            msg = f"unsupported URL scheme {parts.scheme!r} (use http:// or https://)"
+            raise FetchError(msg)
+        if parts.username is not None:
+            username = username or urllib.parse.unquote(parts.username)
+            if parts.password is not None:
+                password = password or urllib.parse.unquote(parts.password)
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            if parts.port is not None:
+                netloc += f":{parts.port}"
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return cls(url.rstrip("/"), username, password, ca_file)
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https:"):
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+    def get_json(self, path: str, timeout_s: float) -> Any:
+        """GET ``path`` as JSON; FetchError (never the password) on any failure."""
+        url = self.url + path
+        headers = {"Accept": "application/json"}
+        if self.username is not None:
+            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked in parse()
+        try:
+            context = self._context()
+            with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310 - scheme checked in parse()
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            hint = (
+                " (use --user and ALTIWATCH_TOP_PASSWORD)"
+                if exc.code == HTTPStatus.UNAUTHORIZED
+                else ""
+            )
+            msg = f"{url} answered {exc.code} {exc.reason}{hint}"
+            raise FetchError(msg) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            msg = f"cannot read {url}: {getattr(exc, 'reason', exc)}"
+            raise FetchError(msg) from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            msg = f"{url} did not return JSON"
+            raise FetchError(msg) from exc
 
 
-def fetch(base_url: str, *, timeout_s: float = 5.0) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Return the fleet list and the active alarms list from the agent at ``base_url``.
+def fetch(
+    agent: Connection | str, *, timeout_s: float = 5.0
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Return the fleet list and the active alarms list from the agent.
 
     The alarms endpoint is optional (only site-level alarms come from it); a failure there
     yields an empty list.
     """
-    base = base_url.rstrip("/")
-    fleet = _get_json(f"{base}/api/v1/fleet", timeout_s)
+    conn = agent if isinstance(agent, Connection) else Connection.parse(agent)
+    fleet = conn.get_json("/api/v1/fleet", timeout_s)
     if not isinstance(fleet, list):
-        msg = f"{base}/api/v1/fleet returned {type(fleet).__name__}, expected a list"
+        msg = f"{conn.url}/api/v1/fleet returned {type(fleet).__name__}, expected a list"
         raise FetchError(msg)
     try:
-        alarms = _get_json(f"{base}/api/v1/alarms", timeout_s)
+        alarms = conn.get_json("/api/v1/alarms", timeout_s)
     except FetchError:
         alarms = []
     return [m for m in fleet if isinstance(m, dict)], alarms if isinstance(alarms, list) else []
@@ -491,19 +549,20 @@ def _console() -> Console:
     return Console(width=int(width) if width.isdigit() else PLAIN_WIDTH, no_color=True)
 
 
-def run_once(url: str, sort: SortKey, *, console: Console | None = None) -> int:
+def run_once(agent: Connection | str, sort: SortKey, *, console: Console | None = None) -> int:
     """Print one frame; EX_UNAVAILABLE (69) with a message on stderr if the agent is unreachable."""
     try:
-        fleet, alarms = fetch(url)
+        conn = agent if isinstance(agent, Connection) else Connection.parse(agent)
+        fleet, alarms = fetch(conn)
     except FetchError as exc:
         sys.stderr.write(f"altiwatch top: {exc}\n")
         return EX_UNAVAILABLE
-    (console or _console()).print(render(fleet, alarms=alarms, sort=sort, source=url))
+    (console or _console()).print(render(fleet, alarms=alarms, sort=sort, source=conn.url))
     return EX_OK
 
 
 def run_live(
-    url: str,
+    agent: Connection | str,
     sort: SortKey,
     *,
     interval_s: float,
@@ -511,13 +570,14 @@ def run_live(
     console: Console | None = None,
 ) -> int:
     """Refresh the view every ``interval_s`` until Ctrl-C; fetch errors show in place."""
+    conn = agent if isinstance(agent, Connection) else Connection.parse(agent)
     console = console or Console()
     with Live(Text("connecting…"), console=console, screen=False, auto_refresh=False) as live:
         try:
             while True:
                 try:
-                    fleet, alarms = fetch(url, timeout_s=max(1.0, interval_s))
-                    frame = render(fleet, alarms=alarms, sort=sort, source=url)
+                    fleet, alarms = fetch(conn, timeout_s=max(1.0, interval_s))
+                    frame = render(fleet, alarms=alarms, sort=sort, source=conn.url)
                 except FetchError as exc:
                     frame = Text(f"altiwatch top: {exc} (retrying)", style="bold red")
                 live.update(frame, refresh=True)
@@ -530,9 +590,19 @@ def _cmd_top(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         sys.stderr.write("altiwatch top: --interval must be positive\n")
         return EX_USAGE
+    password = os.environ.get(PASSWORD_ENV)
+    if args.user is not None and password is None and sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+    try:
+        conn = Connection.parse(
+            args.url, username=args.user, password=password, ca_file=args.ca_file
+        )
+    except FetchError as exc:
+        sys.stderr.write(f"altiwatch top: {exc}\n")
+        return EX_UNAVAILABLE
     if args.once:
-        return run_once(args.url, args.sort)
-    return run_live(args.url, args.sort, interval_s=args.interval)
+        return run_once(conn, args.sort)
+    return run_live(conn, args.sort, interval_s=args.interval)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -553,6 +623,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "alarms (most severe first), miner (by id); default temp",
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument(
+        "--user",
+        help=f"basic-auth user (http.web_config_file); password from ${PASSWORD_ENV} or a prompt",
+    )
+    parser.add_argument(
+        "--ca-file", type=Path, help="CA bundle to verify an https:// agent (default: system CAs)"
+    )
     parser.add_argument(
         "--interval", type=float, default=2.0, help="seconds between refreshes (default 2)"
     )

@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
+import yaml
 
-from tests.support.agent import agent_config, wait_until
+from tests.support.agent import agent_config, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +113,76 @@ def test_top_sort_by_hashrate_puts_the_degraded_miner_first(emulator_factory, ag
     order = [line.split()[0] for line in frame.splitlines() if line[:3] == "02:"]
     assert order[0] == lost["mac"], frame
     assert len(order) == 4
+
+
+def _openssl(*argv: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *argv], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def test_top_reads_an_agent_behind_tls_and_basic_auth(tmp_path, emulator_factory, agent_factory):
+    """With the agent's web config (TLS + bcrypt basic auth), --ca-file and --user get through."""
+    host = "127.70.7.1"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
+             "-keyout", "agent.key", "-out", "agent.csr", cwd=tmp_path)  # fmt: skip
+    (tmp_path / "san.ext").write_text(f"subjectAltName=IP:{host}\n")
+    _openssl("x509", "-req", "-in", "agent.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "agent.crt",
+             cwd=tmp_path)  # fmt: skip
+    password = "top-secret-4b1d"  # noqa: S105 - a throwaway test credential
+    web_config = {
+        "tls_server_config": {
+            "cert_file": str(tmp_path / "agent.crt"),
+            "key_file": str(tmp_path / "agent.key"),
+        },
+        "basic_auth_users": {"ops": bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()},
+    }
+    (tmp_path / "web.yml").write_text(yaml.safe_dump(web_config), encoding="utf-8")
+
+    emulator = emulator_factory(SCENARIO, base_address="127.70.8.1")
+    miners = emulator.miners()
+    config = agent_config(
+        [{"address": m["address"]} for m in miners],
+        site="golmud",
+        interval_s=POLL_INTERVAL_S,
+        http={"listen": f"{host}:{free_port(host)}", "web_config_file": str(tmp_path / "web.yml")},
+    )
+    agent = agent_factory(config, wait_ready=False)
+    url = agent.url.replace("http://", "https://")
+    ca = ["--ca-file", str(tmp_path / "ca.crt")]
+
+    def frame(*extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ALTIWATCH), "top", "--once", "--url", url, *ca, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
+            check=False,
+        )
+
+    def shows_all_miners() -> str:
+        result = frame("--user", "ops", env={"ALTIWATCH_TOP_PASSWORD": password})
+        ok = result.returncode == 0 and all(m["mac"] in result.stdout for m in miners)
+        return result.stdout if ok else ""
+
+    text = agent.wait_for(shows_all_miners, "top over TLS with basic auth to show 4 miners", 90)
+    assert "Site golmud" in text
+    denied = frame()  # no credentials
+    assert denied.returncode == 69
+    assert "401" in denied.stderr
+    assert "--user" in denied.stderr
+    wrong = frame("--user", "ops", env={"ALTIWATCH_TOP_PASSWORD": "nope"})
+    assert wrong.returncode == 69
+    assert password not in wrong.stderr + wrong.stdout
+    untrusted = subprocess.run(
+        [str(ALTIWATCH), "top", "--once", "--url", url, "--user", "ops"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ALTIWATCH_TOP_PASSWORD": password},
+        check=False,
+    )
+    assert untrusted.returncode == 69  # the system CAs do not know the agent's certificate
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr

@@ -222,3 +222,12 @@ def test_top_live_mode_refreshes_until_interrupted(monkeypatch):
     output = frames[0] + frames[1]
     assert "refused (retrying)" in output
     assert "Site golmud" in output
+
+
+def test_top_connection_moves_userinfo_out_of_the_url():
+    """Credentials in the URL become basic auth; the shown URL and repr never carry them."""
+    conn = top.Connection.parse("https://ops:s%40cret@agent.site:9847/")
+    assert conn.url == "https://agent.site:9847"
+    assert conn.username == "ops"
+    assert conn.password == "s@cret"
+    assert "s@cret" not in repr(conn)
