@@ -229,5 +229,5 @@ def test_top_connection_moves_userinfo_out_of_the_url():
     conn = top.Connection.parse("https://ops:s%40cret@agent.site:9847/")
     assert conn.url == "https://agent.site:9847"
     assert conn.username == "ops"
-    assert conn.password == "s@cret"
+    assert conn.password == "s@cret"  # noqa: S105 - a throwaway test credential
     assert "s@cret" not in repr(conn)
