@@ -183,13 +183,15 @@ def configure_logging(
 
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # Calls below the level return at once (~1 µs) without building an event.
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        # Not cached: a SIGHUP reload may change the level, and loggers made at import time
+        # must follow the configuration done later.
         cache_logger_on_first_use=False,
     )
 
