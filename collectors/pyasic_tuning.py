@@ -46,10 +46,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
+from grpclib import GRPCError, Status
+from grpclib.client import Channel
 from pyasic import settings as pyasic_settings
 from pyasic.errors import APIError
 from pyasic.rpc.base import BaseMinerRPCAPI
 from pyasic.web.antminer import AntminerModernWebAPI
+from pyasic.web.braiins_os.boser import BOSerWebAPI, BOSMinerGRPCStub
 
 from collectors.source import CollectorError, FailureReason  # reliability: RPC read cap
 
@@ -509,6 +512,88 @@ class _TunedAntminerWeb:
         return {command: {}}
 
 
+class _TunedBOSerWeb:
+    """Mixin for ``BOSerWebAPI`` (Braiins OS+ gRPC): concurrent calls share one channel.
+
+    Why: pyasic's ``send_command`` opens a new grpclib ``Channel`` per call (a TCP connection,
+    the HTTP/2 preface and SETTINGS exchange, then one stream), and a fast poll makes four
+    such calls at once. gRPC is built for many streams on one HTTP/2 connection, so a tuned
+    miner's concurrent calls share one channel, closed as soon as the last of them finishes
+    (or fails, or is cancelled by a poll deadline). Nothing stays open between polls: no
+    idle connection per miner, no half-open connection to reuse after a miner lost power,
+    and an offline miner is refused exactly as with pyasic. The body is pyasic 0.79.0's with
+    the channel handling changed.
+    """
+
+    _tuned_channel: Any = None
+    _tuned_inflight: int = 0
+
+    def _grpc_channel(self) -> Any:
+        if self._tuned_channel is None:
+            web: Any = self
+            self._tuned_channel = Channel(web.ip, web.port)
+        return self._tuned_channel
+
+    def _drop_grpc_channel(self) -> None:
+        channel, self._tuned_channel = self._tuned_channel, None
+        if channel is not None:
+            _close_quietly(channel)
+
+    async def send_command(
+        self,
+        command: str,
+        ignore_errors: bool = False,  # noqa: FBT001, FBT002 — pyasic's signature
+        allow_warning: bool = True,  # noqa: ARG002, FBT001, FBT002 — pyasic's signature
+        privileged: bool = False,  # noqa: FBT001, FBT002 — pyasic's signature
+        **parameters: Any,
+    ) -> dict[str, Any]:
+        """Same as pyasic's, over the channel shared by the calls in flight."""
+        self._tuned_inflight += 1
+        try:
+            return await self._tuned_send(
+                command, ignore_errors=ignore_errors, privileged=privileged, **parameters
+            )
+        finally:
+            self._tuned_inflight -= 1
+            if self._tuned_inflight == 0:
+                self._drop_grpc_channel()
+
+    async def _tuned_send(
+        self, command: str, *, ignore_errors: bool, privileged: bool, **parameters: Any
+    ) -> dict[str, Any]:
+        web: Any = self
+        message = parameters["message"]
+        metadata = []
+        channel = self._grpc_channel()  # taken before the first await: shared by this batch
+        if privileged:
+            metadata.append(("authorization", await web.auth()))
+        endpoint = getattr(BOSMinerGRPCStub(channel), command)
+        if endpoint is None:
+            if not ignore_errors:
+                msg = f"Command not found - {endpoint}"
+                raise APIError(msg)
+            return {}
+        try:
+            try:
+                result: dict[str, Any] = (await endpoint(message, metadata=metadata)).to_pydict()
+            except GRPCError as e:
+                if e.status != Status.UNAUTHENTICATED:
+                    raise
+                await web._get_auth()  # noqa: SLF001 — pyasic's own re-login
+                metadata = [("authorization", await web.auth())]
+                result = (await endpoint(message, metadata=metadata)).to_pydict()
+        except (GRPCError, ConnectionError) as e:
+            msg = f"gRPC command failed - {endpoint}"
+            raise APIError(msg) from e
+        return result
+
+
+def _close_quietly(channel: Any) -> None:
+    """Close a grpclib channel; its event loop may already be gone."""
+    with contextlib.suppress(Exception):
+        channel.close()
+
+
 _tuned_classes: dict[tuple[type, type], type] = {}
 
 
@@ -555,6 +640,7 @@ def tune(miner: Any) -> None:
     - RPC API (4028): per-class command cache; for classes using pyasic's generic
       ``multicommand``, remembered join rejection and the single-command fix.
     - Stock Antminer web API: one reused DigestAuth per credentials.
+    - Braiins OS+ gRPC: the calls of one poll share one channel, closed after them.
 
     Other families are left as pyasic builds them (their web requests already go through
     `install`'s transport). The first call also runs `install` (process-wide, idempotent),
@@ -570,3 +656,5 @@ def tune(miner: Any) -> None:
     web = getattr(miner, "web", None)
     if isinstance(web, AntminerModernWebAPI):
         _retype(web, _TunedAntminerWeb)
+    elif isinstance(web, BOSerWebAPI):
+        _retype(web, _TunedBOSerWeb)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from pyasic import settings as pyasic_settings
 from pyasic.miners.antminer import BMMinerS19jPro
+from pyasic.miners.antminer.bosminer.X19.S19 import BOSMinerS19jPro
 from pyasic.miners.bitaxe import BitAxeUltra
 from pyasic.miners.data import DataOptions
 
@@ -18,6 +19,8 @@ from tests.support.emulator import start_emulator
 S19 = "127.80.1.1"
 BITAXE = "127.80.1.2"
 FAULTY = ["127.80.1.3", "127.80.1.4", "127.80.1.5", "127.80.1.6", "127.80.1.7", "127.80.1.8"]
+BOS = "127.80.1.9"
+BOS_FAULTY = "127.80.1.10"
 
 SCENARIO = {
     "name": "tuning",
@@ -25,6 +28,7 @@ SCENARIO = {
     "miners": [
         {"model": "antminer-s19jpro", "count": 1, "addresses": [S19]},
         {"model": "bitaxe-ultra", "count": 7, "addresses": [BITAXE, *FAULTY]},
+        {"model": "braiins-s19jpro", "count": 2, "addresses": [BOS, BOS_FAULTY]},
     ],
 }
 
@@ -59,7 +63,9 @@ def _summary(data: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("cls", "address"), [(BMMinerS19jPro, S19), (BitAxeUltra, BITAXE)], ids=["s19", "bitaxe"]
+    ("cls", "address"),
+    [(BMMinerS19jPro, S19), (BitAxeUltra, BITAXE), (BOSMinerS19jPro, BOS)],
+    ids=["s19", "bitaxe", "bos+"],
 )
 @pytest.mark.parametrize("include", [None, list(FAST_OPTIONS)], ids=["all", "fast"])
 async def test_tuning_reads_same_data_as_pyasic(emulator, cls, address, include):
@@ -191,3 +197,42 @@ async def test_lean_transport_refuses_oversized_body(emulator):
             await _get(f"http://{address}/api/system/info", 10.0)
     finally:
         emulator.clear(address)
+
+
+async def test_tuned_bos_calls_of_a_poll_share_one_channel(emulator):
+    """A tuned BOS+ poll's gRPC calls share one channel, closed when the poll's calls are done."""
+    miner = BOSMinerS19jPro(BOS)
+    pyasic_tuning.tune(miner)
+    channels: list[Any] = []
+    original = miner.web._grpc_channel
+
+    def recording() -> Any:
+        channel = original()
+        channels.append(channel)
+        return channel
+
+    miner.web._grpc_channel = recording
+    data = await miner.get_data(include=list(FAST_OPTIONS))
+    assert data.wattage
+    assert all(board.chips for board in data.hashboards)
+    assert len(channels) >= 3, "the fast tier needs several gRPC calls"
+    assert len({id(c) for c in channels}) == 1
+    assert miner.web._tuned_channel is None
+
+
+async def test_tuned_bos_offline_miner_is_refused_like_pyasic(emulator):
+    """No connection outlives a poll: an offline BOS+ miner gives no data, and data again after."""
+    miner = BOSMinerS19jPro(BOS_FAULTY)
+    pyasic_tuning.tune(miner)
+    assert (await miner.get_data(include=list(FAST_OPTIONS))).wattage
+    emulator.inject(BOS_FAULTY, "offline")
+    try:
+        offline = await miner.get_data(include=list(FAST_OPTIONS))
+        assert offline.wattage is None
+        assert offline.hashrate is None
+    finally:
+        emulator.clear(BOS_FAULTY)
+    deadline = time.monotonic() + 15
+    while not (await miner.get_data(include=list(FAST_OPTIONS))).wattage:
+        assert time.monotonic() < deadline, "BOS+ miner did not answer again after the fault"
+        await asyncio.sleep(0.2)
