@@ -134,6 +134,8 @@ class Panel:
     transformations: list[Json] = field(default_factory=list)
     links: list[Json] = field(default_factory=list)
     stacked: bool = False
+    steps: tuple[tuple[float | None, str], ...] = ()
+    """Colour thresholds (from value, colour); lines on time series."""
 
 
 def _variables(*, single_miner: bool) -> list[Json]:
@@ -236,6 +238,11 @@ def _panel_json(panel_id: int, panel: Panel, x: int, y: int) -> Json:
         defaults["max"] = panel.maximum
     if panel.links:
         defaults["links"] = panel.links
+    if panel.steps:
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"value": value, "color": color} for value, color in panel.steps],
+        }
     if panel.kind == "timeseries":
         defaults["custom"] = {
             "drawStyle": "line",
@@ -244,6 +251,7 @@ def _panel_json(panel_id: int, panel: Panel, x: int, y: int) -> Json:
             "showPoints": "never",
             "spanNulls": False,
             "stacking": {"mode": "normal" if panel.stacked else "none", "group": "A"},
+            "thresholdsStyle": {"mode": "line" if panel.steps else "off"},
         }
     refs = "ABCDEFGHIJ"
     return {
@@ -353,6 +361,16 @@ def _table_transforms(sort_by: str, *, desc: bool = True) -> list[Json]:
     ]
 
 
+SEVERITY_COLOURS = [
+    {
+        "matcher": {"id": "byFrameRefID", "options": ref},
+        "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}],
+    }
+    for ref, colour in (("A", "red"), ("B", "orange"), ("C", "blue"))
+]
+"""Fixed colours for the critical/warning/info targets of ``_alarm_targets``."""
+
+
 def _alarm_targets() -> list[Target]:
     """One target per severity; 0 (not "no data") when nothing fires."""
     return [
@@ -399,6 +417,7 @@ def fleet_overview() -> Json:
             width=3,
             height=4,
             decimals=1,
+            steps=((None, "red"), (0.75, "orange"), (THROTTLED_RATIO, "green")),
         ),
         Panel(
             "Miners up",
@@ -418,6 +437,7 @@ def fleet_overview() -> Json:
             kind="stat",
             width=3,
             height=4,
+            steps=((None, "green"), (1, "red")),
         ),
         Panel(
             "Miners throttled",
@@ -428,6 +448,7 @@ def fleet_overview() -> Json:
             kind="stat",
             width=3,
             height=4,
+            steps=((None, "green"), (1, "orange")),
         ),
         Panel(
             "Fleet power",
@@ -450,13 +471,13 @@ def fleet_overview() -> Json:
         ),
         Panel(
             "Active alarms",
-            "Alarms firing now in the agent's altitude-aware alarm engine, by severity "
-            "(including site-level alarms).",
+            "Alarms firing now in the agent's altitude-aware alarm engine, by severity.",
             "short",
             _alarm_targets(),
             kind="stat",
             width=3,
             height=4,
+            overrides=SEVERITY_COLOURS,
         ),
         Panel(
             "Hashrate vs expected by site",
@@ -505,6 +526,7 @@ def fleet_overview() -> Json:
             "short",
             _alarm_targets(),
             stacked=True,
+            overrides=SEVERITY_COLOURS,
         ),
         Panel(
             f"Top {TOP_N} hottest miners",
@@ -600,6 +622,7 @@ def thermal_altitude() -> Json:
             kind="stat",
             width=6,
             height=4,
+            steps=((None, "green"), (1, "orange")),
         ),
         Panel(
             "Hottest chip and board vs thresholds",
@@ -639,6 +662,7 @@ def thermal_altitude() -> Json:
                     "{{miner}}",
                 )
             ],
+            steps=((None, "red"), (0, "orange"), (3, "green")),
         ),
         Panel(
             "Chip temperature per miner",
@@ -732,7 +756,30 @@ def miner_detail() -> Json:
             "short",
             [Target(m("asic_miner_info"), instant=True, table=True)],
             kind="table",
-            width=24,
+            width=16,
+            height=4,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "Value": True,
+                            "__name__": True,
+                            "job": True,
+                            "instance": True,
+                        }
+                    },
+                }
+            ],
+        ),
+        Panel(
+            "Last poll error",
+            "Why the last poll failed (no data while the miner answers).",
+            "short",
+            [Target(m("asic_last_poll_error_info"), "{{reason}}", instant=True, table=True)],
+            kind="table",
+            width=8,
             height=4,
             transformations=[
                 {
@@ -986,6 +1033,20 @@ def agent_health() -> Json:
             f"The {TOP_N} miners with the longest last poll.",
             "s",
             [Target(f"topk({TOP_N}, {m('asic_poll_duration_seconds')})", "{{miner}}")],
+        ),
+        Panel(
+            "Miners down by reason",
+            "Miners whose last poll failed, by the reason of that failure (timeout, refused, "
+            "auth, parse, ...): many timeouts at once usually mean a switch or power issue.",
+            "short",
+            [
+                Target(
+                    f"count by (reason) ({m('asic_last_poll_error_info')}) "
+                    f"or on () (0 * count({m('asic_up')}))",
+                    "{{reason}}",
+                )
+            ],
+            stacked=True,
         ),
         Panel(
             "Inventory and up by site",

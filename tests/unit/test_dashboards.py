@@ -299,3 +299,25 @@ def test_dashboards_provisioning_file_provider():
     assert provider["type"] == "file"
     assert provider["folder"] == "altiwatch"
     assert provider["options"]["path"]
+
+
+def test_dashboards_panels_do_not_overlap():
+    """No two panels of a dashboard share a grid cell."""
+    for name, dashboard in _dashboards():
+        taken: dict[tuple[int, int], str] = {}
+        for panel in _panels(dashboard):
+            g = panel["gridPos"]
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in taken, (name, panel["title"], taken[(x, y)])
+                    taken[(x, y)] = panel["title"]
+
+
+def test_dashboards_status_stats_have_colour_thresholds():
+    """Stats an operator scans for trouble (down, throttled, ratio) are coloured by threshold."""
+    fleet = dict(_dashboards())["fleet-overview.json"]
+    panels = {p["title"]: p for p in _panels(fleet)}
+    for title in ("Miners down", "Miners throttled", "Hashrate vs expected"):
+        steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[0]["value"] is None
+        assert [s["value"] for s in steps[1:]] == sorted(s["value"] for s in steps[1:])
