@@ -172,9 +172,9 @@ def test_top_cli_registers_top_with_options():
 def test_top_once_against_unreachable_agent_exits_69(capsys):
     """With nothing listening, --once exits 69 (EX_UNAVAILABLE) with a message, no traceback."""
     with socket.socket() as sock:
-        sock.bind(("127.70.0.1", 0))
+        sock.bind(("127.70.250.1", 0))
         port = sock.getsockname()[1]
-    code = cli.main(["top", "--once", "--url", f"http://127.70.0.1:{port}"])
+    code = cli.main(["top", "--once", "--url", f"http://127.70.250.1:{port}"])
     assert code == 69
     assert "altiwatch top: cannot read" in capsys.readouterr().err
 
