@@ -341,6 +341,15 @@ def _altiwatch_command() -> str:
     return f"{sys.executable} -m agent"
 
 
+def subscribe_command(port: int) -> str:
+    """A ready-to-paste subscriber: mosquitto_sub if installed, else amqtt's ``amqtt_sub``."""
+    if shutil.which("mosquitto_sub") is None:
+        amqtt_sub = Path(sys.executable).with_name("amqtt_sub")
+        if amqtt_sub.exists():
+            return f"{amqtt_sub} --url mqtt://127.0.0.1:{port} -t 'altiwatch/v1/#'"
+    return f"mosquitto_sub -h 127.0.0.1 -p {port} -t 'altiwatch/v1/#' -v"
+
+
 def banner(demo: Demo) -> str:
     """What the demo prints once everything is up."""
     assert demo.agent_url is not None
@@ -357,10 +366,7 @@ def banner(demo: Demo) -> str:
         f"  Live view:   {_altiwatch_command()} top --url {demo.agent_url}",
     ]
     if demo.broker_port is not None:
-        lines.append(
-            f"  MQTT:        mosquitto_sub -h 127.0.0.1 -p {demo.broker_port} "
-            "-t 'altiwatch/v1/#' -v"
-        )
+        lines.append(f"  MQTT:        {subscribe_command(demo.broker_port)}")
     else:
         lines.append("  MQTT:        disabled (install Debian's mosquitto or amqtt to see events)")
     lines += [

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -75,3 +78,44 @@ def test_cli_discover_refuses_ranges_larger_than_slash_16():
     assert result.returncode == 64
     assert "at most a /16" in result.stderr
     assert result.stdout == ""
+
+
+def test_cli_discover_on_a_terminal_shows_progress_then_table(emulator_factory):
+    """On a TTY the scan runs under a rich progress bar and ends with the table."""
+    emulator = emulator_factory(
+        SCENARIO | {"miners": SCENARIO["miners"][:1]}, base_address="127.60.6.1"
+    )
+    addresses = [m["address"] for m in emulator.miners()]
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [*ALTIWATCH, "discover", "127.60.6.0/29", "--timeout", "5"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        assert process.wait(timeout=60) == 0, output.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        os.close(controller)
+    text = output.decode(errors="replace")
+    assert "scanning 127.60.6.0/29" in text  # the progress bar was drawn
+    assert "2 miners found (6 addresses scanned)" in text
+    for address in addresses:
+        assert address in text
