@@ -55,6 +55,10 @@ DEFAULT_STATE_DIR = Path("/var/lib/altiwatch")
 DEFAULT_LISTEN = "127.0.0.1:9847"
 MAX_DISCOVERY_ADDRESSES = 65_536  # a /16: larger scans take too long and smell like a typo
 MASK = "**********"
+# libyaml's parser when PyYAML has it (10× faster on a 10,000-miner file); same node tree.
+_FAST_LOADER: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe in labels, MQTT topics and client ids
 _HOSTNAME = re.compile(
@@ -356,7 +360,7 @@ def load_config_text(
     """Like ``load_config`` for YAML text already in memory."""
     environ: Mapping[str, str] = os.environ if env is None else env
     root = _compose(text, origin)
-    data: Any = {} if root is None else yaml.safe_load(text)
+    data: Any = {} if root is None else _construct(root, origin)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -381,9 +385,20 @@ def dump_effective(config: AgentConfig) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+def _construct(root: yaml.Node, origin: str) -> Any:
+    """Python data from the composed node tree (parsed once, constructed safely)."""
+    try:
+        return yaml.SafeLoader("").construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(ConfigProblem(origin, f"YAML error: {what}", line)) from None
+
+
 def _compose(text: str, origin: str) -> yaml.Node | None:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_FAST_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
