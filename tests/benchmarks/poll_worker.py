@@ -6,8 +6,8 @@ group after another in this one process. Modes:
 
 * ``baseline``: what hass-miner-style tools do. ``pyasic.get_miner`` once per address (the
   objects are kept), then every cycle ``await miner.get_data()`` (all data options) for every
-  miner under ``asyncio.gather`` with ``Semaphore(concurrency)``. pyasic as installed, no
-  tuning.
+  miner under ``asyncio.gather`` with ``Semaphore(concurrency)``. pyasic as pip installs it:
+  no tuning, no Rust protobuf codec.
 * ``agent``: the agent's fast-tier poll, ``PyasicSource.fetch(target, Tier.FAST)`` (detection
   cached by the source; ``collectors.pyasic_tuning`` as the source applies it).
 * ``agent_untuned``: the same with ``collectors.pyasic_tuning`` disabled, to separate what the
@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=20.0)
     args = parser.parse_args(argv)
     groups = dict(args.group)
+    if args.mode == "baseline":
+        # The baseline is pyasic as pip installs it: without the optional Rust protobuf
+        # codec that altiwatch depends on (betterproto falls back to pure Python).
+        sys.modules["betterproto_rust_codec"] = None  # type: ignore[assignment]
     result = asyncio.run(run(args.mode, groups, args.cycles, args.concurrency, args.timeout))
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
