@@ -1,0 +1,337 @@
+"""Long versions of the reliability tests (issue 8); minutes each, so not in ``make test``.
+
+``python -m tests.benchmarks.reliability_long {miners,load,kill,all} [--out FILE.json]``
+
+* ``miners``: 500 healthy emulated miners + 8 misbehaving ones (hang, drip, garbage, truncated,
+  reset, 50 MB reply, refuse, model change). The same agent process is measured for a window
+  without faults, then for a window with them: poll lateness (mean, p50, p99 from
+  ``altiwatch_poll_lateness_seconds``), polls completed, the agent's peak RSS (VmHWM) and the
+  reason each bad miner is reported with.
+* ``load``: 2,000 emulated miners; a window without scrapers, then 100 concurrent scrapers
+  back to back on /metrics for 30 s, then 100 scrapers pacing themselves at one scrape per
+  second each: failed scrapes, scrape latency, poll lateness per window.
+* ``kill``: ten SIGKILLs at random points while alarms rise and clear (the integration test's
+  scenario with ``kills=10``): produced vs delivered alarm events.
+
+Everything binds to 127.91-127.93.x.y (reliability's loopback range) and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tests.benchmarks.run import histogram_quantiles
+from tests.benchmarks.run import parse_metrics as parse_flat
+from tests.integration.test_reliability_kill import assert_kill_report, run_kill_scenario
+from tests.integration.test_reliability_load import run_scrapers
+from tests.integration.test_reliability_miners import BAD, parse_metrics, per_miner
+from tests.integration.test_reliability_storage import Subscription
+from tests.support.agent import AgentProcess, free_port, wait_until
+from tests.support.emulator import EmulatorHandle, start_emulator
+from tests.support.mosquitto import Mosquitto
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+MIX = {"antminer-s19jpro": 60, "bitaxe-ultra": 20, "whatsminer-m30s+ve40": 20}
+
+
+def _scenario(total: int, name: str) -> dict[str, Any]:
+    groups = []
+    left = total
+    items = list(MIX.items())
+    for index, (model, share) in enumerate(items):
+        count = left if index == len(items) - 1 else round(total * share / 100)
+        left -= count
+        groups.append({"model": model, "count": count})
+    return {"name": name, "site": {"name": "bench", "altitude_m": 2800}, "miners": groups}
+
+
+class Agent:
+    """A real agent process with its own work dir (``tests.support.agent.AgentProcess``)."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        """Fill in state dir and listen address, start, wait for /readyz."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = {**config}
+        config["agent"] = {"state_dir": str(workdir / "state"), **config.get("agent", {})}
+        config["http"] = {"listen": f"127.0.0.1:{free_port()}", **config.get("http", {})}
+        self.process = AgentProcess(workdir, config, {})
+        self.process.wait_ready(timeout=600)
+
+    def metrics(self) -> str:
+        """The /metrics text."""
+        return self.process.metrics()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL."""
+        if self.process.proc.poll() is None:
+            self.process.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(Exception):
+                self.process.proc.wait(timeout=30)
+        self.process.kill()
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def _window(
+    agent: Agent, seconds: float, during: Callable[[], Any] | None = None
+) -> dict[str, Any]:
+    """Lateness and polls over ``seconds`` (running ``during`` meanwhile, if given)."""
+    before = parse_flat(agent.metrics())
+    began = time.monotonic()
+    extra = during() if during is not None else None
+    left = seconds - (time.monotonic() - began)
+    if left > 0:
+        time.sleep(left)
+    after = parse_flat(agent.metrics())
+    late = histogram_quantiles(before, after, "altiwatch_poll_lateness_seconds")
+    late.pop("buckets", None)
+    polls = sum(after.get("altiwatch_polls_total", {}).values()) - sum(
+        before.get("altiwatch_polls_total", {}).values()
+    )
+    pid = agent.process.proc.pid
+    return {
+        "seconds": round(time.monotonic() - began, 1),
+        "lateness": late,
+        "polls": polls,
+        "rss_kb": _status_kb(pid, "VmRSS"),
+        "peak_rss_kb": _status_kb(pid, "VmHWM"),
+        "during": extra,
+    }
+
+
+def _config(emulator: EmulatorHandle, interval_s: float) -> dict[str, Any]:
+    miners = [{"address": m["address"], "model": m["model"]} for m in emulator.miners()]
+    return {
+        "agent": {"id": "reliability-bench", "log_format": "json", "log_level": "warning"},
+        "sites": [{"name": "bench", "altitude_m": 2800}],
+        "miners": miners,
+        "polling": {
+            "interval_s": interval_s,
+            "slow_interval_s": max(60.0, interval_s * 4),
+            "timeout_s": round(0.8 * interval_s, 3),
+        },
+    }
+
+
+def _all_up(agent: Agent, count: int, timeout: float) -> None:
+    def up() -> bool:
+        values = per_miner(parse_metrics(agent.metrics()), "asic_up")
+        return sum(1 for v in values.values() if v == 1) >= count
+
+    wait_until(up, f"{count} miners up", timeout=timeout, every=2.0)
+
+
+def bench_miners(tmp: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """500 healthy + 8 bad miners: lateness and memory with and without the bad ones."""
+    healthy, window_s, interval = 500, 120.0, 10.0
+    emulator = start_emulator(
+        _scenario(healthy + len(BAD) + 1, "reliability-miners"),
+        base_address="127.91.0.1",
+        tmp_dir=tmp,
+    )
+    agent = None
+    try:
+        addresses = [m["address"] for m in emulator.miners()]
+        agent = Agent(tmp / "agent-miners", _config(emulator, interval))
+        _all_up(agent, len(addresses), timeout=300)
+        log(f"miners: {len(addresses)} up; window without faults ({window_s:g} s)")
+        without = _window(agent, window_s)
+        bad = dict(zip(BAD, addresses[healthy:], strict=False))
+        for name, address in bad.items():
+            emulator.inject(address, **BAD[name][0])
+        changer = addresses[-1]
+        emulator.inject(changer, "model_change", model="antminer-s21")
+        log(f"miners: faults injected; window with faults ({window_s:g} s)")
+        time.sleep(interval)  # let the first failures happen before measuring
+        with_faults = _window(agent, window_s)
+        samples = parse_metrics(agent.metrics())
+        reasons = {
+            labels.get("miner"): labels.get("reason")
+            for labels, value in samples.get("asic_last_poll_error_info", [])
+            if value == 1
+        }
+        ids = {
+            labels["address"]: labels["miner"]
+            for labels, _v in samples.get("asic_miner_info", [])
+            if "address" in labels
+        }
+        up = per_miner(samples, "asic_up")
+        healthy_down = [a for a in addresses[:healthy] if up.get(ids.get(a, "")) != 1]
+        result = {
+            "healthy": healthy,
+            "bad": {name: reasons.get(ids.get(address, "")) for name, address in bad.items()},
+            "healthy_down_at_end": len(healthy_down),
+            "without_faults": without,
+            "with_faults": with_faults,
+        }
+        mean_a = without["lateness"].get("mean_s") or 0.0
+        mean_b = with_faults["lateness"].get("mean_s") or 0.0
+        result["lateness_mean_ratio"] = round(mean_b / mean_a, 3) if mean_a else None
+        return result
+    finally:
+        if agent is not None:
+            agent.stop()
+        emulator.stop()
+
+
+def bench_load(tmp: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """2,000 miners; 100 scrapers back to back for 30 s, then paced; lateness per window."""
+    miners, interval = 2000, 15.0
+    emulator = start_emulator(
+        _scenario(miners, "reliability-load"), base_address="127.92.0.1", tmp_dir=tmp
+    )
+    agent = None
+    try:
+        agent = Agent(tmp / "agent-load", _config(emulator, interval))
+        _all_up(agent, miners, timeout=600)
+        url = agent.process.url + "/metrics"
+        log("load: 2,000 miners up; quiet window (60 s)")
+        quiet = _window(agent, 60.0)
+        log("load: 100 scrapers back to back (30 s)")
+        storm = _window(
+            agent, 30.0, lambda: run_scrapers(url, scrapers=100, duration_s=30.0, timeout_s=30.0)
+        )
+        log("load: 100 scrapers, one scrape per second each (30 s)")
+        paced = _window(
+            agent,
+            30.0,
+            lambda: run_scrapers(url, scrapers=100, duration_s=30.0, pace_s=1.0, timeout_s=30.0),
+        )
+        out: dict[str, Any] = {"miners": miners, "interval_s": interval, "quiet": quiet}
+        for name, window in (("storm", storm), ("paced", paced)):
+            stats = window.pop("during")
+            window["scrapes"] = {
+                "ok": stats.ok,
+                "failed": stats.failed,
+                "errors": stats.errors[:5],
+                "summary": stats.summary(),
+            }
+            out[name] = window
+            base = quiet["lateness"].get("mean_s") or 0.0
+            mean = window["lateness"].get("mean_s") or 0.0
+            window["lateness_mean_ratio_vs_quiet"] = round(mean / base, 3) if base else None
+        return out
+    finally:
+        if agent is not None:
+            agent.stop()
+        emulator.stop()
+
+
+@contextlib.contextmanager
+def _broker(tmp: Path) -> Iterator[Mosquitto]:
+    workdir = tmp / "mosquitto"
+    workdir.mkdir()
+    broker = Mosquitto(workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def bench_kill(tmp: Path, log: Callable[[str], None], kills: int = 10) -> dict[str, Any]:
+    """Ten SIGKILLs while alarms rise and clear; produced vs delivered."""
+    emulator = start_emulator(
+        {
+            "name": "reliability-kill",
+            "site": {"name": "golmud", "altitude_m": 2800},
+            "miners": [{"model": "antminer-s19jpro", "count": 6}],
+        },
+        base_address="127.93.0.1",
+        tmp_dir=tmp,
+    )
+    started: list[Agent] = []
+    try:
+        with _broker(tmp) as broker:
+            subscription = Subscription(broker.host, broker.port, tmp / "events.log")
+            try:
+
+                def start(config: dict[str, Any]) -> AgentProcess:
+                    agent = Agent(tmp / f"agent-kill-{len(started)}", config)
+                    started.append(agent)
+                    return agent.process
+
+                log(f"kill: {kills} SIGKILLs")
+                report = run_kill_scenario(
+                    emulator, start, broker, subscription, tmp, kills=kills, seed=10
+                )
+                verdict = "ok"
+                try:
+                    assert_kill_report(report, subscription)
+                except AssertionError as exc:
+                    verdict = f"FAILED: {exc}"
+                return {
+                    "summary": report.summary(),
+                    "verdict": verdict,
+                    "produced": {"|".join(map(str, k)): n for k, n in report.produced.items()},
+                    "delivered": {"|".join(map(str, k)): n for k, n in report.delivered.items()},
+                }
+            finally:
+                subscription.close()
+    finally:
+        for agent in started:
+            agent.stop()
+        emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen long benchmarks; print JSON and write it to ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=["miners", "load", "kill", "all"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/bin")
+    if "/usr/sbin" not in os.environ["PATH"]:
+        os.environ["PATH"] = "/usr/sbin:" + os.environ["PATH"]
+
+    def log(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    benches: dict[str, Callable[[Path, Callable[[str], None]], dict[str, Any]]] = {
+        "miners": bench_miners,
+        "load": bench_load,
+        "kill": bench_kill,
+    }
+    chosen = list(benches) if args.which == "all" else [args.which]
+    tmp = Path(tempfile.mkdtemp(prefix="altiwatch-reliability-"))
+    try:
+        for name in chosen:
+            sub = tmp / name
+            sub.mkdir()
+            results[name] = benches[name](sub, log)
+            log(f"{name}: done")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = json.dumps(results, indent=2, default=str)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
