@@ -35,6 +35,9 @@ BOSER_VERSION = "boser-buildroot 0.1.0-26ba61b9"
 USERNAME = "root"
 PASSWORD = "root"  # noqa: S105 - the firmware's factory default, emulated on purpose
 TOKEN = secrets.token_hex(12)
+LOGIN_RESPONSE = bos.LoginResponse(token=TOKEN, timeout_s=3600)
+LOCATE_OFF = bos.LocateDeviceStatusResponse(enabled=False)
+API_VERSION = ApiVersion(major=1, minor=2, patch=0, pre="", build="")
 INDEX_HTML = b"<!DOCTYPE html><html><head><title>Braiins OS</title></head><body></body></html>"
 
 
@@ -312,45 +315,45 @@ def _services(miner: EmulatedMiner) -> list[Any]:
         async def get_miner_details(
             self, _: bos.GetMinerDetailsRequest
         ) -> bos.GetMinerDetailsResponse:
-            return s.details()
+            return miner.cached("grpc:details", s.details)
 
         async def get_miner_stats(self, _: bos.GetMinerStatsRequest) -> bos.GetMinerStatsResponse:
-            return s.stats()
+            return miner.cached("grpc:stats", s.stats)
 
         async def get_hashboards(self, _: bos.GetHashboardsRequest) -> bos.GetHashboardsResponse:
-            return s.hashboards()
+            return miner.cached("grpc:hashboards", s.hashboards)
 
     class Cooling(bos.CoolingServiceBase):  # type: ignore[misc]  # pyasic is untyped
         async def get_cooling_state(
             self, _: bos.GetCoolingStateRequest
         ) -> bos.GetCoolingStateResponse:
-            return s.cooling()
+            return miner.cached("grpc:cooling", s.cooling)
 
     class Performance(bos.PerformanceServiceBase):  # type: ignore[misc]  # pyasic is untyped
         async def get_active_performance_mode(
             self, _: bos.GetPerformanceModeRequest
         ) -> bos.PerformanceMode:
-            return s.performance_mode()
+            return miner.cached("grpc:performance_mode", s.performance_mode)
 
     class Pools(bos.PoolServiceBase):  # type: ignore[misc]  # pyasic is untyped
         async def get_pool_groups(self, _: bos.GetPoolGroupsRequest) -> bos.GetPoolGroupsResponse:
-            return s.pool_groups()
+            return miner.cached("grpc:pool_groups", s.pool_groups)
 
     class Configuration(bos.ConfigurationServiceBase):  # type: ignore[misc]  # pyasic is untyped
         async def get_miner_configuration(
             self, _: bos.GetMinerConfigurationRequest
         ) -> bos.GetMinerConfigurationResponse:
-            return s.configuration()
+            return miner.cached("grpc:configuration", s.configuration)
 
     class Actions(bos.ActionsServiceBase):  # type: ignore[misc]  # pyasic is untyped
         async def get_locate_device_status(
             self, _: bos.GetLocateDeviceStatusRequest
         ) -> bos.LocateDeviceStatusResponse:
-            return bos.LocateDeviceStatusResponse(enabled=False)
+            return LOCATE_OFF
 
     class Version(ApiVersionServiceBase):  # type: ignore[misc]  # pyasic is untyped
         async def get_api_version(self, _: Any) -> ApiVersion:
-            return ApiVersion(major=1, minor=2, patch=0, pre="", build="")
+            return API_VERSION
 
     return [Miner(), Cooling(), Performance(), Pools(), Configuration(), Actions(), Version()]
 
@@ -390,7 +393,7 @@ class GrpcHandlers:
         if request is None or request.username != USERNAME or request.password != PASSWORD:
             raise grpclib.GRPCError(grpclib.const.Status.UNAUTHENTICATED, "invalid credentials")
         await stream.send_initial_metadata(metadata={"authorization": TOKEN})
-        await stream.send_message(bos.LoginResponse(token=TOKEN, timeout_s=3600))
+        await stream.send_message(LOGIN_RESPONSE)
 
     def _wrap(self, func: Any, *, privileged: bool) -> Any:
         miner = self.miner
