@@ -207,6 +207,16 @@ class Subscriber:
                 await self._task
 
     async def _run(self) -> None:
+        # aiomqtt 2.x drops messages still queued when the link drops (the iterator raises
+        # first), although paho already acknowledged them; record each one on arrival instead.
+        received = self.messages
+
+        class Sink(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                payload = item.payload if isinstance(item.payload, bytes) else b""
+                props = vars(item.properties) if item.properties is not None else {}
+                received.append(Received(str(item.topic), payload, item.retain, item.qos, props))
+
         while True:
             try:
                 async with aiomqtt.Client(
@@ -216,17 +226,14 @@ class Subscriber:
                     protocol=aiomqtt.ProtocolVersion.V311,
                     clean_session=not self.persistent,
                     max_inflight_messages=100,
+                    queue_type=Sink,
                 ) as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=self.qos)
                     self.connects += 1
                     self._subscribed.set()
-                    async for msg in client.messages:
-                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                        props = vars(msg.properties) if msg.properties is not None else {}
-                        self.messages.append(
-                            Received(str(msg.topic), payload, bool(msg.retain), msg.qos, props)
-                        )
+                    async for _ in client.messages:  # only returns by raising on disconnect
+                        pass
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
 
@@ -256,3 +263,71 @@ async def publish_once(
     """Publish one QoS1 message with a throwaway client (e.g. a marker after retained messages)."""
     async with aiomqtt.Client(broker.host, broker.port) as client:
         await client.publish(topic, payload, qos=1, retain=retain)
+
+
+class TcpGate:
+    """A loopback TCP forwarder to a broker that the test can shut (connections refused).
+
+    Used to order reconnections after a broker restart: mosquitto 2.0.11 does not queue
+    messages for a persistent session restored from its persistence file until that client
+    has reconnected, so a test subscriber must be back before the publisher is let through.
+    """
+
+    def __init__(self, broker: Mosquitto, *, host: str = "127.50.0.1") -> None:
+        """Forward ``host:<free port>`` to the broker once :meth:`open` is called."""
+        self.broker = broker
+        self.host = host
+        self.port = free_port(host)
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        """Accept and forward connections."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+
+    async def __aenter__(self) -> Self:
+        """Open the gate."""
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Shut the gate and cut every forwarded connection."""
+        await self.shut()
+
+    async def shut(self) -> None:
+        """Refuse new connections and cut the forwarded ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._pipes):
+            task.cancel()
+        for task in list(self._pipes):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(_pipe(reader, up_writer), name="gate.up")
+                tg.create_task(_pipe(up_reader, writer), name="gate.down")
+        except* OSError:
+            pass
+        finally:
+            writer.close()
+            if up_writer is not None:
+                up_writer.close()
+            self._pipes.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
