@@ -1,7 +1,8 @@
 """Scheduling: one fixed-rate, jittered polling loop per miner under a global concurrency bound.
 
-Each miner's polls are due at ``t0 + k·interval + jitter_k`` (``jitter_k`` uniform in
-``[0, jitter_ratio·interval)``): the schedule never drifts with poll durations. The slow tier
+Each miner's polls are due at ``t0 + k·interval + jitter_k`` (``t0`` a random phase that spreads
+the fleet over the interval, ``jitter_k`` uniform in ``[0, jitter_ratio·interval)``): the
+schedule never drifts with poll durations. The slow tier
 (identity, pools, errors) runs first and then every ``slow_interval``; the fast tier every
 interval. A poll that overruns its next slot skips the slots it missed (counted). A miner that
 keeps failing backs off exponentially (tenacity's ``wait_exponential_jitter``, capped at
@@ -56,6 +57,9 @@ class Schedule:
     slow_interval_s: float = 300.0
     jitter_ratio: float = 0.1
     backoff_max_s: float = 300.0
+    spread_s: float = 30.0
+    """Each miner's grid starts at a random phase within ``min(interval, spread_s)``, so a
+    fleet's polls (and its first cycle) are spread evenly instead of starting in one burst."""
 
 
 class Poller:
@@ -116,7 +120,7 @@ class Poller:
         loop = asyncio.get_running_loop()
         interval = self.schedule.interval_s
         jitter_span = interval * self.schedule.jitter_ratio
-        start = loop.time()
+        start = loop.time() + self._rng.uniform(0, min(interval, self.schedule.spread_s))
         k = 0
         slow_due = start
         failures = 0

@@ -56,6 +56,7 @@ def make(
         interval_s=interval,
         slow_interval_s=kw.get("slow", 10.0),
         jitter_ratio=0.0,
+        spread_s=kw.get("spread", 0.0),
         backoff_max_s=kw.get("backoff_max", 5.0),
     )
     poller = Poller(
@@ -128,6 +129,16 @@ async def test_poller_backs_off_unreachable_miner():
     await run_for(poller, ["a"], 1.6)
     fast = [t for _, tier, t in source.calls if tier is Tier.FAST]
     assert 3 <= len(fast) <= 8  # 16 slots without backoff
+
+
+async def test_poller_spreads_first_polls_over_the_interval():
+    """With a spread, miners start at different phases within the interval, not in one burst."""
+    source = FakeSource()
+    addresses = [f"m{i}" for i in range(20)]
+    poller, _, _ = make(source, addresses, interval=1.0, spread=1.0)
+    await run_for(poller, addresses, 0.5)
+    first = {a: t for a, _, t in reversed(source.calls)}
+    assert 3 <= len(first) <= 17  # about half of them started in the first half interval
 
 
 def test_poller_backoff_grows_and_is_capped():
