@@ -375,7 +375,7 @@ def banner(demo: Demo) -> str:
             "  Heatwave:    curl -X POST -H 'Content-Type: application/json' "
             f"""-d '{{"heatwave_k": 12}}' {demo.emulator_control}/site"""
         ),
-        f"  Logs:        {demo.workdir}/{{agent,broker,emulator}}.log",
+        f"  Logs:        {demo.workdir}/{{{','.join(c.name for c in demo.children)}}}.log",
         "",
         "Press Ctrl-C to stop.",
         "",
@@ -428,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo.alive()
             time.sleep(0.5)
     except _Stop as stop:
-        _say(f"{stop.args[0]} received: stopping the agent, the broker and the emulator…")
+        parts = ", ".join(reversed([c.name for c in demo.children]))
+        _say(f"{stop.args[0]} received: stopping {parts}…")
     except DemoError as exc:
         _say(f"demo failed: {exc}")
         status = 1
