@@ -231,3 +231,15 @@ def test_top_connection_moves_userinfo_out_of_the_url():
     assert conn.username == "ops"
     assert conn.password == "s@cret"  # noqa: S105 - a throwaway test credential
     assert "s@cret" not in repr(conn)
+
+
+def test_top_limit_shows_the_worst_rows_and_counts_the_rest():
+    """--limit keeps the worst rows in sort order and says how many more exist."""
+    fleet = [_s19(f"M{i:03d}", board=40.0 + i) for i in range(30)]
+    fleet.append(_s19("DOWN", board=0.0, up=False))
+    text = _frame(fleet, sort="temp", limit=5)
+    shown = [line.split()[0] for line in text.splitlines() if line[:1] == "M"]
+    assert shown == ["M029", "M028", "M027", "M026", "M025"]  # least headroom first
+    assert "… 26 more miners not shown (1 down, 0 with alarms)" in text
+    assert "30/31 up" in text  # the header still covers the whole site
+    assert "M000" in _frame(fleet, sort="temp", limit=0)
