@@ -653,7 +653,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "top",
         help="live terminal view of a running agent",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="Live terminal view of a running agent, read from its JSON API.",
     )
     parser.add_argument(
         "--url", default=DEFAULT_URL, help=f"the agent's HTTP address (default {DEFAULT_URL})"
