@@ -43,8 +43,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def miner_json(record: MinerRecord, alarms: AlarmView | None) -> dict[str, Any]:
-    """One miner as the JSON API shows it; unknown values are null."""
+def miner_json(
+    record: MinerRecord, alarms: AlarmView | None, firing: list[Any] | None = None
+) -> dict[str, Any]:
+    """One miner as the JSON API shows it; unknown values are null.
+
+    ``firing`` are the miner's active alarms (looked up from ``alarms`` when not given).
+    """
     snap = record.snapshot
     ident = record.slow.identity if record.slow is not None else (snap.identity if snap else None)
     out: dict[str, Any] = {
@@ -107,10 +112,10 @@ def miner_json(record: MinerRecord, alarms: AlarmView | None) -> dict[str, Any]:
     out["alarms"] = []
     out["site_air"] = None
     if alarms is not None:
+        if firing is None:
+            firing = [a for a in alarms.active() if getattr(a, "miner", None) == record.miner_id]
         out["thresholds"] = _plain(alarms.thresholds(record.miner_id))
-        out["alarms"] = [
-            _plain(a) for a in alarms.active() if getattr(a, "miner", None) == record.miner_id
-        ]
+        out["alarms"] = [_plain(a) for a in firing]
         out["site_air"] = _plain(alarms.site_air(record.site))
     return out
 
@@ -186,7 +191,13 @@ class HttpApi:
 
     async def fleet_json(self, _request: web.Request) -> web.Response:
         """Every visible miner with latest values, thresholds, alarms and site air."""
-        body = [miner_json(r, self.alarms) for r in self.fleet.rendered()]
+        by_miner: dict[str, list[Any]] = {}
+        if self.alarms is not None:
+            for alarm in self.alarms.active():
+                by_miner.setdefault(getattr(alarm, "miner", None) or "", []).append(alarm)
+        body = [
+            miner_json(r, self.alarms, by_miner.get(r.miner_id, [])) for r in self.fleet.rendered()
+        ]
         return web.Response(body=json.dumps(body).encode(), content_type=_JSON)
 
     async def alarms_json(self, _request: web.Request) -> web.Response:
