@@ -22,6 +22,7 @@ from collectors.emulator.scenario import FaultSpec
 GARBAGE = b"\x8b\x1f<html>\xff\xfe not json \x00\x01{{{ ]]"
 """What a ``garbage`` fault answers (not UTF-8, not JSON)."""
 MAX_REQUEST_BYTES = 65_536
+CHUNK_BYTES = 65_536
 DEFAULT_OVERSIZE_BYTES = 4_000_000
 
 REQUESTS: dict[str, int] = {"rpc": 0, "http": 0, "grpc": 0}
@@ -141,6 +142,28 @@ class _Deliverer:
         transport.write(data[:1])
         self.later(1.0, lambda: self.drip(transport, data[1:], close=close))
 
+    def stream(
+        self, transport: asyncio.Transport, flow: FlowControl, reply: OversizedReply
+    ) -> None:
+        """Write ``reply`` in 64 KiB chunks as the peer reads, then close."""
+        chunk = b"x" * CHUNK_BYTES
+        remaining = [reply.pad]
+        transport.write(reply.prefix)
+
+        def pump() -> None:
+            while not transport.is_closing() and not flow.writing_paused:
+                if remaining[0] <= 0:
+                    flow.resume_callback = None
+                    transport.write(reply.suffix)
+                    transport.close()
+                    return
+                n = min(CHUNK_BYTES, remaining[0])
+                transport.write(chunk if n == CHUNK_BYTES else chunk[:n])
+                remaining[0] -= n
+
+        flow.resume_callback = pump
+        pump()
+
     def deliver(
         self,
         transport: asyncio.Transport,
@@ -151,7 +174,8 @@ class _Deliverer:
         close: bool,
         truncated_payload: bytes | None = None,
         garbage_payload: bytes = GARBAGE,
-        oversized_payload: bytes | None = None,
+        oversized_payload: OversizedReply | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         """Send ``payload`` (after ``delay``) as ``fault`` dictates."""
         kind = fault.kind if fault is not None else None
@@ -160,31 +184,19 @@ class _Deliverer:
         if kind == "reset":
             _reset(transport)
             return
+        payload = _faulty_payload(kind, payload, truncated_payload, garbage_payload)
 
         def send() -> None:
             if transport.is_closing():
                 return
             if kind == "drip":
                 self.drip(transport, payload, close=True)
-                return
-            if kind == "truncated":
-                data = (
-                    truncated_payload
-                    if truncated_payload is not None
-                    else payload[: len(payload) // 2]
-                )
-                transport.write(data)
-                transport.close()
-                return
-            if kind == "garbage":
-                transport.write(garbage_payload)
-                transport.close()
-                return
-            transport.write(
-                oversized_payload if kind == "oversized" and oversized_payload else payload
-            )
-            if close or kind is not None:
-                transport.close()
+            elif kind == "oversized" and oversized_payload is not None and flow is not None:
+                self.stream(transport, flow, oversized_payload)
+            else:
+                transport.write(payload)
+                if close or kind is not None:
+                    transport.close()
 
         if delay > 0:
             self.later(delay, send)
@@ -192,16 +204,58 @@ class _Deliverer:
             send()
 
 
-def oversize_json(payload: bytes, size: int, *, terminator: bytes = b"") -> bytes:
-    """A valid JSON object reply padded to about ``size`` bytes."""
+def _faulty_payload(
+    kind: str | None, payload: bytes, truncated: bytes | None, garbage: bytes
+) -> bytes:
+    """The bytes a truncated or garbage reply sends instead of ``payload``."""
+    if kind == "truncated":
+        return truncated or payload[: len(payload) // 2]
+    if kind == "garbage":
+        return garbage
+    return payload
+
+
+@dataclass(frozen=True, slots=True)
+class OversizedReply:
+    """A valid JSON reply padded to ``size`` bytes, streamed in chunks (memory stays bounded)."""
+
+    prefix: bytes
+    pad: int
+    suffix: bytes
+
+    @property
+    def size(self) -> int:
+        """Total bytes on the wire."""
+        return len(self.prefix) + self.pad + len(self.suffix)
+
+
+def oversize_json(payload: bytes, size: int, *, terminator: bytes = b"") -> OversizedReply:
+    """``payload`` (a JSON object) with a ``_pad`` string member, about ``size`` bytes long."""
     body = payload.rstrip(b"\x00")
     pad = max(0, size - len(body))
     if body.endswith(b"}"):
-        return body[:-1] + b',"_pad":"' + b"x" * pad + b'"}' + terminator
-    return body + b" " * pad + terminator
+        return OversizedReply(body[:-1] + b',"_pad":"', pad, b'"}' + terminator)
+    return OversizedReply(body, pad, terminator)
 
 
-class RpcProtocol(asyncio.Protocol):
+class FlowControl(asyncio.Protocol):
+    """Write-side flow control shared by the server protocols (for streamed replies)."""
+
+    resume_callback: Callable[[], None] | None = None
+    writing_paused: bool = False
+
+    def pause_writing(self) -> None:
+        """The transport buffer is full."""
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport buffer drained: continue a streamed reply."""
+        self.writing_paused = False
+        if self.resume_callback is not None:
+            self.resume_callback()
+
+
+class RpcProtocol(FlowControl):
     """4028: read one bare JSON command, answer once, close (EOF ends the message)."""
 
     def __init__(
@@ -254,11 +308,17 @@ class RpcProtocol(asyncio.Protocol):
             size = fault.bytes or DEFAULT_OVERSIZE_BYTES
             oversized = oversize_json(payload, size, terminator=self.terminator)
         _Deliverer(self.registry).deliver(
-            self.transport, payload, fault, delay, close=True, oversized_payload=oversized
+            self.transport,
+            payload,
+            fault,
+            delay,
+            close=True,
+            oversized_payload=oversized,
+            flow=self,
         )
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(FlowControl):
     """A minimal HTTP/1.1 server with keep-alive (what httpx needs, nothing more)."""
 
     def __init__(
@@ -346,14 +406,17 @@ class HttpProtocol(asyncio.Protocol):
                 declared_length=len(response.body),
             )
         if fault is not None and fault.kind == "oversized":
-            size = fault.bytes or DEFAULT_OVERSIZE_BYTES
-            big = HttpResponse(
-                status=response.status,
-                body=oversize_json(response.body, size),
-                content_type=response.content_type,
-                headers=response.headers,
+            padded = oversize_json(response.body, fault.bytes or DEFAULT_OVERSIZE_BYTES)
+            head = serialise(
+                HttpResponse(
+                    status=response.status,
+                    content_type=response.content_type,
+                    headers=response.headers,
+                ),
+                keep_alive=False,
+                declared_length=padded.size,
             )
-            oversized = serialise(big, keep_alive=False)
+            oversized = OversizedReply(head + padded.prefix, padded.pad, padded.suffix)
         _Deliverer(self.registry).deliver(
             self.transport,
             payload,
@@ -363,7 +426,8 @@ class HttpProtocol(asyncio.Protocol):
             truncated_payload=truncated,
             garbage_payload=garbage,
             oversized_payload=oversized,
+            flow=self,
         )
-        if fault is not None and fault.kind in {"hang", "drip"}:
+        if fault is not None and fault.kind in {"hang", "drip", "oversized"}:
             # This connection answers nothing more (the reply never completes).
             self.busy = True

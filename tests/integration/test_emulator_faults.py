@@ -23,7 +23,7 @@ SCENARIO = {
     "site": {"name": "lab", "altitude_m": 2800, "ambient": {"mean_c": 15, "amplitude_k": 0}},
     "miners": [
         {"model": "antminer-s19jpro", "count": 15},
-        {"model": "bitaxe-ultra", "count": 2},
+        {"model": "bitaxe-ultra", "count": 3},
         {"model": "whatsminer-m30s+ve40", "faults": [{"kind": "fan_failure", "fan": 1}]},
     ],
 }
@@ -152,18 +152,25 @@ async def test_fault_truncated_reply_does_not_parse(site, s19s):
         site.clear(address)
 
 
-async def test_fault_oversized_reply_is_padded_valid_json(site, s19s):
+async def test_fault_oversized_reply_is_padded_valid_json(site, s19s, bitaxes):
     """oversized: the reply is at least ``bytes`` long and still valid for pyasic."""
     address = next(s19s)
     miner = await pyasic.get_miner(address)
-    site.inject(address, "oversized", bytes=1_000_000)
+    axe_address = next(bitaxes)
+    axe = await pyasic.get_miner(axe_address)
+    site.inject(address, "oversized", bytes=3_000_000)
+    site.inject(axe_address, "oversized", bytes=3_000_000)
     try:
         big = await raw_rpc(address, read_s=10)
-        assert len(big) >= 1_000_000
+        assert len(big) >= 3_000_000
+        assert big.endswith(b'"}\x00')
         reply = await miner.rpc.send_command("summary")
         assert reply["SUMMARY"][0]["GHS 5s"] > 0
+        data = await axe.get_data(include=["hashrate"])
+        assert data.hashrate is not None
     finally:
         site.clear(address)
+        site.clear(axe_address)
 
 
 async def test_fault_reset_sends_rst(site, s19s):
