@@ -9,6 +9,7 @@ resolution whatever the poll interval, and its memory is fixed.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 from itertools import pairwise
 
 _PAIR = 2
@@ -57,27 +58,38 @@ class Series:
         self._n = 0
         self._start = 0
 
+    def _window(self, since: float) -> tuple[array[float], array[float]]:
+        """Times and values with time ≥ ``since``, oldest first (array slices, no per-point work)."""
+        n, s, cap = self._n, self._start, len(self._t)
+        if s + n <= cap:
+            ts, vs = self._t[s : s + n], self._v[s : s + n]
+        else:
+            k = n - (cap - s)
+            ts, vs = self._t[s:] + self._t[:k], self._v[s:] + self._v[:k]
+        i = bisect_left(ts, since)
+        return ts[i:], vs[i:]
+
     def points(self, since: float) -> list[tuple[float, float]]:
         """Points with time ≥ ``since``, oldest first."""
-        out: list[tuple[float, float]] = []
-        for i in range(self._n):
-            j = self._idx(i)
-            if self._t[j] >= since:
-                out.append((self._t[j], self._v[j]))
-        return out
+        ts, vs = self._window(since)
+        return list(zip(ts, vs, strict=True))
 
     def slope_per_min(self, now: float, window_s: float, min_span_s: float) -> float | None:
         """Least-squares slope (units per minute) over the window; None if it spans too little."""
-        pts = self.points(now - window_s)
-        if len(pts) < _PAIR or pts[-1][0] - pts[0][0] < min_span_s:
+        ts, vs = self._window(now - window_s)
+        n = len(ts)
+        if n < _PAIR or ts[-1] - ts[0] < min_span_s:
             return None
-        n = len(pts)
-        mt = sum(p[0] for p in pts) / n
-        mv = sum(p[1] for p in pts) / n
-        den = sum((p[0] - mt) ** 2 for p in pts)
+        mt = sum(ts) / n
+        mv = sum(vs) / n
+        den = 0.0
+        num = 0.0
+        for t, v in zip(ts, vs, strict=True):
+            dt = t - mt
+            den += dt * dt
+            num += dt * (v - mv)
         if den <= 0:
             return None
-        num = sum((p[0] - mt) * (p[1] - mv) for p in pts)
         return num / den * 60.0
 
     def mean(self, now: float, window_s: float) -> float | None:
