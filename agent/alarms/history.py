@@ -59,7 +59,7 @@ class Series:
         self._start = 0
 
     def _window(self, since: float) -> tuple[array[float], array[float]]:
-        """Times and values with time ≥ ``since``, oldest first (array slices, no per-point work)."""
+        """Times and values at or after ``since``, oldest first (array slices, no loop)."""
         n, s, cap = self._n, self._start, len(self._t)
         if s + n <= cap:
             ts, vs = self._t[s : s + n], self._v[s : s + n]
