@@ -286,7 +286,32 @@ def load_web_config(path: Path | str) -> WebConfig:
                 )
             )
         raise WebConfigError(problems, file=path) from exc
-    return _finish(path, document, cfg)
+    cfg = _finish(path, document, cfg)
+    _warn_if_readable_by_others(path, cfg)
+    return cfg
+
+
+def _warn_if_readable_by_others(path: Path, cfg: WebConfig) -> None:
+    """Log (never fail) when the private key or the password hashes are group/world-readable.
+
+    Like OpenSSH's check on private keys, but a warning: the unit's ``UMask=0077`` and
+    ``ConfigurationDirectory`` usually make this moot, and a read-only deployment may not be able
+    to change modes.
+    """
+    private = []
+    if cfg.basic_auth_users:
+        private.append(("web_config_file", path))
+    if cfg.tls_server_config is not None:
+        private.append(("key_file", cfg.tls_server_config.key_file))
+    for what, file in private:
+        try:
+            mode = file.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            log.warning(
+                "web_config_file_readable_by_others", what=what, path=str(file), mode=f"{mode:04o}"
+            )
 
 
 def _finish(path: Path, document: str, cfg: WebConfig) -> WebConfig:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import bcrypt
 import pytest
+import structlog.testing
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -304,6 +305,27 @@ def test_web_config_repr_names_users_but_not_hashes(tmp_path):
     assert "alice" in repr(cfg)
     assert hashed not in repr(cfg)
     assert hashed not in str(cfg)
+
+
+def test_load_web_config_warns_when_secrets_are_readable_by_others(tmp_path, pki):
+    """A world-readable key or hash file is logged (web_config_file_readable_by_others)."""
+    key = tmp_path / "server.key"
+    key.write_bytes(pki.server_key.read_bytes())
+    key.chmod(0o644)
+    path = _write(
+        tmp_path,
+        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {key}\n"
+        f"basic_auth_users:\n  alice: '{bcrypt_hash('pw')}'\n",
+    )
+    path.chmod(0o600)
+    with structlog.testing.capture_logs() as logs:
+        load_web_config(path)
+    warned = [e for e in logs if e["event"] == "web_config_file_readable_by_others"]
+    assert [(e["what"], e["mode"]) for e in warned] == [("key_file", "0644")]
+    key.chmod(0o600)
+    with structlog.testing.capture_logs() as logs:
+        load_web_config(path)
+    assert not [e for e in logs if e["event"] == "web_config_file_readable_by_others"]
 
 
 # --- SSLContext --------------------------------------------------------------------------------
