@@ -360,12 +360,12 @@ class AlarmEngine:
         firing: dict[str, Severity | None] = {}
         ctx = Context(t, air, self.settings.site(track.site), self.settings, firing)
         out: list[AlarmTransition] = []
-        hot = False
+        hot: bool | None = None  # None: this poll had no temperatures (e.g. a slow-tier poll)
         for rule in rules.MINER_DATA_RULES:
             key: Key = (track.site, track.miner, rule)
             verdict = self._verdict(rule, snap, th, track, ctx)
             if rule in {"R1", "R2"} and verdict is not None:
-                hot = hot or bool(verdict.raising)
+                hot = bool(hot) or bool(verdict.raising)
             state = self._states.get(key)
             if verdict is None:
                 firing[rule] = None if state is None else state.severity
@@ -377,7 +377,8 @@ class AlarmEngine:
                 state = self._states[key] = AlarmState()
             out.extend(self._step(key, state, t, verdict))
             firing[rule] = state.severity
-        track.last_hot = hot
+        if hot is not None:
+            track.last_hot = hot
         return out
 
     @staticmethod
@@ -392,7 +393,7 @@ class AlarmEngine:
             case "R3":
                 return rules.r3(snap, th, track, ctx)
             case "R4":
-                return rules.r4(snap, track, ctx)
+                return rules.r4(snap, th, track, ctx)
             case "R5":
                 return rules.r5(snap, track, ctx)
             case "R6":

@@ -331,8 +331,10 @@ def r3(snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack, ctx: Context
     return _explain(verdict, {WARN: (rpm_thr, rpm_thr), CRIT: (rpm_thr, rpm_thr)})
 
 
-def r4(snap: MinerSnapshot, track: MinerTrack, ctx: Context) -> Verdict | None:
+def r4(snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack, ctx: Context) -> Verdict | None:
     """R4: 2-min slope of the hottest sensor ≥ 3/6 K/min; inlet > 5 K/15 min or 20 K/h."""
+    if sensor_value(snap, th) is None and inlet_value(snap) is None:
+        return None  # nothing new in this poll (e.g. slow tier): do not re-judge old history
     hot, inlet_short, inlet_long, _ = track.series()
     t = ctx.t
     warming_up = snap.uptime_s is not None and snap.uptime_s < ctx.settings.warm_up_s
@@ -536,7 +538,6 @@ def r8(snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack, ctx: Context
     """R8: cold start below T_min (+5 K warn), running cold 30 min, dew point near the surface."""
     inlet = inlet_value(snap)
     if inlet is None:
-        track.cold_running_since = None
         return None
     t_min = th.t_min_c
     run = running(snap)

@@ -11,7 +11,7 @@ from agent.alarms.engine import AlarmEngine, Observation
 from agent.alarms.model import Severity, TransitionKind
 from agent.alarms.rules import code_severity
 from agent.alarms.testing import Driver, Site, make_snapshot
-from collectors.snapshot import ErrorCode, Family
+from collectors.snapshot import ErrorCode, Family, MinerSnapshot, Tier
 
 W, C = Severity.WARNING, Severity.CRITICAL
 
@@ -265,3 +265,19 @@ def test_alarm_disabled_engine_produces_nothing():
     """thermal.enabled: false turns every rule off."""
     drv = Driver(3000, preset="s19", settings=ThermalSettings(enabled=False))
     assert drv.hold(6, inlet=35.0, board=90.0) == []
+
+
+def test_alarm_slow_tier_poll_holds_every_data_rule():
+    """A poll without telemetry (slow tier: identity/errors only) neither raises nor clears."""
+    engine = AlarmEngine(ThermalSettings(), [Site("site", 3000)])
+    transitions = []
+    for i in range(12):
+        snap = make_snapshot(i * 30, die=90.0, inlet=29.0)
+        transitions += engine.evaluate(i * 30, [Observation("m1", "site", i * 30, snap)])
+    firing = {a.rule for a in engine.active() if a.miner}
+    assert {"R1", "R2"} <= firing
+    bare = MinerSnapshot(address="127.40.0.1", collected_at=400, tier=Tier.SLOW, errors=())
+    for i in range(20):
+        t = 400 + i * 30
+        assert engine.evaluate(t, [Observation("m1", "site", t, bare)]) == []
+    assert {a.rule for a in engine.active() if a.miner} == firing
