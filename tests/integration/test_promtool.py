@@ -172,3 +172,15 @@ def test_promtool_count_or_zero_is_zero_only_for_known_inputs(tmp_path):
         tmp_path, {'asic_up{site="g",miner="a"}': "0 0"}, expr, [{"labels": "{}", "value": 1}]
     )
     _promql_case(tmp_path, {'asic_hashrate_hashes_per_second{site="g",miner="a"}': "1 1"}, expr, [])
+
+
+def test_promtool_sea_level_warning_query_undoes_the_altitude_scaling(tmp_path):
+    """Warn = crit − H0·M(δ) at 2,800 m (M 1.2852) gives back crit − H0 (H0 = 10 K)."""
+    generator = load_generator()
+    series = {
+        'asic_temperature_threshold_celsius{site="g",miner="a",kind="critical"}': "95 95",
+        'asic_temperature_threshold_celsius{site="g",miner="a",kind="warning"}': "82.148 82.148",
+        'altiwatch_site_cooling_multiplier{site="g",instance="agent:9847"}': "1.2852 1.2852",
+    }
+    expected = [{"labels": '{site="g",miner="a"}', "value": 85}]
+    _promql_case(tmp_path, series, substitute(generator.sea_level_warning()), expected)
