@@ -1,6 +1,9 @@
 """pyasic_tuning against the emulator: same data as pyasic alone, fewer round trips, faults mapped."""
 
 import asyncio
+import hashlib
+import json
+import re
 import time
 from typing import Any
 
@@ -14,7 +17,7 @@ from pyasic.miners.data import DataOptions
 
 from collectors import pyasic_tuning
 from collectors.pyasic_source import FAST_OPTIONS
-from tests.support.emulator import start_emulator
+from tests.support.emulator import EmulatorError, start_emulator
 
 S19 = "127.80.1.1"
 BITAXE = "127.80.1.2"
@@ -36,9 +39,15 @@ SCENARIO = {
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """One emulator for the module, clock paused so two reads see the same truth."""
-    handle = start_emulator(
-        SCENARIO, base_address="127.80.1.1", tmp_dir=tmp_path_factory.mktemp("emu")
-    )
+    tmp = tmp_path_factory.mktemp("emu")
+    for attempt in range(3):
+        try:
+            handle = start_emulator(SCENARIO, base_address="127.80.1.1", tmp_dir=tmp)
+            break
+        except EmulatorError as exc:  # a previous run's sockets may still be closing
+            if attempt == 2 or "address already in use" not in str(exc):
+                raise
+            time.sleep(2)
     handle.pause()
     yield handle
     handle.stop()
@@ -236,3 +245,61 @@ async def test_tuned_bos_offline_miner_is_refused_like_pyasic(emulator):
     while not (await miner.get_data(include=list(FAST_OPTIONS))).wattage:
         assert time.monotonic() < deadline, "BOS+ miner did not answer again after the fault"
         await asyncio.sleep(0.2)
+
+
+async def test_tuned_antminer_follows_nonce_renewal():
+    """A server that retires each nonce after two uses gets a fresh challenge answered, no error.
+
+    The emulator accepts any nonce; this small lighttpd-like server (loopback, free port)
+    checks the Digest response and answers 401 with a new nonce once a nonce was used twice.
+    """
+    realm, password = "antMiner Configuration", "root"
+    ha1 = hashlib.md5(f"root:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+    nonces: dict[str, int] = {}
+    seen = {"requests": 0, "unauthorized": 0}
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+    def valid(head: str) -> bool:
+        match = re.search(r"^Authorization: Digest (.*)$", head, re.MULTILINE | re.IGNORECASE)
+        if match is None:
+            return False
+        f = dict(re.findall(r'(\w+)="?([^",]*)"?', match[1]))
+        if f.get("nonce") not in nonces or nonces[f["nonce"]] >= 2:
+            return False
+        expected = md5(f"{ha1}:{f['nonce']}:{f['nc']}:{f['cnonce']}:auth:{md5('GET:' + f['uri'])}")
+        if expected != f.get("response"):
+            return False
+        nonces[f["nonce"]] += 1
+        return True
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        seen["requests"] += 1
+        if valid(head):
+            body = json.dumps({"STATS": [{"chain": []}]}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        else:
+            seen["unauthorized"] += 1
+            nonce = f"n{len(nonces)}"
+            nonces[nonce] = 0
+            challenge = f'Digest realm="{realm}", nonce="{nonce}", qop="auth", stale=true'
+            writer.write(
+                f"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.80.3.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        miner = BMMinerS19jPro("127.80.3.1")
+        miner.web.port = port
+        pyasic_tuning.tune(miner)
+        replies = [await miner.web.send_command("stats") for _ in range(6)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert replies == [{"STATS": [{"chain": []}]}] * 6
+    assert seen == {"requests": 9, "unauthorized": 3}

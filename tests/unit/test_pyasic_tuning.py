@@ -17,6 +17,7 @@ from pyasic.web.espminer import ESPMinerWebAPI
 from collectors import pyasic_tuning
 from collectors.pyasic_tuning import (
     MAX_BODY_BYTES,
+    DigestChallenge,
     _class_commands,
     _encode_request,
     _read_response,
@@ -224,3 +225,73 @@ def test_tuned_class_copies_mixin_bases():
     rpc = tuned("127.80.0.1")
     assert (rpc.own(), rpc.inherited()) == ("own", "base")
     assert tuned.__mro__[1] is AntminerRPCAPI
+
+
+def test_digest_challenge_answers_rfc2617_example():
+    """The Authorization header reproduces RFC 2617 §3.5's worked example."""
+    challenge = DigestChallenge.parse(
+        'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+        'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+    )
+    assert challenge is not None
+    header = challenge.authorization(
+        "Mufasa", "Circle Of Life", "GET", "/dir/index.html", cnonce="0a4f113b"
+    )
+    assert 'response="6629fae49393a05397450978507c4ef1"' in header
+    assert "nc=00000001" in header
+    assert 'opaque="5ccc069c403ebaf9f0171e9517f40e41"' in header
+
+
+def test_digest_challenge_counts_nonce_uses():
+    """Each request on the same nonce carries the next nc."""
+    challenge = DigestChallenge.parse(
+        'Digest realm="antMiner Configuration", nonce="abc", qop="auth"'
+    )
+    assert challenge is not None
+    first = challenge.authorization("root", "root", "GET", "/cgi-bin/stats.cgi")
+    second = challenge.authorization("root", "root", "GET", "/cgi-bin/stats.cgi")
+    assert "nc=00000001" in first
+    assert "nc=00000002" in second
+
+
+def test_digest_challenge_matches_httpx_without_qop():
+    """Without qop (RFC 2069) the response is MD5(HA1:nonce:HA2), as httpx computes it."""
+    challenge = DigestChallenge.parse('Digest realm="r", nonce="n"')
+    assert challenge is not None
+    request = httpx.Request("GET", "http://127.80.0.1/cgi-bin/x.cgi")
+    auth = httpx.DigestAuth("root", "root")
+    expected = auth._build_auth_header(
+        request,
+        auth._parse_challenge(
+            request, httpx.Response(401, request=request), 'Digest realm="r", nonce="n"'
+        ),
+    )
+    ours = challenge.authorization("root", "root", "GET", "/cgi-bin/x.cgi")
+    response = next(p for p in ours.split(", ") if p.startswith("response="))
+    assert response in expected
+    assert "nc=" not in ours
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Basic realm="x"',
+        'Digest realm="x", nonce="n", algorithm=SHA-256',
+        'Digest realm="x", nonce="n", qop="auth-int"',
+        'Digest nonce="n"',
+    ],
+)
+def test_digest_challenge_refuses_what_it_cannot_answer(header):
+    """Other schemes, algorithms and qops are left to httpx (parse returns None)."""
+    assert DigestChallenge.parse(header) is None
+
+
+def test_digest_challenge_from_headers_picks_digest():
+    """Among several WWW-Authenticate headers the Digest one is used."""
+    headers = [
+        (b"WWW-Authenticate", b'Basic realm="x"'),
+        (b"www-authenticate", b'Digest realm="y", nonce="n"'),
+    ]
+    challenge = DigestChallenge.from_headers(headers)
+    assert challenge is not None
+    assert challenge.realm == "y"
