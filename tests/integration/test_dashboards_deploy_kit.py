@@ -1,5 +1,7 @@
 """The deploy kit works as shipped: Mosquitto TLS/password/ACL config, site config, compose."""
 
+import datetime as dt
+import ipaddress
 import shutil
 import socket
 import ssl
@@ -15,6 +17,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -33,6 +39,49 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def make_certs(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``ip`` (SAN); (ca.crt, server.crt, server.key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "altiwatch-test-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
 def _run(*argv: str | Path, cwd: Path) -> None:
     subprocess.run([str(a) for a in argv], cwd=cwd, check=True, capture_output=True, timeout=60)
 
@@ -48,15 +97,8 @@ class Broker:
 
 @pytest.fixture
 def site_broker(tmp_path: Path) -> Iterator[Broker]:
-    """Start Debian's mosquitto with deploy/mosquitto/mosquitto.conf (certs made with openssl)."""
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=altiwatch-test-ca", "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)  # fmt: skip
-    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}",
-         "-keyout", "server.key", "-out", "server.csr", cwd=tmp_path)  # fmt: skip
-    (tmp_path / "san.ext").write_text(f"subjectAltName=IP:{HOST}\n")
-    _run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-         "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
-         cwd=tmp_path)  # fmt: skip
+    """Start Debian's mosquitto with deploy/mosquitto/mosquitto.conf (throwaway certs)."""
+    ca_file, _, _ = make_certs(tmp_path, HOST)
     passwd = tmp_path / "passwd"
     passwd.touch()
     for user, password in PASSWORDS.items():
@@ -91,7 +133,7 @@ def site_broker(tmp_path: Path) -> Iterator[Broker]:
             except OSError:
                 assert time.monotonic() < deadline, "mosquitto did not listen within 20 s"
                 time.sleep(0.1)
-        yield Broker(plain_port, tls_port, tmp_path / "ca.crt")
+        yield Broker(plain_port, tls_port, ca_file)
     finally:
         proc.terminate()
         try:

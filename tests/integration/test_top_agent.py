@@ -9,6 +9,7 @@ import bcrypt
 import pytest
 import yaml
 
+from tests.integration.test_dashboards_deploy_kit import make_certs
 from tests.support.agent import agent_config, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -115,26 +116,15 @@ def test_top_sort_by_hashrate_puts_the_degraded_miner_first(emulator_factory, ag
     assert len(order) == 4
 
 
-def _openssl(*argv: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *argv], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 def test_top_reads_an_agent_behind_tls_and_basic_auth(tmp_path, emulator_factory, agent_factory):
     """With the agent's web config (TLS + bcrypt basic auth), --ca-file and --user get through."""
     host = "127.70.7.1"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
-             "-keyout", "agent.key", "-out", "agent.csr", cwd=tmp_path)  # fmt: skip
-    (tmp_path / "san.ext").write_text(f"subjectAltName=IP:{host}\n")
-    _openssl("x509", "-req", "-in", "agent.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "agent.crt",
-             cwd=tmp_path)  # fmt: skip
+    ca_file, cert_file, key_file = make_certs(tmp_path, host)
     password = "top-secret-4b1d"  # noqa: S105 - a throwaway test credential
     web_config = {
         "tls_server_config": {
-            "cert_file": str(tmp_path / "agent.crt"),
-            "key_file": str(tmp_path / "agent.key"),
+            "cert_file": str(cert_file),
+            "key_file": str(key_file),
         },
         "basic_auth_users": {"ops": bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()},
     }
@@ -150,7 +140,7 @@ def test_top_reads_an_agent_behind_tls_and_basic_auth(tmp_path, emulator_factory
     )
     agent = agent_factory(config, wait_ready=False)
     url = agent.url.replace("http://", "https://")
-    ca = ["--ca-file", str(tmp_path / "ca.crt")]
+    ca = ["--ca-file", str(ca_file)]
 
     def frame(*extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
