@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
     from agent.alarms.air import SiteSpec
-    from agent.alarms.config import ThermalSettings
+    from agent.alarms.config import SiteThermal, ThermalSettings
     from agent.alarms.store import AlarmStore
     from collectors.snapshot import MinerSnapshot
 
@@ -184,6 +184,7 @@ class AlarmEngine:
             s.name: site_air(s.name, s.altitude_m, s.station_pressure_kpa) for s in sites
         }
         self._site_gen: dict[str, int] = dict.fromkeys(self._sites, 0)
+        self._site_thermal: dict[str, SiteThermal] = {}
         self._tracks: dict[str, MinerTrack] = {}
         self._states: dict[Key, AlarmState] = {}
         self._down: dict[str, set[str]] = {}
@@ -211,6 +212,19 @@ class AlarmEngine:
             return
         self._sites[site] = site_air(site, current.altitude_m, pressure_kpa)
         self._site_gen[site] += 1
+
+    def set_site_humidity(self, site: str, relative_humidity_pct: float | None) -> None:
+        """Feed a live inlet humidity reading for R8's condensation check (None: unknown)."""
+        current = self._thermal(site)
+        self._site_thermal[site] = current.model_copy(
+            update={"relative_humidity_pct": relative_humidity_pct}
+        )
+
+    def _thermal(self, site: str) -> SiteThermal:
+        found = self._site_thermal.get(site)
+        if found is None:
+            found = self._site_thermal[site] = self.settings.site(site)
+        return found
 
     def thresholds(self, miner: str) -> MinerThresholds | None:
         """The derated thresholds in force for ``miner`` (None until it has been observed)."""
@@ -358,7 +372,7 @@ class AlarmEngine:
         th = self._thresholds(track)  # a newly learned ΔT_ci0 may move T_in,max
         air = self._air(track.site)
         firing: dict[str, Severity | None] = {}
-        ctx = Context(t, air, self.settings.site(track.site), self.settings, firing)
+        ctx = Context(t, air, self._thermal(track.site), self.settings, firing)
         out: list[AlarmTransition] = []
         hot: bool | None = None  # None: this poll had no temperatures (e.g. a slow-tier poll)
         for rule in rules.MINER_DATA_RULES:

@@ -281,3 +281,21 @@ def test_alarm_slow_tier_poll_holds_every_data_rule():
         t = 400 + i * 30
         assert engine.evaluate(t, [Observation("m1", "site", t, bare)]) == []
     assert {a.rule for a in engine.active() if a.miner} == firing
+
+
+def test_alarm_r8_live_humidity_enables_condensation_check():
+    """Without a humidity R8 judges only cold; a live 60 % RH reading adds the dew point check."""
+    drv = Driver(3200, preset="whatsminer")
+    fields = {
+        "inlet": 10.0,
+        "board": -15.0,
+        "is_mining": False,
+        "hashrate_ratio": 0.0,
+        "uptime_s": 60,
+    }
+    drv.hold(1, **fields)
+    assert drv.severity("R8") is None
+    drv.engine.set_site_humidity("site", 60.0)
+    drv.hold(1, **fields)
+    assert drv.severity("R8") is C
+    assert set(drv.tags("R8")) == {"condensation", "start_blocked"}
