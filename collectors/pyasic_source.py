@@ -20,8 +20,10 @@ rpm, W, s. Anything unknown, NaN or negative stays ``None``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -232,6 +234,24 @@ def miner_from_hint(address: str, hint: str) -> Any:
             if cls is not None:
                 return cls(address)
     raise CollectorError(FailureReason.UNKNOWN_MODEL, f"pyasic has no class for {hint!r}")
+
+
+async def _resolve(address: str) -> str:
+    """An IP literal for ``address`` (pyasic's RPC clients accept only IP addresses).
+
+    Host names are resolved (IPv4 first) each time a miner is (re)detected, so a DHCP/DNS
+    change is followed at the next detection.
+    """
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CollectorError(FailureReason.UNREACHABLE, f"cannot resolve {address}: {exc}") from exc
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0])
 
 
 def _apply_credentials(miner: Any, target: MinerTarget) -> None:
@@ -461,13 +481,14 @@ class PyasicSource:
         cached = self._cache.get(target.address)
         if cached is not None:
             return cached
+        ip = await _resolve(target.address)
         if target.model_hint:
-            miner = miner_from_hint(target.address, target.model_hint)
+            miner = miner_from_hint(ip, target.model_hint)
             cached = _Cached(miner=miner, from_hint=True)
         else:
-            miner = await self._detector(target.address)
+            miner = await self._detector(ip)
             if miner is None:
-                raise await self._probe_failure(target.address, None, deadline, "detection")
+                raise await self._probe_failure(ip, None, deadline, "detection")
             if family_of(miner) is Family.UNKNOWN or type(miner).__name__ == "UnknownMiner":
                 msg = f"detected {type(miner).__name__}, which pyasic cannot read"
                 raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
@@ -494,7 +515,7 @@ class PyasicSource:
         data = await cached.miner.get_data(include=list(options))
         usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
         if not usable:
-            raise await self._probe_failure(target.address, cached.miner, deadline, "read")
+            raise await self._probe_failure(str(cached.miner.ip), cached.miner, deadline, "read")
         snapshot = snapshot_from_data(
             target.address, tier, cached.miner, data, collected_at=self._clock()
         )

@@ -166,3 +166,14 @@ def test_classify_looks_through_apierror_to_its_cause():
     outer = APIError("Failed to call fans")
     outer.__cause__ = _validation_error()
     assert classify(outer) is FailureReason.PARSE_ERROR
+
+
+async def test_resolve_gives_pyasic_an_ip_literal():
+    """Host names are resolved for pyasic (which accepts only IPs); IPs pass through."""
+    from collectors.pyasic_source import _resolve  # noqa: PLC0415 - private helper under test
+
+    assert await _resolve("10.1.2.3") == "10.1.2.3"
+    assert await _resolve("localhost") in {"127.0.0.1", "::1"}
+    with pytest.raises(CollectorError) as info:
+        await _resolve("no-such-miner.invalid")
+    assert info.value.reason is FailureReason.UNREACHABLE
