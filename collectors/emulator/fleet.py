@@ -431,9 +431,6 @@ class Fleet:
         elif fault.kind == "model_change" and miner.family != old_family and not was_offline:
             await self._close(address)
             await self._open(address)
-        elif fault.kind in {"hang", "drip"}:
-            # A hung firmware stops answering connections already open, too.
-            pass
         log.info("fault_injected", address=address, kind=fault.kind)
 
     async def _reboot_offline(self, address: str, down_s: float) -> None:
