@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from collectors.pyasic_source import miner_from_hint
+from collectors.source import CollectorError
 from tests.benchmarks.run import histogram_quantiles
 from tests.benchmarks.run import parse_metrics as parse_flat
 from tests.integration.test_reliability_kill import assert_kill_report, run_kill_scenario
@@ -118,8 +120,20 @@ def _window(
     }
 
 
+def _hint(model: str) -> str | None:
+    """The emulator's model name as a hint when pyasic resolves it (else detection)."""
+    try:
+        miner_from_hint("127.0.0.1", model)
+    except CollectorError:
+        return None  # e.g. Whatsminer "M30S+_VE40": detected instead
+    return model
+
+
 def _config(emulator: EmulatorHandle, interval_s: float) -> dict[str, Any]:
-    miners = [{"address": m["address"], "model": m["model"]} for m in emulator.miners()]
+    miners = [
+        {"address": m["address"], **({"model": h} if (h := _hint(m["model"])) else {})}
+        for m in emulator.miners()
+    ]
     return {
         "agent": {"id": "reliability-bench", "log_format": "json", "log_level": "warning"},
         "sites": [{"name": "bench", "altitude_m": 2800}],
@@ -299,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("which", choices=["miners", "load", "kill", "all"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    # SIGTERM runs the finally blocks (emulator, agents and broker are stopped).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/bin")
     if "/usr/sbin" not in os.environ["PATH"]:
         os.environ["PATH"] = "/usr/sbin:" + os.environ["PATH"]
