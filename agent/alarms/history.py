@@ -1,7 +1,7 @@
 """Bounded per-miner sample histories for slopes, averages and ranges (small at 10,000 miners).
 
-A :class:`Series` keeps at most ``capacity`` (time, value) points in two ``array('d')`` ring
-buffers (16 bytes a point). Stored points are at least ``spacing_s`` apart except the newest,
+A :class:`Series` keeps at most ``capacity`` (time, value) points in two ring buffers, times as
+``array('d')`` and values as ``array('f')`` (12 bytes a point). Stored points are at least ``spacing_s`` apart except the newest,
 which is "live": a sample arriving sooner replaces it. So a series covers its window at a fixed
 resolution whatever the poll interval, and its memory is fixed.
 """
@@ -25,7 +25,7 @@ class Series:
         capacity = int(window_s // spacing_s) + 2
         self.spacing_s = spacing_s
         self._t = array("d", bytes(8 * capacity))
-        self._v = array("d", bytes(8 * capacity))
+        self._v = array("f", bytes(4 * capacity))  # values need 7 digits, not 16
         self._start = 0
         self._n = 0
 

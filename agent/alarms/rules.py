@@ -123,11 +123,11 @@ class MinerTrack:
     """The firmware limits of the last poll (FirmwareLimits or None)."""
 
     def series(self) -> tuple[Series, Series, Series, Series]:
-        """Histories, made on first use: hot 10 min, inlet 3 min and 2 h, hashrate 15 min."""
+        """Histories made on first use: hot 10 min, inlet 3 min and 2 h, hashrate 15 min."""
         if self.hot is None or self.inlet_short is None or self.inlet_long is None:
-            self.hot = Series(600, 15)
+            self.hot = Series(600, 30)
             self.inlet_short = Series(180, 15)
-            self.inlet_long = Series(7200, 120)
+            self.inlet_long = Series(7200, 240)
         if self.hashrate is None:
             self.hashrate = Series(900, 30)
         return self.hot, self.inlet_short, self.inlet_long, self.hashrate
