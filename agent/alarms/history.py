@@ -1,9 +1,9 @@
 """Bounded per-miner sample histories for slopes, averages and ranges (small at 10,000 miners).
 
 A :class:`Series` keeps at most ``capacity`` (time, value) points in two ring buffers, times as
-``array('d')`` and values as ``array('f')`` (12 bytes a point). Stored points are at least ``spacing_s`` apart except the newest,
-which is "live": a sample arriving sooner replaces it. So a series covers its window at a fixed
-resolution whatever the poll interval, and its memory is fixed.
+``array('d')`` and values as ``array('f')`` (12 bytes a point). Stored points are at least
+``spacing_s`` apart except the newest, which is "live": a sample arriving sooner replaces it. So
+a series covers its window at a fixed resolution whatever the poll interval; its memory is fixed.
 """
 
 from __future__ import annotations
