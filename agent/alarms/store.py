@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -59,19 +60,42 @@ class AlarmStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.write_failures = 0
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=2000")
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            self._conn = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            # Not a database (or damaged): keep it for inspection, start a fresh one.
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.warning("alarm_state_corrupt", path=str(path), moved_to=str(aside), error=str(exc))
+            path.replace(aside)
+            for suffix in ("-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            self._conn = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=2000")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("SELECT count(*) FROM alarm").fetchone()
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
 
     def load(self) -> list[StoredAlarm]:
         """Every persisted firing alarm."""
-        with closing(self._conn.cursor()) as cur:
-            rows = cur.execute(
-                "SELECT site, miner, rule, severity, raised_at, updated_at, evidence FROM alarm"
-            ).fetchall()
+        try:
+            with closing(self._conn.cursor()) as cur:
+                rows = cur.execute(
+                    "SELECT site, miner, rule, severity, raised_at, updated_at, evidence FROM alarm"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            log.warning("alarm_state_unreadable", path=str(self.path), error=str(exc))
+            return []
         out = []
         for site, miner, rule, severity, raised_at, updated_at, evidence in rows:
             try:

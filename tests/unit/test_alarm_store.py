@@ -114,3 +114,17 @@ def test_alarm_store_rows_are_json_evidence(tmp_path):
     assert sev == Severity.CRITICAL
     assert ev["threshold"] == 28.0
     assert ev["sea_level_threshold"] == 40.0
+
+
+def test_alarm_store_corrupt_file_is_moved_aside(tmp_path):
+    """A state file that is not a database is kept for inspection and a fresh one is used."""
+    path = tmp_path / "alarms.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    store = AlarmStore(path)
+    assert store.load() == []
+    engine = AlarmEngine(ThermalSettings(), [Site("site", 3000)], store=store)
+    heat(engine)
+    assert len(AlarmStore(path).load()) >= 2
+    assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("*.corrupt-*")] == [
+        "alarms.sqlite3"
+    ]
