@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.alarms.air import site_air
-from agent.alarms.presets import PRESETS, derate, normalise_model, select_preset
+from agent.alarms.presets import PRESETS, apply_overrides, derate, normalise_model, select_preset
 from collectors import air
 from collectors.snapshot import Family
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 EX_OK = 0
 EX_USAGE = 64
+EX_CONFIG = 78
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -35,7 +37,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="print the altitude-derated alarm thresholds, sea level beside them",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    parser.add_argument("--altitude", type=float, required=True, help="site altitude in metres")
+    parser.add_argument(
+        "--altitude",
+        type=float,
+        default=None,
+        help="site altitude in metres (required unless --config gives the site)",
+    )
     parser.add_argument(
         "--pressure-kpa",
         type=float,
@@ -47,6 +54,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="a model (S19jPro, S21, M30S+, Avalon 1566, Bitaxe Ultra) or a preset name",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="agent config: take the site's altitude/pressure and apply thermal.overrides",
+    )
+    parser.add_argument("--site", default=None, help="site in --config (default: the only one)")
+    parser.add_argument("--miner", default=None, help="miner id, for per-miner overrides")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=run)
 
@@ -67,7 +82,8 @@ def _row(label: str, rule: str, sea: float, here: float) -> str:
 def _table(site: SiteAir, rows: list[tuple[Preset, MinerThresholds]]) -> str:
     d, m = site.delta, site.cooling_multiplier
     c_k = air.board_chip_underestimate_k(d)
-    lines = [f"Site: altitude {site.altitude_m:,.0f} m"]
+    where = "" if site.site == "cli" else f"{site.site}, "
+    lines = [f"Site: {where}altitude {site.altitude_m:,.0f} m"]
     if site.measured_pressure_kpa is not None:
         lines.append(
             f"  station pressure {site.measured_pressure_kpa:.2f} kPa "
@@ -96,7 +112,8 @@ def _table(site: SiteAir, rows: list[tuple[Preset, MinerThresholds]]) -> str:
         )
         crit_rule = "C0 − c(δ)" if preset.board_estimated_chip else "C0"
         lines += [
-            f"  {preset.name} — {preset.sensor} sensor",
+            f"  {preset.name} — {preset.sensor} sensor"
+            + (" (operator overrides applied)" if th.critical_source == "override" else ""),
             _row("", f"R1 critical = {crit_rule}", th.critical_sea_level_c, th.critical_c),
             _row(
                 "",
@@ -116,13 +133,47 @@ def _table(site: SiteAir, rows: list[tuple[Preset, MinerThresholds]]) -> str:
     return "\n".join(lines)
 
 
+def _from_config(args: argparse.Namespace) -> tuple[str, float, float | None, tuple[Any, ...]]:
+    """Site name, altitude, pressure and overrides from ``--config`` (ConfigError, KeyError)."""
+    from agent.config import load_config  # noqa: PLC0415 - only this option needs the loader
+
+    cfg = load_config(args.config)
+    names = [s.name for s in cfg.sites]
+    name = args.site or (names[0] if len(names) == 1 else None)
+    site = next((s for s in cfg.sites if s.name == name), None)
+    if site is None:
+        msg = f"--site must be one of {', '.join(names)}"
+        raise KeyError(msg)
+    altitude = site.altitude_m if args.altitude is None else args.altitude
+    pressure = site.station_pressure_kpa if args.pressure_kpa is None else args.pressure_kpa
+    return site.name, altitude, pressure, cfg.thermal.overrides
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the table (or JSON); 64 on an altitude outside the ISA troposphere model."""
-    if not -500 <= args.altitude <= 11_000:  # noqa: PLR2004 - ISA troposphere
+    """Print the table (or JSON); 64 on bad arguments, 78 on a bad config."""
+    from agent.errors import ConfigError  # noqa: PLC0415 - keep the module import light
+
+    name, altitude, pressure, overrides = "cli", args.altitude, args.pressure_kpa, ()
+    if args.config is not None:
+        try:
+            name, altitude, pressure, overrides = _from_config(args)
+        except ConfigError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return EX_CONFIG
+        except KeyError as exc:
+            sys.stderr.write(f"altiwatch thresholds: {exc.args[0]}\n")
+            return EX_USAGE
+    if altitude is None or not -500 <= altitude <= 11_000:  # noqa: PLR2004 - ISA troposphere
         sys.stderr.write("altiwatch thresholds: --altitude must be between -500 and 11000 m\n")
         return EX_USAGE
-    site = site_air("cli", args.altitude, args.pressure_kpa)
-    rows = [(p, derate(p, site)) for p in _presets(args.model)]
+    site = site_air(name, altitude, pressure)
+    model_key = normalise_model(args.model) if args.model else None
+    rows = []
+    for base in _presets(args.model):
+        preset, applied = apply_overrides(
+            base, overrides, site=name, miner=args.miner or "", model_key=model_key
+        )
+        rows.append((preset, derate(preset, site, overridden=applied)))
     if args.json:
         out = {"site": site.as_dict(), "presets": [th.as_dict() for _, th in rows]}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")

@@ -64,3 +64,53 @@ def test_thresholds_cli_rejects_altitude_outside_isa(capsys):
     """An altitude outside the troposphere model is a usage error (64)."""
     assert main(["thresholds", "--altitude", "20000"]) == 64
     assert "--altitude" in capsys.readouterr().err
+
+
+def test_thresholds_cli_reads_site_and_overrides_from_config(tmp_path, capsys):
+    """--config takes the site's altitude and pressure and applies the operator's overrides."""
+    cfg = tmp_path / "altiwatch.yaml"
+    cfg.write_text(
+        """
+sites:
+  - {name: golmud, altitude_m: 2800, station_pressure_kpa: 72.1}
+  - {name: xining, altitude_m: 2275}
+miners:
+  - {address: 127.40.9.1, site: golmud}
+thermal:
+  overrides:
+    - match: {site: golmud, model: s19}
+      critical_c: 73
+""",
+        encoding="utf-8",
+    )
+    args = ["thresholds", "--config", str(cfg), "--site", "golmud", "--model", "S19jPro", "--json"]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["site"]["site"] == "golmud"
+    assert data["site"]["pressure_source"] == "measured"
+    (s19,) = data["presets"]
+    assert (s19["critical_sea_level_c"], s19["critical_source"]) == (73.0, "override")
+    assert (
+        main(
+            ["thresholds", "--config", str(cfg), "--site", "xining", "--model", "S19jPro", "--json"]
+        )
+        == 0
+    )
+    (plain,) = json.loads(capsys.readouterr().out)["presets"]
+    assert (plain["critical_sea_level_c"], plain["critical_source"]) == (75.0, "preset")
+
+
+def test_thresholds_cli_config_errors(tmp_path, capsys):
+    """A bad config exits 78 naming the problem; an unknown site is a usage error (64)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "sites: [{name: a, altitude_m: 100}]\nthermal: {overides: []}\n", encoding="utf-8"
+    )
+    assert main(["thresholds", "--config", str(bad)]) == 78
+    assert "overides" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "sites: [{name: a, altitude_m: 100}, {name: b, altitude_m: 200}]\n", encoding="utf-8"
+    )
+    assert main(["thresholds", "--config", str(good)]) == 64
+    assert "--site must be one of a, b" in capsys.readouterr().err
