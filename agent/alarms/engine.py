@@ -556,7 +556,10 @@ class AlarmEngine:
         kind, severity, previous = change.kind, change.severity, change.previous
         site, miner, rule = key
         a = self._active(site, miner, rule, state, severity)
-        summary = a.summary if kind is not TransitionKind.CLEARED else f"{a.title} cleared"
+        summary = a.summary
+        if kind is TransitionKind.CLEARED:
+            now = f": {a.what} {_fmt(a.value, a.unit)}" if a.what and a.value is not None else ""
+            summary = f"{a.title} cleared{now}"
         if removed:
             summary = f"{a.title} cleared: miner removed from inventory"
         details = dict(a.details)

@@ -299,3 +299,12 @@ def test_alarm_r8_live_humidity_enables_condensation_check():
     drv.hold(1, **fields)
     assert drv.severity("R8") is C
     assert set(drv.tags("R8")) == {"condensation", "start_blocked"}
+
+
+def test_alarm_cleared_transition_says_the_value_now():
+    """A clear says what the value is now (vector 12's last phase: 22.5 °C)."""
+    drv = Driver(3000, preset="s19")
+    for value in (28.5, 27.0, 25.5, 22.5):
+        drv.hold(5, inlet=value)
+    cleared = [t for t in drv.transitions if t.rule == "R2" and t.kind is TransitionKind.CLEARED]
+    assert [t.summary for t in cleared] == ["R2 inlet temperature cleared: inlet 22.5 °C"]
