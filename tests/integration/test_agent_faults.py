@@ -1,0 +1,95 @@
+"""The real agent under miner faults: isolation of a hanging miner, staleness of a gone one."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.agent import agent_config
+
+BASE = "127.30.6.1"
+SCENARIO = {
+    "name": "agent-faults",
+    "site": {"name": "golmud", "altitude_m": 2800},
+    "miners": [
+        {"model": "antminer-s19jpro", "count": 2},
+        {"model": "vnish-s19jpro", "count": 1},
+        {"model": "bitaxe-ultra", "count": 1},
+    ],
+}
+
+
+def gauge(text: str, name: str) -> dict[str, tuple[float, dict[str, str]]]:
+    """{miner: (value, labels)} of one metric family."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out[sample.labels["miner"]] = (sample.value, dict(sample.labels))
+    return out
+
+
+def test_agent_hanging_miner_does_not_delay_the_others(emulator_factory, agent_factory):
+    """While one miner hangs every connection, the others keep being polled on time."""
+    emulator = emulator_factory(SCENARIO, base_address=BASE)
+    miners = [{"address": m["address"]} for m in emulator.miners()]
+    agent = agent_factory(agent_config(miners, interval_s=2.0, polling={"timeout_s": 1.5}))
+    hung = miners[0]["address"]
+    hung_id = emulator.truth(hung)["mac"].upper()
+    emulator.inject(hung, "hang")
+    emulator.inject(miners[2]["address"], "garbage")
+    agent.wait_for(
+        lambda: gauge(agent.metrics(), "asic_up").get(hung_id, (1,))[0] == 0,
+        "the hanging miner marked down",
+        timeout=30,
+    )
+    since = time.time()
+    healthy = {emulator.truth(m["address"])["mac"].upper() for m in (miners[1], miners[3])}
+
+    def healthy_polled_again() -> bool:
+        success = gauge(agent.metrics(), "asic_last_poll_success_timestamp_seconds")
+        return all(success.get(m, (0,))[0] > since + 2 for m in healthy)
+
+    agent.wait_for(healthy_polled_again, "fresh polls of the healthy miners", timeout=30)
+    reasons = gauge(agent.metrics(), "asic_last_poll_error_info")
+    assert reasons[hung_id][1]["reason"] == "timeout"
+    garbage_id = emulator.truth(miners[2]["address"])["mac"].upper()
+    agent.wait_for(
+        lambda: garbage_id in gauge(agent.metrics(), "asic_last_poll_error_info"),
+        "the garbage-speaking miner marked down with a reason",
+        timeout=30,
+    )
+
+
+def test_agent_drops_series_of_a_miner_gone_longer_than_stale_after(
+    emulator_factory, agent_factory
+):
+    """A miner offline for stale_after_s loses its series (not its alarms); back when it answers."""
+    emulator = emulator_factory(SCENARIO, base_address="127.30.7.1")
+    miners = [{"address": m["address"]} for m in emulator.miners()]
+    config = agent_config(
+        miners, interval_s=1.0, polling={"stale_after_s": 4.0, "backoff_max_s": 3.0}
+    )
+    agent = agent_factory(config)
+    gone = miners[3]["address"]
+    gone_id = emulator.truth(gone)["mac"].upper()
+    emulator.inject(gone, "offline")
+    agent.wait_for(
+        lambda: gauge(agent.metrics(), "asic_up").get(gone_id, (1,))[0] == 0,
+        "the offline miner marked down",
+    )
+
+    def only_alarms_left() -> bool:
+        # Its firing offline alarm (R7) stays: the alarm is still true.
+        lines = [line for line in agent.metrics().splitlines() if gone_id in line]
+        return all(line.startswith("asic_alarm_active{") for line in lines)
+
+    agent.wait_for(only_alarms_left, "the offline miner's series dropped", timeout=40)
+    assert len(gauge(agent.metrics(), "asic_up")) == 3
+    emulator.clear(gone, "offline")
+    agent.wait_for(
+        lambda: gauge(agent.metrics(), "asic_up").get(gone_id, (0,))[0] == 1,
+        "the miner back with asic_up 1",
+        timeout=60,
+    )
