@@ -5,12 +5,12 @@ configures logging and runs one ``asyncio.TaskGroup`` with the named tasks:
 
 ``poll[<address>]`` one per miner (agent.poller), ``alarm_loop`` (drains poll outcomes into the
 alarm engine every second and hands transitions to the MQTT publisher), ``http`` (/metrics and
-the JSON API), ``watchdog`` (READY after the first poll cycle, WATCHDOG pings from the loop),
-``housekeeping`` (drops series of miners gone ``stale_after_s``), ``metrics_refresh``
-(re-renders the changed part of /metrics in the background, so scrapes send cached bytes),
-``mqtt_publisher`` (when MQTT is enabled), ``discovery`` (when ``discovery:`` ranges are
-configured: miners found there are polled too), ``pressure`` (when a site has a
-``pressure_file``: station pressure for δ).
+the JSON API), ``ready`` (READY after the first poll cycle, at most ``READY_MAX_S``),
+``watchdog`` (WATCHDOG pings from the event loop, from start-up on), ``housekeeping`` (drops
+series of miners gone ``stale_after_s``), ``metrics_refresh`` (re-renders the changed part of
+/metrics in the background, so scrapes send cached bytes), ``mqtt_publisher`` (when MQTT is
+enabled), ``discovery`` (when ``discovery:`` ranges are configured: miners found there are
+polled too), ``pressure`` (when a site has a ``pressure_file``: station pressure for δ).
 
 Signals: SIGTERM/SIGINT → STOPPING, the TaskGroup is cancelled and cleanup runs under
 ``agent.shutdown_grace_s``; a requested stop exits 0. SIGHUP → reload the config: an invalid
@@ -64,6 +64,7 @@ ALARM_TICK_S = 1.0
 HOUSEKEEPING_TICK_S = 5.0
 DISCOVERY_TICK_S = 5.0
 METRICS_REFRESH_S = 1.0
+READY_MAX_S = 90.0  # below the unit's TimeoutStartSec=120s
 METRICS_MAX_AGE_S = 10.0
 PRESSURE_TICK_S = 60.0
 MIN_PRESSURE_KPA = 30.0
@@ -341,14 +342,24 @@ class AgentService:
             # At 10,000 miners a render takes ~50-100 ms: keep it under ~5 % of a core.
             await asyncio.sleep(max(METRICS_REFRESH_S, 20 * self.renderer.last_render_s))
 
-    async def _watchdog(self) -> None:
-        await self.poller.first_cycle.wait()
+    async def _ready(self) -> None:
+        """READY=1 once every miner finished its first poll (at the latest after READY_MAX_S)."""
+        try:
+            async with asyncio.timeout(READY_MAX_S):
+                await self.poller.first_cycle.wait()
+        except TimeoutError:
+            # Far beyond a normal first cycle (slow miners, long timeouts): say so and go on,
+            # rather than let systemd's TimeoutStartSec kill a working agent.
+            log.warning("ready_before_first_cycle_complete", waited_s=READY_MAX_S)
         self.renderer.miners_body()  # /metrics shows the whole first cycle once READY is sent
         self._ready_sent = True
         self.notifier.ready()
         up = sum(1 for r in self.fleet if r.up)
         self.notifier.status(f"polling {len(self.fleet)} miners, {up} up")
         log.info("agent_ready", miners=len(self.fleet), up=up)
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 from the event loop every half WATCHDOG_USEC, from start-up on."""
         interval = self.notifier.watchdog_interval_s
         if interval is None:
             return
@@ -390,6 +401,7 @@ class AgentService:
             tg.create_task(self._alarm_loop(), name="alarm_loop")
             tg.create_task(self._housekeeping(), name="housekeeping")
             tg.create_task(self._metrics_refresh(), name="metrics_refresh")
+            tg.create_task(self._ready(), name="ready")
             tg.create_task(self._watchdog(), name="watchdog")
             if self.publisher is not None:
                 tg.create_task(self.publisher.run(), name="mqtt_publisher")
