@@ -198,7 +198,7 @@ class HttpApi:
         body = [
             miner_json(r, self.alarms, by_miner.get(r.miner_id, [])) for r in self.fleet.rendered()
         ]
-        return web.Response(body=json.dumps(body).encode(), content_type=_JSON)
+        return web.Response(body=json.dumps(body, default=str).encode(), content_type=_JSON)
 
     async def alarms_json(self, _request: web.Request) -> web.Response:
         """Active alarms with their explanation."""
