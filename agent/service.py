@@ -212,7 +212,7 @@ class AgentService:
         record = self.fleet.get(outcome.target.address)
         if record is None:
             return
-        if outcome.tier is Tier.FAST or outcome.snapshot is None:
+        if outcome.tier is Tier.FAST:  # one observation per slot: the fast poll follows the slow
             self._outcomes.append(outcome)
         if self.publisher is None:
             return
