@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import resource
 import sys
@@ -181,13 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)
     groups = dict(args.group)
     if args.mode == "baseline":
         # The baseline is pyasic as pip installs it: without the optional Rust protobuf
         # codec that altiwatch depends on (betterproto falls back to pure Python).
         sys.modules["betterproto_rust_codec"] = None  # type: ignore[assignment]
-    result = asyncio.run(run(args.mode, groups, args.cycles, args.concurrency, args.timeout))
+    coro = run(args.mode, groups, args.cycles, args.concurrency, args.timeout)
+    if args.loop == "uvloop":
+        uvloop: Any = importlib.import_module("uvloop")  # optional, not a dependency
+        result = uvloop.run(coro)
+    else:
+        result = asyncio.run(coro)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -70,9 +71,8 @@ MIX: dict[str, int] = {
     "vnish-s19jpro": 10,
 }
 
-FAMILY_BASE = "127.81"  # per-family fleet: 127.81.F.N
-SUSTAINED_BASE = "127.82.0.1"  # sustained fleet: consecutive from here
-LISTEN_HOST = "127.80.0.2"
+# Loopback addresses (127.80.0.0/16 - 127.89.0.0/16 are the benchmark's); the smoke run has
+# its own so that `make test` and `make bench` can run at the same time.
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,10 @@ class Plan:
     sustained_s: float
     one_process_per_group: bool
     untuned: bool
+    full: bool
+    family_base: str  # per-family fleet: <family_base>.F.N
+    sustained_base: str  # sustained fleet: consecutive addresses from here
+    listen_host: str  # the agent's and the exposition benchmark's HTTP address
 
 
 FULL = Plan(
@@ -104,6 +108,10 @@ FULL = Plan(
     sustained_s=600.0,
     one_process_per_group=True,
     untuned=True,
+    full=True,
+    family_base="127.81",
+    sustained_base="127.82.0.1",
+    listen_host="127.80.0.2",
 )
 SMOKE = Plan(
     per_family=1,
@@ -117,6 +125,10 @@ SMOKE = Plan(
     sustained_s=8.0,
     one_process_per_group=False,
     untuned=False,
+    full=False,
+    family_base="127.84",
+    sustained_base="127.85.0.1",
+    listen_host="127.80.0.3",
 )
 
 
@@ -166,10 +178,10 @@ def _dist_version(name: str) -> str | None:
 # ------------------------------------------------------------------------------------------
 
 
-def family_addresses(per_family: int) -> dict[str, list[str]]:
-    """Fixed addresses 127.81.F.N for each family's miners."""
+def family_addresses(plan: Plan) -> dict[str, list[str]]:
+    """Fixed addresses <family_base>.F.N for each family's miners."""
     return {
-        key: [f"{FAMILY_BASE}.{f + 1}.{n + 1}" for n in range(per_family)]
+        key: [f"{plan.family_base}.{f + 1}.{n + 1}" for n in range(plan.per_family)]
         for f, (_, key) in enumerate(FAMILIES)
     }
 
@@ -231,7 +243,7 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
     """Per-family and mix CPU figures for every mode."""
-    addresses = family_addresses(plan.per_family)
+    addresses = family_addresses(plan)
     modes = ["baseline", "agent"] + (["agent_untuned"] if plan.untuned else [])
     groups = {label: addresses[key] for label, key in FAMILIES}
     mix = mix_addresses(addresses, plan.mix_total)
@@ -241,7 +253,7 @@ def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
     else:
         jobs = [(mode, groups) for mode in modes]
     handle = start_emulator(
-        family_scenario(addresses), base_address=f"{FAMILY_BASE}.1.1", tmp_dir=tmp
+        family_scenario(addresses), base_address=f"{plan.family_base}.1.1", tmp_dir=tmp
     )
     emulator_cpu0 = _proc_cpu_s(handle.process.pid)
     results: dict[str, dict[str, Any]] = {}
@@ -292,11 +304,11 @@ def measure_exposition(plan: Plan, agent_poll_ms: float | None, log: Any) -> lis
             "--scrapes",
             str(plan.exposition_scrapes),
             "--scrape-interval",
-            "0.5" if plan is FULL else "0.1",
+            "0.5" if plan.full else "0.1",
             "--repeats",
-            "10" if plan is FULL else "2",
+            "10" if plan.full else "2",
             "--listen",
-            LISTEN_HOST,
+            plan.listen_host,
         ]
         if agent_poll_ms is not None:
             argv += ["--poll-cpu-ms", f"{agent_poll_ms:.3f}"]
@@ -416,10 +428,10 @@ def sustained_config(
         "miners": [{"address": a} for a in addresses],
         "polling": {
             "interval_s": interval,
-            "slow_interval_s": max(interval, 300.0 if plan is FULL else interval * 2),
+            "slow_interval_s": max(interval, 300.0 if plan.full else interval * 2),
             "timeout_s": round(0.8 * interval, 3),
         },
-        "http": {"listen": f"{LISTEN_HOST}:{port}"},
+        "http": {"listen": f"{plan.listen_host}:{port}"},
     }
 
 
@@ -528,7 +540,7 @@ def measure_sustained(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
         "miners": [{"model": key, "count": share} for key, share in MIX.items()],
     }
     handle = start_emulator(
-        scenario, base_address=SUSTAINED_BASE, tmp_dir=tmp, miners=plan.sustained_miners
+        scenario, base_address=plan.sustained_base, tmp_dir=tmp, miners=plan.sustained_miners
     )
     agent: subprocess.Popen[bytes] | None = None
     result: dict[str, Any] = {
@@ -536,19 +548,19 @@ def measure_sustained(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
         "interval_s": plan.sustained_interval_s,
     }
     try:
-        port = free_port(LISTEN_HOST)
+        port = free_port(plan.listen_host)
         config_path = tmp / "altiwatch-bench.yaml"
         config = sustained_config(handle.addresses(), plan, port, tmp / "state")
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         log_path = tmp / "agent.log"
         agent = _start_agent(config_path, log_path)
-        base = f"http://{LISTEN_HOST}:{port}"
+        base = f"http://{plan.listen_host}:{port}"
         deadline = max(120.0, 4 * plan.sustained_interval_s)
         result["ready_after_s"] = round(_wait_ready(agent, base, deadline, log_path), 1)
         log(f"  agent ready after {result['ready_after_s']} s; steady state for one interval")
         time.sleep(plan.sustained_interval_s)
         emu_cpu0 = _proc_cpu_s(handle.process.pid)
-        window = _window(agent.pid, base, plan.sustained_s, 5.0 if plan is FULL else 1.0)
+        window = _window(agent.pid, base, plan.sustained_s, 5.0 if plan.full else 1.0)
         result |= sustained_figures(window, plan)
         result["emulator_cpu_s"] = round(_proc_cpu_s(handle.process.pid) - emu_cpu0, 2)
     except (RuntimeError, OSError, KeyError, ValueError) as exc:
@@ -622,8 +634,8 @@ def table(results: dict[str, Any]) -> str:
             (
                 f"/metrics at {expo['miners']:,} miners (synthetic snapshots): {expo['series']:,} series, "
                 f"{expo['body_bytes'] / 1e6:.1f} MB; scrape during updates+poll load median {_fmt(scrape.get('median_ms'), '.1f')} ms, "
-                f"p99 {_fmt(scrape.get('p99_ms'), '.1f')} ms; agent re-render after a change median "
-                f"{_fmt(expo['render_after_change'].get('median_ms'), '.1f')} ms; generate_latest over an equivalent "
+                f"p99 {_fmt(scrape.get('p99_ms'), '.1f')} ms; agent re-render after 1 s of polls median "
+                f"{_fmt(expo['render_after_1s_of_polls'].get('median_ms'), '.1f')} ms; generate_latest over an equivalent "
                 f"registry median {_fmt(expo['generate_latest'].get('median_ms'), '.1f')} ms, p99 "
                 f"{_fmt(expo['generate_latest'].get('p99_ms'), '.1f')} ms; RSS {expo['rss_bytes_with_state'] / 2**20:.0f} MiB "
                 f"(state built), {expo['serving']['rss_bytes_serving'] / 2**20:.0f} MiB (serving)"
@@ -663,24 +675,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip", action="append", default=[], choices=["cpu", "exposition", "sustained"]
     )
-    parser.add_argument(
-        "--sustained-s", type=float, default=None, help="override the sustained duration"
-    )
+    parser.add_argument("--sustained-s", type=float, default=None, help="sustained duration")
     parser.add_argument("--sustained-miners", type=int, default=None)
+    parser.add_argument("--per-family", type=int, default=None, help="miners per family")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
+    parser.add_argument("--cycles", type=int, default=None, help="measured cycles per run")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
-    if args.sustained_s is not None or args.sustained_miners is not None:
-        plan = Plan(
-            **{
-                **{f: getattr(plan, f) for f in plan.__dataclass_fields__},
-                **({"sustained_s": args.sustained_s} if args.sustained_s is not None else {}),
-                **(
-                    {"sustained_miners": args.sustained_miners}
-                    if args.sustained_miners is not None
-                    else {}
-                ),
-            }
-        )
+    overrides = {
+        "sustained_s": args.sustained_s,
+        "sustained_miners": args.sustained_miners,
+        "per_family": args.per_family,
+        "repeats": args.repeats,
+        "cycles": args.cycles,
+    }
+    plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     out = (
         args.out
         or REPO
@@ -691,11 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    results: dict[str, Any] = {
-        "plan": plan.__dict__
-        if hasattr(plan, "__dict__")
-        else {f: getattr(plan, f) for f in plan.__dataclass_fields__}
-    }
+    results: dict[str, Any] = {"plan": dataclasses.asdict(plan)}
     results["machine"] = machine()
     results["command"] = "python -m tests.benchmarks.run" + (" --smoke" if args.smoke else "")
     started = time.monotonic()
