@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("altiwatch.poller")
 
+#: Failures that mean the miner cannot be reached at all (as opposed to answering badly).
+UNREACHABLE_REASONS = frozenset(
+    {
+        FailureReason.TIMEOUT,
+        FailureReason.REFUSED,
+        FailureReason.RESET,
+        FailureReason.UNREACHABLE,
+    }
+)
+#: After a failed slow poll of a reachable miner, retry it after this many fast intervals.
+SLOW_RETRY_SLOTS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
@@ -116,7 +128,13 @@ class Poller:
         return float(wait(state))
 
     async def run_miner(self, site: str, target: MinerTarget) -> None:
-        """Poll ``target`` forever on its fixed-rate grid (until cancelled)."""
+        """Poll ``target`` forever on its fixed-rate grid (until cancelled).
+
+        A slot polls the slow tier first when it is due, and also while the miner is failing
+        (so identity is read again before telemetry when it comes back, possibly as other
+        hardware). A slow poll that cannot reach the miner stands for the slot: the fast poll
+        is skipped rather than waiting for a second timeout.
+        """
         loop = asyncio.get_running_loop()
         interval = self.schedule.interval_s
         jitter_span = interval * self.schedule.jitter_ratio
@@ -129,23 +147,37 @@ class Poller:
             delay = scheduled - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tiers = [Tier.FAST]
-            if loop.time() >= slow_due:
-                tiers = [Tier.SLOW, Tier.FAST]
-                slow_due = start + (k * interval) + self.schedule.slow_interval_s
-            for tier in tiers:
-                ok = await self.poll_once(site, target, tier, scheduled_at=scheduled)
-                if tier is Tier.FAST:
-                    failures = 0 if ok else failures + 1
-            self._first_done(target.address)
-            # Next slot: the first grid point not already past, pushed out by backoff.
-            now = loop.time()
-            earliest = now + self.backoff_s(failures)
-            next_k = max(k + 1, int((earliest - start) // interval) + 1)
-            if next_k > k + 1 and failures < 2:  # noqa: PLR2004 - see backoff_s
-                self.skipped_slots += next_k - k - 1
-                self._count_skipped(next_k - k - 1)
-            k = next_k
+            first_at: float | None = scheduled
+            if loop.time() >= slow_due or failures > 0:
+                slow = await self.poll_once(site, target, Tier.SLOW, scheduled_at=first_at)
+                first_at = None
+                if slow.snapshot is not None:
+                    slow_due = start + k * interval + self.schedule.slow_interval_s
+                elif slow.tier is Tier.FAST:  # unreachable: the slot's outcome
+                    failures += 1
+                    self._after_slot(target.address)
+                    k = self._next_slot(k, start, failures)
+                    continue
+                else:  # reachable but the slow tier failed: retry sooner than a full interval
+                    retry = min(self.schedule.slow_interval_s, SLOW_RETRY_SLOTS * interval)
+                    slow_due = loop.time() + retry
+            fast = await self.poll_once(site, target, Tier.FAST, scheduled_at=first_at)
+            failures = 0 if fast.snapshot is not None else failures + 1
+            self._after_slot(target.address)
+            k = self._next_slot(k, start, failures)
+
+    def _after_slot(self, address: str) -> None:
+        self._first_done(address)
+
+    def _next_slot(self, k: int, start: float, failures: int) -> int:
+        """The first grid slot not already past, pushed out by backoff; count skipped slots."""
+        interval = self.schedule.interval_s
+        earliest = asyncio.get_running_loop().time() + self.backoff_s(failures)
+        next_k = max(k + 1, int((earliest - start) // interval) + 1)
+        if next_k > k + 1 and failures < 2:  # noqa: PLR2004 - see backoff_s
+            self.skipped_slots += next_k - k - 1
+            self._count_skipped(next_k - k - 1)
+        return next_k
 
     def _count_skipped(self, slots: int) -> None:
         if self.metrics is not None:
@@ -153,12 +185,16 @@ class Poller:
 
     async def poll_once(
         self, site: str, target: MinerTarget, tier: Tier, *, scheduled_at: float | None = None
-    ) -> bool:
-        """Run one poll under the semaphore and record it; return whether it succeeded."""
+    ) -> PollOutcome:
+        """Run one poll under the semaphore and record it.
+
+        The outcome's tier is FAST for a slow poll that could not reach the miner (it is
+        recorded, and handed to the sink, as the slot's failed poll).
+        """
         loop = asyncio.get_running_loop()
         async with self._semaphore:
             began = loop.time()
-            if scheduled_at is not None and self.metrics is not None and tier is Tier.FAST:
+            if scheduled_at is not None and self.metrics is not None:
                 self.metrics.poll_lateness.observe(max(0.0, began - scheduled_at))
             snapshot: MinerSnapshot | None = None
             error: CollectorError | None = None
@@ -180,8 +216,9 @@ class Poller:
             detail = error.detail if error is not None else "no snapshot"
             if self.metrics is not None:
                 self.metrics.poll_errors.labels(reason=reason.value).inc()
+            slot_tier = Tier.FAST if reason in UNREACHABLE_REASONS else tier
             record = self.fleet.record_failure(
-                target.address, reason.value, detail, duration, now, tier=tier
+                target.address, reason.value, detail, duration, now, tier=slot_tier
             )
             if record is not None and record.down_since == now:
                 log.info(
@@ -191,7 +228,9 @@ class Poller:
                     reason=reason.value,
                     detail=detail,
                 )
-            outcome = PollOutcome(site, target, tier, now, duration, None, reason.value, detail)
+            outcome = PollOutcome(
+                site, target, slot_tier, now, duration, None, reason.value, detail
+            )
         if self.sink is not None:
             self.sink(outcome)
-        return error is None
+        return outcome

@@ -277,7 +277,9 @@ def _has_fast_data(data: Any) -> bool:
 
 
 def _has_slow_data(data: Any) -> bool:
-    fields = (data.mac, data.serial_number, data.hostname, data.api_ver, data.fw_ver)
+    # Not fw_ver/api_ver: pyasic keeps them on the miner object, so they "arrive" even from a
+    # miner that is gone.
+    fields = (data.mac, data.serial_number, data.hostname)
     return any(f is not None for f in fields) or bool(data.pools)
 
 

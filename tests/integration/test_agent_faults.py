@@ -93,3 +93,32 @@ def test_agent_drops_series_of_a_miner_gone_longer_than_stale_after(
         "the miner back with asic_up 1",
         timeout=60,
     )
+
+
+def test_agent_miner_moving_to_another_address_keeps_its_id(emulator_factory, agent_factory):
+    """A miner that comes back on another address (DHCP) keeps its series under the same id."""
+    one = {**SCENARIO, "miners": [{"model": "antminer-s19jpro", "count": 1}]}
+    old = emulator_factory(one, base_address="127.30.8.1", seed=7)
+    mac = old.truth("127.30.8.1")["mac"].upper()
+    config = agent_config(
+        [{"address": "127.30.8.1"}, {"address": "127.30.9.1"}],
+        interval_s=1.0,
+        polling={"backoff_max_s": 2.0},
+    )
+    agent = agent_factory(config)
+    info = gauge(agent.metrics(), "asic_miner_info")
+    assert info[mac][1]["address"] == "127.30.8.1"
+    old.stop()
+    new = emulator_factory(one, base_address="127.30.9.1", seed=7)
+    assert new.truth("127.30.9.1")["mac"].upper() == mac
+
+    def moved() -> bool:
+        text = agent.metrics()
+        rows = gauge(text, "asic_miner_info")
+        up = gauge(text, "asic_up")
+        return rows.get(mac, (0, {}))[1].get("address") == "127.30.9.1" and up[mac][0] == 1
+
+    agent.wait_for(moved, "the miner's id on its new address", timeout=60)
+    text = agent.metrics()
+    assert text.count(f'asic_up{{site="golmud",miner="{mac}"}}') == 1
+    assert [line for line in text.splitlines() if 'miner="127.30.8.1"' in line] == []

@@ -78,11 +78,15 @@ async def test_source_offline_miner_is_refused(clean):
     """A miner whose ports are closed fails with REFUSED (pyasic swallows it; the probe tells)."""
     addr = address(clean, "antminer", 1)
     source = PyasicSource(timeout_s=5)
+    assert not isinstance(await poll(source, addr, Tier.SLOW), CollectorError)
     assert not isinstance(await poll(source, addr), CollectorError)
     clean.inject(addr, "offline")
     result = await poll(source, addr)
     assert isinstance(result, CollectorError)
     assert result.reason is FailureReason.REFUSED
+    # pyasic keeps the firmware version on the miner object: that alone is not an answer
+    slow = await poll(source, addr, Tier.SLOW)
+    assert isinstance(slow, CollectorError), slow
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "reset"])

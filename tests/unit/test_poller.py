@@ -21,9 +21,11 @@ class FakeSource:
         down: frozenset[str] = frozenset(),
         timeout_s: float = 0.3,
         delay_s: float = 0.0,
+        bad_slow: frozenset[str] = frozenset(),
     ) -> None:
         """``hang`` never answer (cut at ``timeout_s``), ``down`` are refused, others take ``delay_s``."""
         self.delay_s = delay_s
+        self.bad_slow = bad_slow
         self.hang = hang
         self.down = down
         self.timeout_s = timeout_s
@@ -35,6 +37,8 @@ class FakeSource:
         self.calls.append((target.address, tier, loop.time()))
         if target.address in self.down:
             raise CollectorError(FailureReason.REFUSED, "refused")
+        if target.address in self.bad_slow and tier is Tier.SLOW:
+            raise CollectorError(FailureReason.PARSE_ERROR, "garbage")
         if target.address in self.hang:
             await asyncio.sleep(self.timeout_s)
             raise CollectorError(FailureReason.TIMEOUT, "timeout")
@@ -71,6 +75,12 @@ def make(
         rng=random.Random(1),  # noqa: S311 - test jitter
     )
     return poller, fleet, outcomes
+
+
+async def calls_reach(source: FakeSource, count: int) -> None:
+    """Wait (under the caller's deadline) until the source saw ``count`` fetches."""
+    while len(source.calls) < count:  # noqa: ASYNC110 - a condition polled under a deadline
+        await asyncio.sleep(0.02)
 
 
 async def run_for(poller: Poller, addresses: list[str], seconds: float) -> None:
@@ -130,8 +140,8 @@ async def test_poller_backs_off_unreachable_miner():
     source = FakeSource(down=frozenset({"a"}))
     poller, _, _ = make(source, ["a"], interval=0.1, backoff_max=10.0)
     await run_for(poller, ["a"], 1.6)
-    fast = [t for _, tier, t in source.calls if tier is Tier.FAST]
-    assert 3 <= len(fast) <= 8  # 16 slots without backoff
+    attempts = [t for _, _, t in source.calls]
+    assert 3 <= len(attempts) <= 8  # 16 slots without backoff
 
 
 async def test_poller_spreads_first_polls_over_the_interval():
@@ -142,6 +152,40 @@ async def test_poller_spreads_first_polls_over_the_interval():
     await run_for(poller, addresses, 0.5)
     first = {a: t for a, _, t in reversed(source.calls)}
     assert 3 <= len(first) <= 17  # about half of them started in the first half interval
+
+
+async def test_poller_unreachable_slot_is_one_slow_attempt_then_identity_first_on_return():
+    """While a miner is unreachable each slot is one (slow) attempt; back, slow runs first."""
+    source = FakeSource(down=frozenset({"a"}))
+    poller, fleet, outcomes = make(source, ["a"], interval=0.1, backoff_max=0.1)
+    task = asyncio.create_task(poller.run_miner("s", MinerTarget(address="a")))
+    try:
+        async with asyncio.timeout(10):
+            await calls_reach(source, 3)
+            assert {tier for _, tier, _ in source.calls} == {Tier.SLOW}
+            assert all(o.tier is Tier.FAST and o.snapshot is None for o in outcomes)
+            record = fleet.get("a")
+            assert record is not None
+            assert record.up is False
+            source.down = frozenset()
+            seen = len(source.calls)
+            await calls_reach(source, seen + 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [tier for _, tier, _ in source.calls[seen : seen + 2]] == [Tier.SLOW, Tier.FAST]
+
+
+async def test_poller_reachable_miner_with_broken_slow_tier_still_gets_fast_polls():
+    """A miner whose slow tier answers garbage is still polled for telemetry every slot."""
+    source = FakeSource(bad_slow=frozenset({"a"}))
+    poller, fleet, _ = make(source, ["a"], interval=0.1)
+    await run_for(poller, ["a"], 0.55)
+    fast = [t for _, tier, t in source.calls if tier is Tier.FAST]
+    assert len(fast) >= 4
+    record = fleet.get("a")
+    assert record is not None
+    assert record.up is True
 
 
 def test_poller_backoff_grows_and_is_capped():
