@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.metrics import CONTENT_TYPE
+from agent.metrics import CONTENT_TYPE, fan_duty_ratio
 
 if TYPE_CHECKING:
     import ssl
@@ -47,6 +47,8 @@ def miner_json(
     record: MinerRecord, alarms: AlarmView | None, firing: list[Any] | None = None
 ) -> dict[str, Any]:
     """One miner as the JSON API shows it; unknown values are null.
+
+    ``fan_duty_ratio`` is the same estimate as the metric (fastest fan / rated max rpm).
 
     ``firing`` are the miner's active alarms (looked up from ``alarms`` when not given).
     """
@@ -109,12 +111,16 @@ def miner_json(
         )
     out.update(telemetry)
     out["thresholds"] = None
+    out["fan_duty_ratio"] = None
     out["alarms"] = []
     out["site_air"] = None
     if alarms is not None:
         if firing is None:
             firing = [a for a in alarms.active() if getattr(a, "miner", None) == record.miner_id]
-        out["thresholds"] = _plain(alarms.thresholds(record.miner_id))
+        limits = alarms.thresholds(record.miner_id)
+        if snap is not None and record.up:
+            out["fan_duty_ratio"] = fan_duty_ratio(snap, getattr(limits, "rpm_max", None))
+        out["thresholds"] = _plain(limits)
         out["alarms"] = [_plain(a) for a in firing]
         out["site_air"] = _plain(alarms.site_air(record.site))
     return out

@@ -106,7 +106,17 @@ FAMILIES: tuple[Family, ...] = (
     Family("asic_board_temperature_celsius", "gauge", "PCB temperature of one hashboard."),
     Family("asic_inlet_temperature_celsius", "gauge", "Intake air temperature at the miner."),
     Family("asic_fan_speed_rpm", "gauge", "Fan speed in revolutions per minute."),
-    Family("asic_fan_duty_ratio", "gauge", "Fan duty cycle, 0 to 1."),
+    Family(
+        "asic_fan_duty_ratio",
+        "gauge",
+        "Fan load estimated from rpm / rated max rpm: the fastest fan's speed over the model's "
+        "rated maximum (asic_fan_max_rpm), clamped to 0..1.5.",
+    ),
+    Family(
+        "asic_fan_max_rpm",
+        "gauge",
+        "Rated maximum fan speed of the miner's model (alarm preset or override) in force.",
+    ),
     Family(
         "asic_power_watts",
         "gauge",
@@ -120,12 +130,23 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "asic_temperature_threshold_celsius",
         "gauge",
-        "Altitude-derated chip temperature alarm threshold in force for the miner.",
+        "Altitude-derated temperature alarm threshold in force for the miner; sensor says "
+        "which reading it applies to (board for stock S19, die otherwise).",
+    ),
+    Family(
+        "asic_temperature_threshold_sea_level_celsius",
+        "gauge",
+        "The same temperature alarm threshold at sea level (no altitude derating).",
     ),
     Family(
         "asic_inlet_temperature_max_celsius",
         "gauge",
         "Altitude-derated maximum inlet air temperature for the miner.",
+    ),
+    Family(
+        "asic_inlet_temperature_max_sea_level_celsius",
+        "gauge",
+        "The miner's maximum inlet air temperature at sea level (no altitude derating).",
     ),
 )
 _INDEX = {family.name: i for i, family in enumerate(FAMILIES)}
@@ -134,6 +155,14 @@ ALARM_FAMILY = Family(
     "gauge",
     "1 while an alarm rule fires for the miner, labelled with rule and severity.",
 )
+SITE_ALARM_FAMILY = Family(
+    "altiwatch_site_alarm_active",
+    "gauge",
+    "1 while a site-level alarm rule fires (R7 site outage, R9 site sanity), by rule and severity.",
+)
+#: Highest fan load exported: a fan above its rated maximum is plausible (overclocked fan
+#: firmware, a preset for the wrong fan), a ratio of 20 is a misreading.
+FAN_DUTY_MAX = 1.5
 
 
 def escape_label_value(value: str) -> str:
@@ -158,6 +187,17 @@ def labels(**pairs: str | int | None) -> str:
         f'{key}="{escape_label_value("" if v is None else str(v))}"' for key, v in pairs.items()
     )
     return "{" + inner + "}"
+
+
+def fan_duty_ratio(snap: MinerSnapshot, rpm_max: float | None) -> float | None:
+    """Fan load estimated as the fastest fan's rpm over the rated max rpm, clamped to 0..1.5.
+
+    None when no fan speed or no rated maximum is known (never a guessed 0).
+    """
+    rpms = [fan.rpm for fan in snap.fans if fan.rpm is not None]
+    if not rpms or rpm_max is None or not rpm_max > 0:
+        return None
+    return min(max(max(rpms) / rpm_max, 0.0), FAN_DUTY_MAX)
 
 
 def _ok(value: float | None) -> bool:
@@ -196,14 +236,13 @@ def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[byte
             serial=ident.serial,
         )
         add("asic_miner_info", 1, "," + info[1:-1])
+    limits = alarms.thresholds(record.miner_id) if alarms is not None else None
+    rpm_max = getattr(limits, "rpm_max", None) if limits is not None else None
     if snap is not None and record.up:
         _telemetry(add, snap)
-    if alarms is not None:
-        limits = alarms.thresholds(record.miner_id)
-        if limits is not None:
-            add("asic_temperature_threshold_celsius", limits.warning_c, ',kind="warning"')
-            add("asic_temperature_threshold_celsius", limits.critical_c, ',kind="critical"')
-            add("asic_inlet_temperature_max_celsius", getattr(limits, "inlet_max_c", None))
+        add("asic_fan_duty_ratio", fan_duty_ratio(snap, rpm_max))
+    if limits is not None:
+        _thresholds(add, limits)
     return tuple("".join(family_lines).encode() for family_lines in lines)
 
 
@@ -220,7 +259,6 @@ def _telemetry(add: Callable[[str, float | None, str], None], snap: MinerSnapsho
         add("asic_board_expected_chips", board.expected_chips, b)
     for fan in snap.fans:
         add("asic_fan_speed_rpm", fan.rpm, f',fan="{fan.index}"')
-    add("asic_fan_duty_ratio", getattr(snap, "fan_duty_ratio", None), "")
     add("asic_inlet_temperature_celsius", snap.inlet_temp_c, "")
     if snap.power_source is not None:
         add("asic_power_watts", snap.power_w, f',source="{snap.power_source.value}"')
@@ -230,22 +268,56 @@ def _telemetry(add: Callable[[str, float | None, str], None], snap: MinerSnapsho
         add("asic_mining", 1 if snap.is_mining else 0, "")
 
 
+def _thresholds(add: Callable[[str, float | None, str], None], limits: Any) -> None:
+    """The thresholds in force for a miner, their sea-level equivalents and its rated fan max."""
+    sensor = getattr(limits, "sensor", None)
+    on = f',sensor="{escape_label_value(str(sensor))}"' if sensor else ""
+    for kind in ("warning", "critical"):
+        add(
+            "asic_temperature_threshold_celsius",
+            getattr(limits, f"{kind}_c", None),
+            f',kind="{kind}"{on}',
+        )
+        add(
+            "asic_temperature_threshold_sea_level_celsius",
+            getattr(limits, f"{kind}_sea_level_c", None),
+            f',kind="{kind}"{on}',
+        )
+    add("asic_inlet_temperature_max_celsius", getattr(limits, "inlet_max_c", None), "")
+    add(
+        "asic_inlet_temperature_max_sea_level_celsius",
+        getattr(limits, "inlet_max_sea_level_c", None),
+        "",
+    )
+    add("asic_fan_max_rpm", getattr(limits, "rpm_max", None), "")
+
+
 def _alarm_lines(alarms: AlarmView | None, sites_of: Callable[[str], str | None]) -> bytes:
+    """``asic_alarm_active`` per miner alarm, then ``altiwatch_site_alarm_active`` per site."""
     if alarms is None:
         return b""
-    out = []
+    per_miner: list[str] = []
+    per_site: list[str] = []
     for alarm in alarms.active():
         miner = getattr(alarm, "miner", None)
-        if miner is None:
-            continue
-        site = getattr(alarm, "site", None) or sites_of(miner) or ""
+        site = getattr(alarm, "site", None) or (sites_of(miner) if miner else None) or ""
         severity = getattr(alarm, "severity", None)
-        severity_label = getattr(severity, "label", None) or str(severity)
-        text = labels(site=site, miner=miner, rule=getattr(alarm, "rule", ""))
-        out.append(
-            f'asic_alarm_active{text[:-1]},severity="{escape_label_value(severity_label)}"}} 1\n'
-        )
-    return "".join(out).encode()
+        severity_label = escape_label_value(getattr(severity, "label", None) or str(severity))
+        rule = getattr(alarm, "rule", "")
+        if miner is None:
+            text = labels(site=site, rule=rule)
+            per_site.append(
+                f'altiwatch_site_alarm_active{text[:-1]},severity="{severity_label}"}} 1\n'
+            )
+        else:
+            text = labels(site=site, miner=miner, rule=rule)
+            per_miner.append(f'asic_alarm_active{text[:-1]},severity="{severity_label}"}} 1\n')
+    parts: list[bytes] = []
+    if per_miner:
+        parts += [ALARM_FAMILY.header(), "".join(per_miner).encode()]
+    if per_site:
+        parts += [SITE_ALARM_FAMILY.header(), "".join(per_site).encode()]
+    return b"".join(parts)
 
 
 class AgentMetrics:
@@ -458,7 +530,6 @@ class MetricsRenderer:
                 parts.append(family.header())
                 parts.extend(rows.values())
         if alarm_bytes:
-            parts.append(ALARM_FAMILY.header())
             parts.append(alarm_bytes)
         self._body = b"".join(parts)
         self._alarm_bytes = alarm_bytes

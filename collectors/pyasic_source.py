@@ -20,9 +20,11 @@ rpm, W, s. Anything unknown, NaN or negative stays ``None``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import math
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -210,12 +212,36 @@ def identity_of(miner: Any) -> Identity:
     )
 
 
+_HINT_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def _hint_key(model: str) -> str:
+    """A model name as compared with pyasic's keys: upper case, no spaces or underscores.
+
+    Whatsminers report ``M30S+_VE40`` where pyasic's key is ``M30S+VE40``; operators type
+    ``S19jPro`` or ``s19j pro`` for ``ANTMINER S19J PRO``.
+    """
+    return _HINT_SEPARATORS.sub("", model).upper()
+
+
+@functools.cache
+def _normalised_classes(miner_type: MinerTypes) -> dict[str, Any]:
+    """Pyasic's classes of one family keyed by ``_hint_key`` (first key wins on a clash)."""
+    out: dict[str, Any] = {}
+    for key, cls in MINER_CLASSES.get(miner_type, {}).items():
+        if key:
+            out.setdefault(_hint_key(key), cls)
+    return out
+
+
 def miner_from_hint(address: str, hint: str) -> Any:
     """Build a pyasic miner object from a model hint without any network I/O.
 
     ``hint`` is a pyasic model key such as ``"Antminer S19j Pro"``, ``"BM1366"``,
-    ``"M30S+VE40"``, optionally prefixed with a family: ``"vnish:Antminer S19j Pro"``. Raises
-    CollectorError(UNKNOWN_MODEL) when pyasic has no class for it.
+    ``"M30S+VE40"``, optionally prefixed with a family: ``"vnish:Antminer S19j Pro"``. Case,
+    spaces and underscores do not matter (``"M30S+_VE40"`` as a Whatsminer reports its model,
+    ``"s19jpro"``); an exact pyasic key wins. Raises CollectorError(UNKNOWN_MODEL) when pyasic
+    has no class for it.
     """
     family: MinerTypes | None = None
     model = hint
@@ -230,6 +256,13 @@ def miner_from_hint(address: str, hint: str) -> Any:
     for miner_type in families:
         classes = MINER_CLASSES.get(miner_type, {})
         for candidate in (key, f"ANTMINER {key}", f"AVALONMINER {key}"):
+            cls = classes.get(candidate)
+            if cls is not None:
+                return cls(address)
+    loose = _hint_key(model)
+    for miner_type in families:
+        classes = _normalised_classes(miner_type)
+        for candidate in (loose, f"ANTMINER{loose}", f"AVALONMINER{loose}"):
             cls = classes.get(candidate)
             if cls is not None:
                 return cls(address)

@@ -79,3 +79,36 @@ async def test_http_fleet_json_has_nulls_for_unknown_values():
             assert json.loads(await resp.text()) == []
     finally:
         await api.stop()
+
+
+async def test_http_fleet_json_has_the_fan_duty_estimate():
+    """/api/v1/fleet gives fan_duty_ratio = fastest fan / the engine's rated max rpm."""
+    from agent.alarms.testing import Driver  # noqa: PLC0415 - only this test needs the engine
+    from collectors.snapshot import FanReading  # noqa: PLC0415
+
+    driver = Driver(preset="s21", miner="rack1-a")
+    driver.poll(die=70.0, inlet=20.0, rpm=3300)
+    fleet = FleetState()
+    fleet.add("site", MinerTarget(address="10.0.0.1", name="rack1-a"), now=0)
+    registry = CollectorRegistry(auto_describe=False)
+    renderer = MetricsRenderer(fleet, registry, sites=["site"], alarms=driver.engine)
+    api = HttpApi(fleet=fleet, renderer=renderer, ready=lambda: True, alarms=driver.engine)
+    await api.start("127.0.0.1", 0)
+    fleet.record_success(
+        "10.0.0.1",
+        MinerSnapshot(
+            address="10.0.0.1",
+            collected_at=1.0,
+            fans=(FanReading(index=0, rpm=3300), FanReading(index=1, rpm=3000)),
+        ),
+        0.1,
+        now=1,
+    )
+    try:
+        url = f"http://127.0.0.1:{api.port}/api/v1/fleet"
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            (miner,) = json.loads(await resp.text())
+        assert miner["thresholds"]["rpm_max"] == 6600
+        assert miner["fan_duty_ratio"] == 0.5
+    finally:
+        await api.stop()

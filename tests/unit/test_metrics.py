@@ -276,3 +276,103 @@ def test_renderer_drops_rows_of_miners_that_go_away():
     assert b"asic_up{" in renderer.miners_body()
     fleet.remove("10.0.0.1", now=3)
     assert b"asic_" not in renderer.miners_body()
+
+
+def engine_renderer(preset: str, altitude_m: float = 2800.0, **poll: Any):
+    """A renderer over one miner whose thresholds come from the real alarm engine.
+
+    The miner id is the MAC of ``identity_snapshot``; the engine saw one poll of it.
+    """
+    from agent.alarms.testing import Driver  # noqa: PLC0415 - only these tests need the engine
+
+    driver = Driver(site_altitude_m=altitude_m, preset=preset, miner="02:00:00:00:00:01")
+    driver.poll(**poll)
+    fleet = FleetState()
+    fleet.add("site", MinerTarget(address="10.0.0.1"), now=0)
+    registry = CollectorRegistry(auto_describe=False)
+    AgentMetrics(registry, version="t")
+    renderer = MetricsRenderer(fleet, registry, sites=["site"], alarms=driver.engine)
+    fleet.record_success("10.0.0.1", identity_snapshot(), 0.1, now=1)
+    return fleet, renderer, driver
+
+
+OWN = 'site="site",miner="02:00:00:00:00:01"'
+
+
+def sample(text: str, head: str) -> float:
+    """The value of the one sample line starting with ``head``."""
+    found = [line for line in text.splitlines() if line.startswith(head)]
+    assert len(found) == 1, (head, found)
+    return float(found[0].rsplit(" ", 1)[1])
+
+
+def test_renderer_fan_duty_is_fastest_fan_over_rated_max_rpm():
+    """asic_fan_duty_ratio = fastest fan's rpm / the preset's rated max rpm (S19: 6000)."""
+    fleet, renderer, _ = engine_renderer("s19", board=60.0, inlet=20.0, rpm=5000)
+    fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)  # fans 5500 and 0 rpm
+    text = renderer.render().decode()
+    assert sample(text, f"asic_fan_max_rpm{{{OWN}}}") == 6000
+    assert sample(text, f"asic_fan_duty_ratio{{{OWN}}}") == pytest.approx(5500 / 6000)
+    assert "estimated from rpm / rated max rpm" in text
+
+
+def test_renderer_fan_duty_is_clamped_and_absent_when_unknown():
+    """Duty is clamped to 1.5, and has no series without fan speeds or without a rated max."""
+    fleet, renderer, _ = engine_renderer("s19", board=60.0, inlet=20.0, rpm=5000)
+    fleet.record_success("10.0.0.1", snapshot(fans=(FanReading(index=0, rpm=60000),)), 0.1, now=2)
+    assert sample(renderer.render().decode(), f"asic_fan_duty_ratio{{{OWN}}}") == 1.5
+    fleet.record_success("10.0.0.1", snapshot(fans=(FanReading(index=0, rpm=None),)), 0.1, now=3)
+    assert "asic_fan_duty_ratio{" not in renderer.render().decode()
+    bare_fleet, _, bare = make()  # no alarm engine: no rated max
+    bare_fleet.record_success("10.0.0.1", snapshot(), 0.1, now=4)
+    text = bare.render().decode()
+    assert "asic_fan_speed_rpm{" in text
+    assert "asic_fan_duty_ratio{" not in text
+
+
+def test_renderer_thresholds_carry_the_sensor_and_sea_level_values():
+    """Stock S19 thresholds are on the board sensor, S21's on the die; sea-level twins beside."""
+    for preset, sensor, sea_warn, sea_crit in (("s19", "board", 65, 75), ("s21", "die", 85, 95)):
+        fleet, renderer, driver = engine_renderer(preset, board=60.0, die=70.0, inlet=20.0)
+        fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
+        text = renderer.render().decode()
+        limits = driver.engine.thresholds("02:00:00:00:00:01")
+        assert limits is not None
+        on = f'kind="warning",sensor="{sensor}"'
+        assert sample(text, f"asic_temperature_threshold_celsius{{{OWN},{on}}}") == pytest.approx(
+            limits.warning_c
+        )
+        assert limits.warning_c < sea_warn  # derated at 2,800 m
+        assert sample(text, f"asic_temperature_threshold_sea_level_celsius{{{OWN},{on}}}") == (
+            sea_warn
+        )
+        on = f'kind="critical",sensor="{sensor}"'
+        assert sample(text, f"asic_temperature_threshold_sea_level_celsius{{{OWN},{on}}}") == (
+            sea_crit
+        )
+        assert sample(text, f"asic_inlet_temperature_max_sea_level_celsius{{{OWN}}}") == 40
+        assert sample(text, f"asic_inlet_temperature_max_celsius{{{OWN}}}") == pytest.approx(
+            limits.inlet_max_c
+        )
+
+
+def test_renderer_exports_site_alarms_apart_from_miner_alarms():
+    """A site-level alarm (miner None) is altiwatch_site_alarm_active{site,rule,severity}."""
+    alarms = StubAlarms()
+    fleet, _, renderer = make(alarms)
+    fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
+    alarms.firing.append(Alarm(None, "golmud", "R7", Severity.CRITICAL))  # type: ignore[arg-type]
+    text = renderer.render().decode()
+    assert 'altiwatch_site_alarm_active{site="golmud",rule="R7",severity="critical"} 1\n' in text
+    assert "asic_alarm_active{" not in text
+    assert text.count("# HELP altiwatch_site_alarm_active ") == 1
+    alarms.firing.clear()
+    assert "altiwatch_site_alarm_active{" not in renderer.render().decode()
+
+
+def test_renderer_site_alarm_from_the_real_engine():
+    """The engine's R9 site note at 2,800 m reaches the exposition as a site alarm."""
+    fleet, renderer, _ = engine_renderer("s21", board=60.0, die=70.0, inlet=20.0)
+    fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
+    text = renderer.render().decode()
+    assert 'altiwatch_site_alarm_active{site="site",rule="R9",severity="info"} 1\n' in text

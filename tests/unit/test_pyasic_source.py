@@ -11,6 +11,7 @@ from pyasic.device.algorithm.hashrate.sha256 import SHA256HashRate
 from pyasic.device.algorithm.hashrate.unit.sha256 import SHA256Unit
 from pyasic.errors import APIError
 
+from collectors.emulator.profiles import PROFILES, FirmwareFamily
 from collectors.pyasic_source import (
     classify,
     family_of,
@@ -45,6 +46,23 @@ def test_miner_from_hint_builds_the_right_class_without_io():
     assert type(miner_from_hint("10.0.0.1", "vnish:Antminer S19j Pro")).__name__ == "VNishS19jPro"
     assert type(miner_from_hint("10.0.0.1", "bitaxe:BM1366")).__name__ == "BitAxeUltra"
     assert family_of(miner_from_hint("10.0.0.1", "braiins:S19j Pro")) is Family.BRAIINS
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+def test_miner_from_hint_accepts_every_emulated_models_reported_name(profile):
+    """The model string each emulated firmware reports, as a hint, gives its pyasic class."""
+    hinted = miner_from_hint("10.0.0.1", f"{profile.family.value}:{profile.model}")
+    assert type(hinted).__name__ == profile.pyasic_class
+    if profile.family in {FirmwareFamily.WHATSMINER, FirmwareFamily.AVALON}:
+        assert type(miner_from_hint("10.0.0.1", profile.model)).__name__ == profile.pyasic_class
+
+
+def test_miner_from_hint_ignores_case_spaces_and_underscores():
+    """'M30S+_VE40', 'm50 vh50' and 's19jpro' resolve like pyasic's own keys."""
+    assert type(miner_from_hint("10.0.0.1", "M30S+_VE40")).__name__ == "BTMinerM30SPlusVE40"
+    assert type(miner_from_hint("10.0.0.1", "m50 vh50")).__name__ == "BTMinerM50VH50"
+    assert type(miner_from_hint("10.0.0.1", "s19jpro")).__name__ == "BMMinerS19jPro"
+    assert type(miner_from_hint("10.0.0.1", "whatsminer:M50_VH50")).__name__ == "BTMinerM50VH50"
 
 
 def test_miner_from_hint_unknown_model_is_a_collector_error():
