@@ -52,6 +52,7 @@ import contextlib
 import hashlib
 import json
 import secrets
+import types  # reliability: detection read cap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.request import parse_http_list, parse_keqv_list
@@ -61,6 +62,7 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from pyasic import settings as pyasic_settings
 from pyasic.errors import APIError
+from pyasic.miners import factory as pyasic_factory  # reliability: detection read cap
 from pyasic.rpc.base import BaseMinerRPCAPI
 from pyasic.web.antminer import AntminerModernWebAPI
 from pyasic.web.braiins_os.boser import BOSerWebAPI, BOSMinerGRPCStub
@@ -424,6 +426,80 @@ async def _capped_read_bytes(
     return b"".join(chunks)
 
 
+# --- reliability (issue 8): detection read cap. Added by "reliability" -----------------------
+
+
+class _CappedStreamReader(asyncio.StreamReader):
+    """A StreamReader that ends the stream after `MAX_RPC_BYTES` (and aborts the connection).
+
+    Why: detection (``pyasic.miners.factory``) reads port 4028 with its own loops of
+    ``data += await reader.read(4096)`` until EOF, unbounded and quadratic: re-detecting a
+    Whatsminer that answers 50 MB cost ~3 s of CPU per poll (measured) until our deadline
+    cut it. Past the cap the factory sees EOF, its JSON parse fails, detection finds nothing.
+    """
+
+    _capped_total = 0
+
+    def _capped_overflow(self) -> bool:
+        if self._capped_total <= MAX_RPC_BYTES:
+            return False
+        transport = getattr(self, "_transport", None)  # asyncio's own field
+        if transport is not None:
+            transport.abort()
+        return True
+
+    async def read(self, n: int = -1) -> bytes:
+        """Like StreamReader.read, but EOF once more than MAX_RPC_BYTES were read."""
+        if self._capped_overflow():
+            return b""
+        if n < 0:
+            chunks = []
+            while chunk := await self.read(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        data = await super().read(n)
+        self._capped_total += len(data)
+        return b"" if self._capped_overflow() else data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Refuse a length prefix over MAX_RPC_BYTES (BTMiner v3 frames) instead of buffering."""
+        if n > MAX_RPC_BYTES:
+            self._capped_total = n
+            self._capped_overflow()
+            raise asyncio.IncompleteReadError(b"", n)
+        data = await super().readexactly(n)
+        self._capped_total += len(data)
+        return data
+
+
+async def _capped_open_connection(
+    host: Any = None, port: Any = None, *, limit: int = 2**16, **kwds: Any
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """CPython 3.11's asyncio.open_connection, with a `_CappedStreamReader`."""
+    loop = asyncio.get_running_loop()
+    reader = _CappedStreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port, **kwds)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer
+
+
+def _cap_detection_reads() -> None:
+    """Give ``pyasic.miners.factory`` an ``asyncio`` whose open_connection caps reads.
+
+    Only the factory module's name ``asyncio`` is rebound (to a copy of the module with one
+    function replaced); asyncio itself and every other module are untouched. Idempotent.
+    """
+    if getattr(pyasic_factory.asyncio, "_altiwatch_capped", False):
+        return
+    proxy = types.ModuleType("asyncio")
+    proxy.__dict__.update(vars(asyncio))
+    proxy.open_connection = _capped_open_connection  # type: ignore[attr-defined]
+    proxy._altiwatch_capped = True  # type: ignore[attr-defined]  # noqa: SLF001
+    pyasic_factory.asyncio = proxy
+
+
+_cap_detection_reads()  # at import: the agent imports this module before any detection
 # --- reliability (issue 8): RPC read cap; end --------------------------------------------------
 
 
