@@ -77,22 +77,6 @@ def alarm_sensor_by_miner() -> str:
     )
 
 
-def sea_level_warning() -> str:
-    """The warning threshold the same rule would have at sea level, per miner.
-
-    The engine sets warn = crit − H0·M(δ), so H0 = (crit − warn)/M(δ) and the sea-level
-    warning is crit − H0 (altitude-thermal.md §5 R1). For the stock S19 preset the critical
-    threshold itself is also lowered by c(δ), which this leaves out (≤ 4.3 K at 4,500 m).
-    """
-    crit = m("asic_temperature_threshold_celsius", CRITICAL)
-    warn = m("asic_temperature_threshold_celsius", WARNING)
-    cooling = 'max by (site) (altiwatch_site_cooling_multiplier{site=~"$site"})'
-    return (
-        f"{crit} - ignoring (kind) (({crit} - ignoring (kind) {warn})"
-        f" / on (site) group_left () {cooling})"
-    )
-
-
 def count_or_zero(expr: str, base: str) -> str:
     """Count ``expr``; 0 when it is empty but ``base`` (what it filters) has data.
 
@@ -371,15 +355,20 @@ SEVERITY_COLOURS = [
 """Fixed colours for the critical/warning/info targets of ``_alarm_targets``."""
 
 
+def alarm_count(sev: str) -> str:
+    """Firing alarms of one severity: per-miner plus site-level (R7 site outage, R9 sanity).
+
+    Each part is 0 (not "no data") when nothing fires while the agent reports miners.
+    """
+    zero = f"0 * count({m('asic_up')})"
+    miners = f"sum({m('asic_alarm_active', severity(sev))}) or on () ({zero})"
+    sites = f'sum(altiwatch_site_alarm_active{{site=~"$site", {severity(sev)}}}) or on () ({zero})'
+    return f"({miners}) + on () ({sites})"
+
+
 def _alarm_targets() -> list[Target]:
-    """One target per severity; 0 (not "no data") when nothing fires."""
-    return [
-        Target(
-            f"sum({m('asic_alarm_active', severity(sev))}) or on () (0 * count({m('asic_up')}))",
-            sev,
-        )
-        for sev in ("critical", "warning", "info")
-    ]
+    """One target per severity, miner and site-level alarms together."""
+    return [Target(alarm_count(sev), sev) for sev in ("critical", "warning", "info")]
 
 
 def fleet_overview() -> Json:
@@ -471,7 +460,8 @@ def fleet_overview() -> Json:
         ),
         Panel(
             "Active alarms",
-            "Alarms firing now in the agent's altitude-aware alarm engine, by severity.",
+            "Alarms firing now in the agent's altitude-aware alarm engine, by severity: "
+            "per-miner alarms plus site-level ones (R7 site outage, R9 site sanity).",
             "short",
             _alarm_targets(),
             kind="stat",
@@ -522,7 +512,8 @@ def fleet_overview() -> Json:
         ),
         Panel(
             "Active alarms by severity",
-            "Number of alarms firing over time, by severity.",
+            "Number of alarms firing over time, by severity, per-miner and site-level "
+            "(R7 site outage, R9 site sanity) together.",
             "short",
             _alarm_targets(),
             stacked=True,
@@ -558,6 +549,28 @@ def fleet_overview() -> Json:
             transformations=_table_transforms("hottest"),
             links=MINER_LINK,
         ),
+        Panel(
+            "Site alarms",
+            "Site-level alarms firing now (R7: a large share of the site dropped at once, "
+            "probable power or network outage; R9: site sanity, e.g. implausible station "
+            "pressure or a very high site). Empty when none fires.",
+            "short",
+            [
+                Target(
+                    'max by (site, rule, severity) (altiwatch_site_alarm_active{site=~"$site"})',
+                    "{{site}} {{rule}} {{severity}}",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            kind="table",
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {"excludeByName": {"Time": True, "Value": True}},
+                }
+            ],
+        ),
     ]
     return dashboard(
         "altiwatch-fleet-overview",
@@ -572,7 +585,41 @@ def thermal_altitude() -> Json:
     chip = f(m("asic_chip_temperature_celsius"))
     board = f(m("asic_board_temperature_celsius"))
     threshold = "asic_temperature_threshold_celsius"
+    sea_level = "asic_temperature_threshold_sea_level_celsius"
+    duty = f(m("asic_fan_duty_ratio"))
     saturated = f(f"{m('asic_fan_duty_ratio')} >= {SATURATED_DUTY}")
+
+    def sensor_panel(sensor: str, reading: str, title: str, description: str) -> Panel:
+        """Hottest reading vs derated and sea-level thresholds of the miners on one sensor."""
+        on = f'sensor="{sensor}"'
+        mine = m(threshold, f"{WARNING}, {on}")
+        return Panel(
+            title,
+            description,
+            "celsius",
+            [
+                Target(
+                    f"max by (site) ({reading} and on (site, miner) {mine})", "{{site}} hottest"
+                ),
+                Target(
+                    f"min by (site) ({f(m(threshold, f'{WARNING}, {on}'))})",
+                    "{{site}} derated warning",
+                ),
+                Target(
+                    f"min by (site) ({f(m(threshold, f'{CRITICAL}, {on}'))})",
+                    "{{site}} derated critical",
+                ),
+                Target(
+                    f"min by (site) ({f(m(sea_level, f'{WARNING}, {on}'))})",
+                    "{{site}} sea-level warning",
+                ),
+                Target(
+                    f"min by (site) ({f(m(sea_level, f'{CRITICAL}, {on}'))})",
+                    "{{site}} sea-level critical",
+                ),
+            ],
+        )
+
     panels = [
         Panel(
             "Site altitude",
@@ -611,12 +658,12 @@ def thermal_altitude() -> Json:
         ),
         Panel(
             "Saturated fans",
-            f"Miners whose fan duty is at or above {SATURATED_DUTY:.0%} (where the firmware "
-            "reports duty), and fan-saturation alarms (R3, fans ≥ 95 % of rated rpm): no "
-            "cooling reserve left, the chip now follows the inlet 1:1.",
+            f"Miners whose fan duty (estimated from rpm / rated max rpm) is at or above "
+            f"{SATURATED_DUTY:.0%}, and fan-saturation alarms (R3, held saturation with "
+            "rising temperature): no cooling reserve left, the chip now follows the inlet 1:1.",
             "short",
             [
-                Target(count_or_zero(saturated, f(m("asic_fan_duty_ratio"))), "duty ≥ 95 %"),
+                Target(count_or_zero(saturated, duty), "duty ≥ 95 %"),
                 Target(count_or_zero(m("asic_alarm_active", R3), m("asic_up")), "R3"),
             ],
             kind="stat",
@@ -624,29 +671,22 @@ def thermal_altitude() -> Json:
             height=4,
             steps=((None, "green"), (1, "orange")),
         ),
-        Panel(
-            "Hottest chip and board vs thresholds",
-            "Hottest chip and board per site against the lowest derated warning/critical "
-            "threshold in force there and the same rules' sea-level values: the gap between "
-            "them is what altitude costs.",
-            "celsius",
-            [
-                Target(f"max by (site) ({chip})", "{{site}} hottest chip"),
-                Target(f"max by (site) ({board})", "{{site}} hottest board"),
-                Target(
-                    f"min by (site) ({f(m(threshold, WARNING))})",
-                    "{{site}} derated warning",
-                ),
-                Target(
-                    f"min by (site) ({f(m(threshold, CRITICAL))})",
-                    "{{site}} derated critical",
-                ),
-                Target(
-                    f"min by (site) ({f(sea_level_warning())})",
-                    "{{site}} sea-level warning",
-                ),
-            ],
-            width=24,
+        sensor_panel(
+            "board",
+            board,
+            "Board-sensor models: hottest board vs thresholds",
+            "Miners whose thresholds apply to the board (PCB) sensor (stock S19 firmware, whose "
+            '"chip" figure is an estimate): hottest board per site against the lowest derated '
+            "warning/critical threshold in force and the same thresholds at sea level; the gap "
+            "is what altitude costs.",
+        ),
+        sensor_panel(
+            "die",
+            chip,
+            "Die-sensor models: hottest chip vs thresholds",
+            "Miners whose thresholds apply to a real die sensor (S21, Whatsminer, Avalon, "
+            "Bitaxe, S19 on VNish/Braiins OS+): hottest chip per site against the lowest derated "
+            "warning/critical threshold in force and the same thresholds at sea level.",
         ),
         Panel(
             "Headroom to derated warning",
@@ -673,7 +713,7 @@ def thermal_altitude() -> Json:
         Panel(
             "Inlet vs derated maximum inlet",
             "Hottest inlet per site against the lowest altitude-derated maximum inlet "
-            "temperature of its miners.",
+            "temperature of its miners, and the same limit at sea level.",
             "celsius",
             [
                 Target(
@@ -682,6 +722,10 @@ def thermal_altitude() -> Json:
                 Target(
                     f"min by (site) ({f(m('asic_inlet_temperature_max_celsius'))})",
                     "{{site}} derated max inlet",
+                ),
+                Target(
+                    f"min by (site) ({f(m('asic_inlet_temperature_max_sea_level_celsius'))})",
+                    "{{site}} sea-level max inlet",
                 ),
             ],
         ),
@@ -693,25 +737,25 @@ def thermal_altitude() -> Json:
         ),
         Panel(
             "Fan duty",
-            "Average and highest fan duty per site; closed-loop fans run harder at altitude "
-            "to hold the same chip temperature.",
+            "Average and highest fan duty per site, estimated from rpm / rated max rpm (the "
+            "fastest fan over the model's rated maximum); closed-loop fans run harder at "
+            "altitude to hold the same chip temperature.",
             "percentunit",
             [
-                Target(f"avg by (site) ({f(m('asic_fan_duty_ratio'))})", "{{site}} average"),
-                Target(f"max by (site) ({f(m('asic_fan_duty_ratio'))})", "{{site}} highest"),
+                Target(f"avg by (site) ({duty})", "{{site}} average"),
+                Target(f"max by (site) ({duty})", "{{site}} highest"),
             ],
             minimum=0,
-            maximum=1,
+            steps=((None, "green"), (SATURATED_DUTY, "orange")),
         ),
         Panel(
             "Saturated fans by site",
-            f"Miners per site with fan duty ≥ {SATURATED_DUTY:.0%} (where reported) and with "
-            "an active fan-saturation alarm (R3).",
+            f"Miners per site with fan duty ≥ {SATURATED_DUTY:.0%} (estimated from rpm / rated "
+            "max rpm) and with an active fan-saturation alarm (R3).",
             "short",
             [
                 Target(
-                    f"count by (site) ({saturated}) "
-                    f"or on () (0 * count({f(m('asic_fan_duty_ratio'))}))",
+                    f"count by (site) ({saturated}) or on () (0 * count({duty}))",
                     "{{site}} duty",
                 ),
                 Target(
@@ -723,9 +767,12 @@ def thermal_altitude() -> Json:
         ),
         Panel(
             "Fan speed per miner",
-            "Average fan speed of each miner.",
+            "Fastest fan of each miner, and the lowest rated maximum fan speed per site.",
             "rotrpm",
-            [Target(f"avg by (site, miner) ({f(m('asic_fan_speed_rpm'))})", "{{miner}}")],
+            [
+                Target(f"max by (site, miner) ({f(m('asic_fan_speed_rpm'))})", "{{miner}}"),
+                Target(f"min by (site) ({f(m('asic_fan_max_rpm'))})", "{{site}} rated max"),
+            ],
         ),
         Panel(
             "Site air: δ and M(δ)",
@@ -835,10 +882,10 @@ def miner_detail() -> Json:
         Panel(
             "Derated thresholds",
             "The warning and critical temperature thresholds in force for this miner at its "
-            "site's altitude, and its maximum inlet.",
+            "site's altitude (on the sensor named), and its maximum inlet.",
             "celsius",
             [
-                Target(m("asic_temperature_threshold_celsius"), "{{kind}}"),
+                Target(m("asic_temperature_threshold_celsius"), "{{kind}} ({{sensor}})"),
                 Target(m("asic_inlet_temperature_max_celsius"), "max inlet"),
             ],
             kind="stat",
@@ -868,7 +915,14 @@ def miner_detail() -> Json:
             [
                 Target(m("asic_chip_temperature_celsius"), "{{miner}} chip {{board}}"),
                 Target(m("asic_board_temperature_celsius"), "{{miner}} board {{board}}"),
-                Target(m("asic_temperature_threshold_celsius"), "{{miner}} derated {{kind}}"),
+                Target(
+                    m("asic_temperature_threshold_celsius"),
+                    "{{miner}} derated {{kind}} ({{sensor}})",
+                ),
+                Target(
+                    m("asic_temperature_threshold_sea_level_celsius"),
+                    "{{miner}} sea-level {{kind}} ({{sensor}})",
+                ),
             ],
         ),
         Panel(
@@ -891,17 +945,21 @@ def miner_detail() -> Json:
         ),
         Panel(
             "Fan speeds",
-            "Every fan's speed.",
+            "Every fan's speed, and the model's rated maximum the fan duty is estimated from.",
             "rotrpm",
-            [Target(m("asic_fan_speed_rpm"), "{{miner}} fan {{fan}}")],
+            [
+                Target(m("asic_fan_speed_rpm"), "{{miner}} fan {{fan}}"),
+                Target(m("asic_fan_max_rpm"), "{{miner}} rated max"),
+            ],
         ),
         Panel(
             "Fan duty",
-            "Fan duty cycle commanded by the firmware (1 = full speed).",
+            "Fan load estimated from rpm / rated max rpm: the fastest fan over the model's "
+            f"rated maximum (1 = full speed; saturated at ≥ {SATURATED_DUTY:.0%}).",
             "percentunit",
             [Target(m("asic_fan_duty_ratio"), "{{miner}}")],
             minimum=0,
-            maximum=1,
+            steps=((None, "green"), (SATURATED_DUTY, "orange")),
         ),
         Panel(
             "Power",

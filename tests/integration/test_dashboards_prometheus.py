@@ -33,7 +33,6 @@ SCENARIO = {
 # The test checks the agent's /metrics really has no sample of them, so an entry here fails as
 # soon as the agent starts exporting the family (then delete the entry).
 NOT_EXPORTED = {
-    "asic_fan_duty_ratio": "pyasic 0.79 reports no fan duty; MinerSnapshot has no duty field",
     "asic_inlet_temperature_celsius": "stock S19j Pro and Bitaxe firmware have no inlet sensor",
     "asic_power_limit_watts": "stock S19j Pro and Bitaxe firmware report no power limit",
 }

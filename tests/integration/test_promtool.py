@@ -174,13 +174,51 @@ def test_promtool_count_or_zero_is_zero_only_for_known_inputs(tmp_path):
     _promql_case(tmp_path, {'asic_hashrate_hashes_per_second{site="g",miner="a"}': "1 1"}, expr, [])
 
 
-def test_promtool_sea_level_warning_query_undoes_the_altitude_scaling(tmp_path):
-    """Warn = crit − H0·M(δ) at 2,800 m (M 1.2852) gives back crit − H0 (H0 = 10 K)."""
+def test_promtool_alarm_count_adds_site_alarms_and_is_zero_when_none_fires(tmp_path):
+    """The alarm panels count per-miner plus site-level alarms of a severity; 0 when none fires."""
     generator = load_generator()
     series = {
-        'asic_temperature_threshold_celsius{site="g",miner="a",kind="critical"}': "95 95",
-        'asic_temperature_threshold_celsius{site="g",miner="a",kind="warning"}': "82.148 82.148",
-        'altiwatch_site_cooling_multiplier{site="g",instance="agent:9847"}': "1.2852 1.2852",
+        'asic_up{site="g",miner="a"}': "1 1",
+        'asic_up{site="g",miner="b"}': "1 1",
+        'asic_alarm_active{site="g",miner="a",rule="R1",severity="critical"}': "1 1",
+        'asic_alarm_active{site="g",miner="b",rule="R6",severity="critical"}': "1 1",
+        'altiwatch_site_alarm_active{site="g",rule="R7",severity="critical"}': "1 1",
+        'altiwatch_site_alarm_active{site="g",rule="R9",severity="info"}': "1 1",
     }
-    expected = [{"labels": '{site="g",miner="a"}', "value": 85}]
-    _promql_case(tmp_path, series, substitute(generator.sea_level_warning()), expected)
+    for sev, count in (("critical", 3), ("warning", 0), ("info", 1)):
+        expr = substitute(generator.alarm_count(sev))
+        _promql_case(tmp_path, series, expr, [{"labels": "{}", "value": count}])
+    # No miner known (agent not scraped): no data rather than a reassuring 0.
+    _promql_case(tmp_path, {}, substitute(generator.alarm_count("critical")), [])
+
+
+def test_promtool_site_alarm_rule_fires_for_warning_and_critical_only(tmp_path):
+    """AltiwatchSiteAlarm mirrors firing site alarms of warning/critical severity, not info."""
+    rules_copy = tmp_path / "altiwatch.rules.yml"
+    shutil.copy(RULES, rules_copy)
+    tests = {
+        "rule_files": [rules_copy.name],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'altiwatch_site_alarm_active{site="g",rule="R9",severity="info"}',
+                        "values": "1 1 1",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "2m", "alertname": "AltiwatchSiteAlarm", "exp_alerts": []}
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "site.test.yml"
+    path.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    _ok(_promtool("test", "rules", path))
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    site_rule = next(
+        r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "AltiwatchSiteAlarm"
+    )
+    assert "altiwatch_site_alarm_active" in site_rule["expr"]
