@@ -169,3 +169,51 @@ def test_agent_fleet_scraped_by_real_prometheus(fleet, prometheus_factory):
     up = prometheus.query('up{job="altiwatch"}')
     assert [r["value"][1] for r in up] == ["1"]
     wait_until(lambda: prometheus.query("asic_up == 0"), "asic_up 0 in Prometheus")
+
+
+RATED_MAX_RPM = {"antminer-s21": 6600, "whatsminer": 7000, "avalon": 6800}
+"""Rated max rpm of the alarm presets; 6000 for S19-class and Bitaxe."""
+
+
+def test_agent_fleet_fan_duty_and_threshold_sensor_per_family(fleet):
+    """Every healthy miner: duty = fastest fan / its preset's rated max rpm; stock S19 on board."""
+    emulator, agent = fleet
+    healthy = [m for m in emulator.miners() if m["address"] != OFFLINE]
+
+    def complete() -> dict[str, Any] | None:
+        metrics = samples(agent.metrics())
+        duty = by_miner(metrics.get("asic_fan_duty_ratio", []))
+        if not all(m["mac"].upper() in duty for m in healthy):
+            return None
+        return metrics
+
+    metrics = agent.wait_for(complete, "asic_fan_duty_ratio of every healthy miner", 60)
+    duty = by_miner(metrics["asic_fan_duty_ratio"])
+    rated = by_miner(metrics["asic_fan_max_rpm"])
+    fastest: dict[str, float] = {}
+    for labels, value in metrics["asic_fan_speed_rpm"]:
+        fastest[labels["miner"]] = max(value, fastest.get(labels["miner"], value))
+    sensors = {
+        labels["miner"]: labels["sensor"]
+        for labels, _ in metrics["asic_temperature_threshold_celsius"]
+    }
+    sea_level = {
+        (labels["miner"], labels["kind"]): value
+        for labels, value in metrics["asic_temperature_threshold_sea_level_celsius"]
+    }
+    wrong = []
+    for miner in healthy:
+        mid = miner["mac"].upper()
+        key = "antminer-s21" if "S21" in miner["model"] else miner["family"]
+        want_rated = RATED_MAX_RPM.get(key, 6000)
+        stock_s19 = miner["family"] == "antminer" and "S19" in miner["model"]
+        want_sensor = "board" if stock_s19 else "die"
+        got = (rated.get(mid), duty.get(mid), sensors.get(mid))
+        if (
+            got[0] != want_rated
+            or got[1] != pytest.approx(min(fastest[mid] / want_rated, 1.5))
+            or got[2] != want_sensor
+            or (mid, "critical") not in sea_level
+        ):
+            wrong.append((miner["address"], miner["family"], miner["model"], got, want_rated))
+    assert not wrong, json.dumps(wrong, indent=1)

@@ -376,3 +376,18 @@ def test_renderer_site_alarm_from_the_real_engine():
     fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
     text = renderer.render().decode()
     assert 'altiwatch_site_alarm_active{site="site",rule="R9",severity="info"} 1\n' in text
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs Debian's promtool")
+def test_renderer_engine_families_pass_promtool_check_metrics():
+    """Duty, rated max rpm, sea-level thresholds and site alarms pass promtool check metrics."""
+    fleet, renderer, _ = engine_renderer("s19", board=60.0, inlet=20.0, rpm=5000)
+    fleet.record_success("10.0.0.1", snapshot(), 0.1, now=2)
+    body = renderer.render()
+    for name in (b"asic_fan_duty_ratio{", b"asic_fan_max_rpm{", b"altiwatch_site_alarm_active{"):
+        assert name in body
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"], input=body, capture_output=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
