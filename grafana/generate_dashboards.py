@@ -77,6 +77,17 @@ def alarm_sensor_by_miner() -> str:
     )
 
 
+def hottest_on_sensor(sensor: str, reading: str) -> str:
+    """Per site, the hottest ``reading`` among miners whose thresholds apply to ``sensor``.
+
+    ``sensor`` is the ``sensor`` label of asic_temperature_threshold_celsius ("board" for
+    stock S19, whose chip figure is an estimate; "die" otherwise); ``reading`` is the matching
+    temperature selector (board or chip).
+    """
+    mine = m("asic_temperature_threshold_celsius", f'{WARNING}, sensor="{sensor}"')
+    return f"max by (site) ({reading} and on (site, miner) {mine})"
+
+
 def count_or_zero(expr: str, base: str) -> str:
     """Count ``expr``; 0 when it is empty but ``base`` (what it filters) has data.
 
@@ -592,15 +603,12 @@ def thermal_altitude() -> Json:
     def sensor_panel(sensor: str, reading: str, title: str, description: str) -> Panel:
         """Hottest reading vs derated and sea-level thresholds of the miners on one sensor."""
         on = f'sensor="{sensor}"'
-        mine = m(threshold, f"{WARNING}, {on}")
         return Panel(
             title,
             description,
             "celsius",
             [
-                Target(
-                    f"max by (site) ({reading} and on (site, miner) {mine})", "{{site}} hottest"
-                ),
+                Target(hottest_on_sensor(sensor, reading), "{{site}} hottest"),
                 Target(
                     f"min by (site) ({f(m(threshold, f'{WARNING}, {on}'))})",
                     "{{site}} derated warning",

@@ -222,3 +222,24 @@ def test_promtool_site_alarm_rule_fires_for_warning_and_critical_only(tmp_path):
         r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "AltiwatchSiteAlarm"
     )
     assert "altiwatch_site_alarm_active" in site_rule["expr"]
+
+
+def test_promtool_sensor_panels_read_the_thresholds_sensor(tmp_path):
+    """Board-sensor panel: stock S19's hottest board only; die panel: the S21's hottest chip."""
+    generator = load_generator()
+    info = 'asic_miner_info{site="g",miner="%s",model="m"}'
+    series = {
+        info % "s19": "1 1",
+        'asic_chip_temperature_celsius{site="g",miner="s19",board="0"}': "76 76",
+        'asic_board_temperature_celsius{site="g",miner="s19",board="0"}': "61 61",
+        'asic_temperature_threshold_celsius{site="g",miner="s19",kind="warning",sensor="board"}': "59.8 59.8",
+        info % "s21": "1 1",
+        'asic_chip_temperature_celsius{site="g",miner="s21",board="0"}': "80 80",
+        'asic_board_temperature_celsius{site="g",miner="s21",board="0"}': "66 66",
+        'asic_temperature_threshold_celsius{site="g",miner="s21",kind="warning",sensor="die"}': "81.9 81.9",
+    }
+    board = generator.f(generator.m("asic_board_temperature_celsius"))
+    chip = generator.f(generator.m("asic_chip_temperature_celsius"))
+    for sensor, reading, want in (("board", board, 61), ("die", chip, 80)):
+        expr = substitute(generator.hottest_on_sensor(sensor, reading))
+        _promql_case(tmp_path, series, expr, [{"labels": '{site="g"}', "value": want}])
