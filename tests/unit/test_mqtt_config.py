@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from agent.mqtt.config import MqttSettings
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def test_mqtt_config_defaults_are_safe():
@@ -57,3 +54,14 @@ def test_mqtt_config_rejects_inconsistent_settings(fields: dict[str, object], me
     """Contradictory or unknown settings fail validation with a message naming the problem."""
     with pytest.raises(ValidationError, match=message):
         MqttSettings.model_validate(fields)
+
+
+def test_mqtt_config_example_file_validates():
+    """deploy/examples/mqtt.yaml is a valid ``mqtt:`` section."""
+    import yaml  # noqa: PLC0415 - only this test reads YAML
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "mqtt.yaml"
+    section = yaml.safe_load(example.read_text(encoding="utf-8"))["mqtt"]
+    settings = MqttSettings.model_validate(section)
+    assert settings.enabled
+    assert settings.tls is not None
