@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pyasic import get_miner
 from pyasic import settings as pyasic_settings
 from pyasic.miners.antminer import BMMinerS19jPro
 from pyasic.miners.antminer.bosminer.X19.S19 import BOSMinerS19jPro
@@ -16,6 +17,7 @@ from pyasic.miners.bitaxe import BitAxeUltra
 from pyasic.miners.data import DataOptions
 
 from collectors import pyasic_tuning
+from collectors.emulator.profiles import PROFILES
 from collectors.pyasic_source import FAST_OPTIONS
 from tests.support.emulator import EmulatorError, start_emulator
 
@@ -24,6 +26,20 @@ BITAXE = "127.80.1.2"
 FAULTY = ["127.80.1.3", "127.80.1.4", "127.80.1.5", "127.80.1.6", "127.80.1.7", "127.80.1.8"]
 BOS = "127.80.1.9"
 BOS_FAULTY = "127.80.1.10"
+#: One miner of each other family, for detection through the lean transport.
+OTHERS = {
+    "antminer-s21": "127.80.1.11",
+    "whatsminer-m30s+ve40": "127.80.1.12",
+    "avalon-15-194": "127.80.1.13",
+    "vnish-s19jpro": "127.80.1.14",
+}
+
+DETECT = {
+    "antminer-s19jpro": S19,
+    "bitaxe-ultra": BITAXE,
+    "braiins-s19jpro": BOS,
+    **OTHERS,
+}
 
 SCENARIO = {
     "name": "tuning",
@@ -32,6 +48,7 @@ SCENARIO = {
         {"model": "antminer-s19jpro", "count": 1, "addresses": [S19]},
         {"model": "bitaxe-ultra", "count": 7, "addresses": [BITAXE, *FAULTY]},
         {"model": "braiins-s19jpro", "count": 2, "addresses": [BOS, BOS_FAULTY]},
+        *({"model": key, "count": 1, "addresses": [address]} for key, address in OTHERS.items()),
     ],
 }
 
@@ -303,3 +320,14 @@ async def test_tuned_antminer_follows_nonce_renewal():
         await server.wait_closed()
     assert replies == [{"STATS": [{"chain": []}]}] * 6
     assert seen == {"requests": 9, "unauthorized": 3}
+
+
+@pytest.mark.parametrize(("key", "address"), sorted(DETECT.items()))
+async def test_detection_through_lean_transport_finds_the_class(emulator, key, address):
+    """Pyasic's detection (HTTP and HTTPS probes, RPC) over the lean transport picks the right class."""
+    pyasic_tuning.install()
+    miner = await get_miner(address)
+    assert type(miner).__name__ == PROFILES[key].pyasic_class
+    pyasic_tuning.tune(miner)
+    data = await miner.get_data(include=list(FAST_OPTIONS))
+    assert data.hashrate is not None
