@@ -28,6 +28,7 @@ import contextlib
 import gc
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -230,16 +231,30 @@ async def _poll_load(poll_cpu_s: float, polls_per_s: float, stop: asyncio.Event)
     return burned
 
 
-def scrape(url: str, count: int, interval_s: float) -> list[float]:
-    """GET ``url`` ``count`` times, ``interval_s`` apart; return each latency in seconds."""
+def scrape(url: str, count: int, interval_s: float) -> dict[str, Any]:
+    """GET ``url`` ``count`` times, ``interval_s`` apart; each latency in seconds.
+
+    With curl installed its ``time_total`` is used (a C client, like Prometheus' Go one: the
+    figure is the agent's, not a Python client's read loop); else urllib's wall time.
+    """
+    curl = shutil.which("curl")
     latencies = []
     for _ in range(count):
-        started = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 — loopback URL
-            response.read()
-        latencies.append(time.perf_counter() - started)
+        if curl is not None:
+            done = subprocess.run(
+                [curl, "-s", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "60", url],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            latencies.append(float(done.stdout))
+        else:
+            started = time.perf_counter()
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 — loopback
+                response.read()
+            latencies.append(time.perf_counter() - started)
         time.sleep(interval_s)
-    return latencies
+    return {"client": "curl" if curl else "urllib", "latencies": latencies}
 
 
 def equivalent_registry(body: bytes) -> tuple[CollectorRegistry, int]:
@@ -324,9 +339,10 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
         await refresher
     cpu = cpu_seconds() - cpu0
     await api.stop()
-    latencies = json.loads(out)
+    scraped = json.loads(out)
     return {
-        "scrape": summarise_ms(latencies),
+        "scrape": summarise_ms(scraped["latencies"]),
+        "scrape_client": scraped["client"],
         "updates": updates,
         "renders": state["renderer"].renders - renders0,
         "poll_load_cpu_s": round(burned, 3),

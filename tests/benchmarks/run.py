@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -463,6 +464,21 @@ def _wait_ready(
     raise RuntimeError(msg)
 
 
+def _timed_scrape(url: str) -> float | None:
+    """Latency of one GET (curl's time_total when curl is installed, like exposition.scrape)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        status, _, latency = _get(url)
+        return latency if status == 200 else None
+    done = subprocess.run(
+        [curl, "-s", "-f", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "60", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return float(done.stdout) if done.returncode == 0 else None
+
+
 def _window(agent_pid: int, base: str, seconds: float, scrape_every_s: float) -> dict[str, Any]:
     """Scrape /metrics every ``scrape_every_s`` for ``seconds``; first and last samples + stats."""
     _, body, _ = _get(base + "/metrics")
@@ -472,13 +488,13 @@ def _window(agent_pid: int, base: str, seconds: float, scrape_every_s: float) ->
     latencies: list[float] = []
     rss_samples: list[int] = []
     while time.monotonic() - started < seconds:
-        status, body, latency = _get(base + "/metrics")
-        if status == 200:
+        latency = _timed_scrape(base + "/metrics")
+        if latency is not None:
             latencies.append(latency)
         rss = _proc_status_kb(agent_pid, "VmRSS")
         if rss is not None:
             rss_samples.append(rss)
-        time.sleep(max(0.0, scrape_every_s - latency))
+        time.sleep(max(0.0, scrape_every_s - (latency or 0.0)))
     window = time.monotonic() - started
     _, body, _ = _get(base + "/metrics")
     return {
