@@ -314,15 +314,7 @@ def _corrupt(path: Path) -> None:
     "database",
     [
         pytest.param("mqtt-outbox.sqlite3", id="outbox"),
-        pytest.param(
-            "alarms.sqlite3",
-            id="alarm-store",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="agent/alarms/store.py does not move a corrupt database aside; the "
-                "service runs without a store (alarm_store_unavailable); reported",
-            ),
-        ),
+        pytest.param("alarms.sqlite3", id="alarm-store"),
     ],
 )
 def test_reliability_corrupt_database_is_moved_aside_and_rebuilt(
