@@ -1,4 +1,4 @@
-"""JSON Schemas (draft 2020-12) of every MQTT payload, looked up by the payload's ``schema`` field."""
+"""JSON Schemas (draft 2020-12) of every MQTT payload, keyed by the payload's ``schema`` field."""
 
 from __future__ import annotations
 
