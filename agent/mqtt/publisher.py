@@ -261,7 +261,9 @@ class EventPublisher:
             connect_props = Properties(PacketTypes.CONNECT)
             connect_props.SessionExpiryInterval = s.session_expiry_s
         kwargs: dict[str, object] = {}
-        if not v5:
+        if v5:  # paho rejects clean_start on 3.1.1 and clean_session on 5
+            kwargs["clean_start"] = not s.persistent_session
+        else:
             kwargs["clean_session"] = not s.persistent_session
         client = aiomqtt.Client(
             s.host,
@@ -271,7 +273,6 @@ class EventPublisher:
             password=password.get_secret_value() if password is not None else None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(will.topic, will.payload, qos=1, retain=True),
-            clean_start=not s.persistent_session,
             keepalive=s.keepalive_s,
             timeout=s.publish_timeout_s,
             properties=connect_props,

@@ -325,3 +325,25 @@ def mosquitto_restarted(broker: Mosquitto) -> Mosquitto:
     """Start ``broker`` again on its port and return it."""
     broker.start()
     return broker
+
+
+@pytest.mark.parametrize(
+    ("protocol", "persistent"), [("5", True), ("3.1.1", True), ("3.1.1", False)]
+)
+async def test_publisher_protocols_and_persistent_sessions_deliver(
+    mosquitto, tmp_path, protocol, persistent
+):
+    """MQTT 5 and 3.1.1, with and without a persistent session, connect and deliver alarms."""
+    pub = EventPublisher(
+        settings(mosquitto, protocol=protocol, persistent_session=persistent),
+        agent_id=f"agent-{protocol}-{persistent}",
+        state_dir=tmp_path,
+    )
+    async with Subscriber(mosquitto, [f"{PREFIX}/+/events"]) as sub, running(pub):
+        pub.alarm_transitions([transition(TransitionKind.RAISED, summary="proto")])
+        await wait_until(
+            lambda: any(p.get("summary") == "proto" for p in sub.payloads()),
+            within=20,
+            what=f"delivery over MQTT {protocol}",
+        )
+    assert pub.stats().connected is False
