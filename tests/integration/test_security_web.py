@@ -242,3 +242,33 @@ def test_security_check_config_validates_the_web_config(tmp_path):
     web.write_text("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n")
     result = _altiwatch("check-config", str(_agent_config_with_web(tmp_path, web)))
     assert result.returncode == 78, result.stdout + result.stderr
+
+
+async def test_security_wrong_password_flood_does_not_delay_known_credentials(
+    tmp_path, pki, served
+):
+    """30 distinct wrong passwords (bcrypt each, one at a time) never queue a cached scraper."""
+    cfg = load_web_config(_web_config(tmp_path, pki, mtls=False, users=True))
+    verifier = BasicAuthVerifier(cfg.basic_auth_users)
+    served.append(await _serve(tmp_path / "web-config.yml", verifier=verifier))
+    url = served[0].url + "/metrics"
+    async with _client(pki, client_cert=False) as client:
+        warm = await client.get(url, auth=("prometheus", PASSWORD))
+        assert warm.status_code == 200
+
+        async def timed(auth: tuple[str, str]) -> tuple[int, float]:
+            response = await client.get(url, auth=auth)
+            return response.status_code, asyncio.get_running_loop().time()
+
+        flood = [
+            asyncio.create_task(timed(("prometheus", f"guess-{i}")), name=f"guess[{i}]")
+            for i in range(30)
+        ]
+        await asyncio.sleep(0)
+        legit = await asyncio.gather(*(timed(("prometheus", PASSWORD)) for _ in range(10)))
+        guesses = await asyncio.gather(*flood)
+    assert [status for status, _t in legit] == [200] * 10
+    assert [status for status, _t in guesses] == [401] * 30
+    assert verifier.bcrypt_checks == 31  # one per distinct credential
+    # Every known-credential scrape finished before the serialized guesses did.
+    assert max(t for _s, t in legit) < max(t for _s, t in guesses)
