@@ -103,3 +103,60 @@ def test_demo_prints_urls_serves_metrics_and_stops_cleanly(tmp_path, sig, extra)
     assert not _accepts("127.0.0.1", agent_port)
     assert not _accepts("127.0.0.1", int(mqtt.group(1)))
     assert not _accepts(BASE, 4028)
+
+
+@pytest.mark.slow
+def test_demo_amqtt_fallback_delivers_events(tmp_path):
+    """With --broker amqtt the pure-Python broker carries the agent's MQTT messages."""
+    stderr_path = tmp_path / "demo.stderr"
+    argv = [
+        sys.executable,
+        "-m",
+        "agent.demo",
+        "--base-address",
+        "127.60.13.1",
+        "--broker",
+        "amqtt",
+    ]
+    argv += ["--scenario", "deploy/scenarios/sea-level.yaml", "--miners", "2"]
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=REPO)
+    try:
+        banner = _read_until_banner(process)
+        assert "an MQTT broker (amqtt)" in banner
+        mqtt = re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+) -t 'altiwatch/v1/#' -v", banner)
+        assert mqtt, banner
+        received = subprocess.run(
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                mqtt.group(1),
+                "-t",
+                "altiwatch/v1/#",
+                "-v",
+                "-C",
+                "1",
+                "-W",
+                "60",
+                "-V",
+                "mqttv311",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert received.returncode == 0, received.stderr
+        assert received.stdout.startswith("altiwatch/v1/"), received.stdout
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=EXIT_DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=EXIT_DEADLINE_S)
+        assert process.stdout is not None
+        process.stdout.close()
+    assert code == 0, stderr_path.read_text()
+    assert not _accepts("127.0.0.1", int(mqtt.group(1)))
