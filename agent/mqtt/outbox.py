@@ -103,6 +103,7 @@ class Outbox:
         self.memory_max = memory_max
         self._clock = clock
         self._db: sqlite3.Connection | None = None
+        self._sync_mode = ""
         self._db_depth = 0
         self._seq = 0
         self._seq_dirty = False
@@ -134,11 +135,18 @@ class Outbox:
         except OSError as exc:
             self._storage_failed("open", exc)
 
+    def _synchronous(self, mode: str) -> None:
+        """FULL (fsync per commit) for kept events, NORMAL for telemetry and deletes."""
+        if self._db is not None and mode != self._sync_mode:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._sync_mode = mode
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            self._sync_mode = "FULL"
             db.executescript(_SCHEMA)
             self._db_depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             row = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
@@ -241,7 +249,7 @@ class Outbox:
     def _write(self, items: Sequence[tuple[Outgoing, float]], *, durable: bool) -> None:
         db = self._db
         assert db is not None
-        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._synchronous("FULL" if durable else "NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
@@ -373,7 +381,7 @@ class Outbox:
             return
         keys = list(self._unacked_deletes)
         try:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._synchronous("NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             removed = 0
             for start in range(0, len(keys), 500):

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+_STAGE_MAX = 500
+"""Telemetry staged in memory is committed at the end of the loop iteration or at this count."""
+
 _IDLE_CHECK_S = 1.0
 """How often an idle drain loop retries storage recovery and checks for work."""
 
@@ -109,6 +112,7 @@ class EventPublisher:
         self._stopped = False
         self._devices: dict[tuple[str, str], DeviceInfo] = {}
         self._announce: set[tuple[str, str]] = set()
+        self._staged: list[Outgoing] = []
         self._wait = wait_fixed(settings.reconnect_min_s) + wait_random_exponential(
             multiplier=settings.reconnect_min_s,
             max=max(settings.reconnect_max_s - settings.reconnect_min_s, 0.0),
@@ -128,7 +132,7 @@ class EventPublisher:
                 RetainedAlarm(msgs[1].topic, t.site, t.miner or SITE_LEVEL, t.rule, severity)
             )
         if messages:
-            self._outbox.put(messages, retained=retained)
+            self._commit(messages, retained=retained)
             self._wake.set()
 
     def telemetry(self, site: str, miner: str, snapshot: MinerSnapshot) -> None:
@@ -156,8 +160,14 @@ class EventPublisher:
         msg = self._events.telemetry(
             site, miner, snapshot, alarm_severity=label, expiry_s=self._s.telemetry_expiry_s
         )
-        self._outbox.put([msg])
-        self._wake.set()
+        self._staged.append(msg)
+        if len(self._staged) >= _STAGE_MAX:
+            self._flush_staged()
+        elif len(self._staged) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_staged)
+            except RuntimeError:  # no loop (a synchronous caller): commit now
+                self._flush_staged()
 
     def miner_status(self, site: str, miner: str, *, online: bool, reason: str | None) -> None:
         """Queue ``miner_online``/``miner_offline`` on the site's event stream."""
@@ -167,8 +177,7 @@ class EventPublisher:
         msg = self._events.miner_status(
             self._clock(), site, miner, event, online=online, reason=reason
         )
-        self._outbox.put([msg])
-        self._wake.set()
+        self._commit([msg])
 
     def miner_removed(self, site: str, miner: str) -> None:
         """Queue ``miner_removed`` and empty the miner's retained alarm (and discovery) topics."""
@@ -184,11 +193,28 @@ class EventPublisher:
             messages.append(Outgoing(topic, b"", qos=1, retain=True))
         self._devices.pop((site, miner), None)
         self._announce.discard((site, miner))
-        self._outbox.put(messages, forget=stale)
+        self._commit(messages, forget=stale)
+
+    def _commit(
+        self,
+        messages: Sequence[Outgoing],
+        *,
+        retained: Sequence[RetainedAlarm] = (),
+        forget: Sequence[RetainedAlarm] = (),
+    ) -> None:
+        """Commit staged telemetry and ``messages`` in one transaction, in order; wake the drain."""
+        staged, self._staged = self._staged, []
+        self._outbox.put([*staged, *messages], retained=retained, forget=forget)
         self._wake.set()
+
+    def _flush_staged(self) -> None:
+        """Commit telemetry staged since the last write (one transaction per loop iteration)."""
+        if self._staged:
+            self._commit([])
 
     def stats(self) -> PublisherStats:
         """Connection state, outbox depth/age, drops by reason and messages published."""
+        self._flush_staged()
         return PublisherStats(
             connected=self._connected,
             outbox_depth=self._outbox.depth,
@@ -198,7 +224,8 @@ class EventPublisher:
         )
 
     def close(self) -> None:
-        """Close the outbox (after :meth:`run` has returned)."""
+        """Commit staged telemetry and close the outbox (after :meth:`run` has returned)."""
+        self._flush_staged()
         self._outbox.close()
 
     # -- connection loop -------------------------------------------------------------------------
@@ -208,9 +235,7 @@ class EventPublisher:
         if not self._started:
             self._started = True
             now = self._clock()
-            self._outbox.put(
-                [self._events.agent_event(now, s, "agent_started") for s in self._sites]
-            )
+            self._commit([self._events.agent_event(now, s, "agent_started") for s in self._sites])
         attempt = 0
         try:
             while True:
@@ -245,9 +270,7 @@ class EventPublisher:
         if not self._stopped:
             self._stopped = True
             now = self._clock()
-            self._outbox.put(
-                [self._events.agent_event(now, s, "agent_stopped") for s in self._sites]
-            )
+            self._commit([self._events.agent_event(now, s, "agent_stopped") for s in self._sites])
 
     def _client(self) -> aiomqtt.Client:
         s = self._s
@@ -340,6 +363,7 @@ class EventPublisher:
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Publish queued rows oldest first, a window at a time; ack each after its PUBACK."""
         while True:
+            self._flush_staged()
             if self._outbox.degraded:
                 self._outbox.maintain()
             await self._publish_discovery(client)
