@@ -37,6 +37,7 @@ from pyasic import get_miner
 from pyasic.errors import APIError
 from pyasic.miners.data import DataOptions
 from pyasic.miners.factory import MINER_CLASSES, MinerTypes
+from pyasic.web.antminer import AntminerModernWebAPI
 
 from collectors import pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
 from collectors.snapshot import (
@@ -316,6 +317,44 @@ def _has_slow_data(data: Any) -> bool:
     return any(f is not None for f in fields) or bool(data.pools)
 
 
+def _web_data_absent(miner: Any, tier: Tier, data: Any) -> bool:
+    """True when a stock Antminer's web-sourced fields all came back empty.
+
+    Stock Antminers (``AntminerModernWebAPI``) give their boards (fast tier) and MAC, serial
+    and hostname (slow tier) only through the Digest-protected web API; the RPC port answers
+    without credentials. pyasic reports a web failure as boards with ``missing=True`` and
+    ``None`` identity fields, indistinguishable from the data alone.
+    """
+    if not isinstance(getattr(miner, "web", None), AntminerModernWebAPI):
+        return False
+    if tier is Tier.FAST:
+        boards = data.hashboards
+        return bool(boards) and all(
+            b.missing and b.hashrate is None and b.chips is None for b in boards
+        )
+    return data.mac is None and data.serial_number is None and data.hostname is None
+
+
+async def _web_refuses_credentials(miner: Any, deadline: float) -> bool:
+    """One authenticated GET of the miner's web API: True when it answers 401 to our Digest.
+
+    Only run when the web-sourced data came back empty (`_web_data_absent`), so a healthy miner
+    costs nothing. Any other outcome (200, another status, no answer) is False: the poll then
+    keeps its normal meaning (a real board loss is still reported as one).
+    """
+    web = miner.web
+    url = f"http://{web.ip}:{int(getattr(web, 'port', 80))}/cgi-bin/get_system_info.cgi"
+    remaining = deadline - asyncio.get_running_loop().time()
+    timeout = max(0.05, min(_PROBE_TIMEOUT_S * 2, remaining - 0.05))
+    auth = httpx.DigestAuth(str(web.username), str(web.pwd))
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            response = await client.get(url, auth=auth)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == httpx.codes.UNAUTHORIZED
+
+
 def _boards(data: Any) -> tuple[BoardReading, ...]:
     return tuple(
         BoardReading(
@@ -414,11 +453,27 @@ def snapshot_from_data(
     )
 
 
+def _is_auth_failure(exc: BaseException) -> bool:
+    """Credentials refused: Braiins OS+ answers gRPC status UNAUTHENTICATED.
+
+    (VNish's "Could not authenticate web token" is not used: pyasic raises it for a refused
+    password and for an unreachable web port alike.)
+    """
+    status = getattr(exc, "status", None)
+    if type(exc).__name__ == "GRPCError" and getattr(status, "name", None) == "UNAUTHENTICATED":
+        return True
+    return (
+        isinstance(exc, APIError) and exc.__cause__ is not None and _is_auth_failure(exc.__cause__)
+    )
+
+
 def classify(exc: BaseException) -> FailureReason:
     """Map an exception raised while reading a miner to a FailureReason."""
     reason = FailureReason.ERROR
     if isinstance(exc, CollectorError):
         reason = exc.reason
+    elif _is_auth_failure(exc):
+        reason = FailureReason.AUTH
     elif isinstance(exc, APIError):
         cause = exc.__cause__
         reason = classify(cause) if cause is not None else FailureReason.PROTOCOL_ERROR
@@ -551,6 +606,13 @@ class PyasicSource:
         usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
         if not usable:
             raise await self._probe_failure(str(cached.miner.ip), cached.miner, deadline, "read")
+        if _web_data_absent(cached.miner, tier, data) and await _web_refuses_credentials(
+            cached.miner, deadline
+        ):
+            # pyasic turns the web API's 401 into empty data: boards "missing", no MAC. That is
+            # not a reading (a false R6 board-missing alarm otherwise) but a wrong password.
+            msg = "the web API refused the configured credentials (HTTP 401)"
+            raise CollectorError(FailureReason.AUTH, msg)
         snapshot = snapshot_from_data(
             target.address, tier, cached.miner, data, collected_at=self._clock()
         )

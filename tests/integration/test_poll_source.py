@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from collectors.pyasic_source import PyasicSource
 from collectors.snapshot import Family, Tier
-from collectors.source import CollectorError, FailureReason, MinerTarget
+from collectors.source import CollectorError, Credentials, FailureReason, MinerTarget
 
 BASE = "127.30.3.1"
 SCENARIO = {
@@ -22,6 +23,7 @@ SCENARIO = {
         {"model": "vnish-s19jpro", "count": 1},
         {"model": "bitaxe-ultra", "count": 1},
         {"model": "whatsminer-m30s+ve40", "count": 1},
+        {"model": "braiins-s19jpro", "count": 1},
     ],
 }
 
@@ -179,3 +181,43 @@ async def test_source_notices_model_swapped_in_place(clean):
     assert not isinstance(second, CollectorError), second
     assert second.identity.model == "S21"
     assert source.cached_class(addr) == "BMMinerS21"
+
+
+def with_password(addr: str, password: str) -> MinerTarget:
+    """A target with a configured web password (user name: the firmware's default)."""
+    return MinerTarget(address=addr, credentials=Credentials(password=SecretStr(password)))
+
+
+@pytest.mark.parametrize("tier", [Tier.FAST, Tier.SLOW])
+async def test_source_antminer_wrong_password_is_auth_not_missing_boards(clean, tier):
+    """A stock Antminer whose web API answers 401 is a failed poll (auth), not lost boards."""
+    addr = address(clean, "antminer", 2)
+    source = PyasicSource(timeout_s=5)
+    wrong = await poll_target(source, with_password(addr, "not-root"), tier)
+    assert isinstance(wrong, CollectorError), wrong
+    assert wrong.reason is FailureReason.AUTH
+    assert "not-root" not in str(wrong)
+    source.forget(addr)
+    right = await poll_target(source, with_password(addr, "root"), tier)
+    assert not isinstance(right, CollectorError), right
+    if tier is Tier.FAST:
+        assert right.boards
+        assert not any(b.missing for b in right.boards)
+    else:
+        assert right.identity.mac is not None
+
+
+async def test_source_braiins_wrong_password_is_auth(clean):
+    """Braiins OS+ refusing the gRPC login (UNAUTHENTICATED) is reason auth."""
+    addr = address(clean, "braiins")
+    result = await poll_target(PyasicSource(timeout_s=5), with_password(addr, "not-root"))
+    assert isinstance(result, CollectorError), result
+    assert result.reason is FailureReason.AUTH
+
+
+async def poll_target(source: PyasicSource, target: MinerTarget, tier: Tier = Tier.FAST) -> Any:
+    """One fetch of ``target``; the snapshot or the CollectorError."""
+    try:
+        return await source.fetch(target, tier)
+    except CollectorError as exc:
+        return exc
