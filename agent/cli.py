@@ -161,6 +161,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.path)
+        if config.http.web_config_file is not None:
+            # Validate it as `run` will, so a broken web config is caught before a restart.
+            from agent import web_security  # noqa: PLC0415 - keep --help fast
+
+            web_security.ssl_context(web_security.load_web_config(config.http.web_config_file))
     except ConfigError as exc:
         _err(exc)
         return EX_CONFIG

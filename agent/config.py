@@ -358,6 +358,15 @@ def load_config_text(
     text: str, *, env: Mapping[str, str] | None = None, origin: str = "<config>"
 ) -> AgentConfig:
     """Like ``load_config`` for YAML text already in memory."""
+    try:
+        return _load_text(text, env=env, origin=origin)
+    except RecursionError:
+        # A recursive alias (``a: &x [*x]``) or absurd nesting: not a config anyone meant.
+        problem = ConfigProblem(origin, "YAML nesting too deep (or an alias that contains itself)")
+        raise ConfigError(problem) from None
+
+
+def _load_text(text: str, *, env: Mapping[str, str] | None, origin: str) -> AgentConfig:
     environ: Mapping[str, str] = os.environ if env is None else env
     root = _compose(text, origin)
     data: Any = {} if root is None else _construct(root, origin)

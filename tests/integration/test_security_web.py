@@ -233,9 +233,6 @@ def test_security_agent_refuses_an_invalid_web_config_with_exit_78(tmp_path):
     assert "plain-text-password" not in output
 
 
-@pytest.mark.xfail(
-    strict=False, reason="check-config does not load http.web_config_file yet; reported"
-)
 def test_security_check_config_validates_the_web_config(tmp_path):
     """`altiwatch check-config` fails (78) on a broken web config, as `run` would."""
     web = tmp_path / "web-config.yml"

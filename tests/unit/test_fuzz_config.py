@@ -113,11 +113,8 @@ documents = st.fixed_dictionaries(
 )
 
 
-# Known escape, pinned by test_fuzz_config_recursive_alias_is_a_config_error (xfail) and
-# reported to agent/config.py's owner: a recursive YAML alias (``a: &x [*x]``) makes
-# RecursionError escape. Tolerated here so that the fuzzers keep hunting for every other kind
-# of escape; drop this once that test passes.
-KNOWN_ESCAPES: tuple[type[BaseException], ...] = (RecursionError,)
+# No escape is tolerated any more: a recursive alias is a ConfigError since it was fixed.
+KNOWN_ESCAPES: tuple[type[BaseException], ...] = ()
 
 
 def _check(text: str, *, tolerate_known: bool = True) -> None:
@@ -226,10 +223,6 @@ def test_fuzz_config_yaml_tags_and_deep_nesting_are_config_errors(text: str):
     _check(text, tolerate_known=False)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="agent/config.py: a recursive YAML alias makes RecursionError escape; reported",
-)
 @pytest.mark.parametrize("text", ["0: &0 [*0]\n", "sites: &s [{name: a, altitude_m: 1, x: *s}]\n"])
 def test_fuzz_config_recursive_alias_is_a_config_error(text: str):
     """A recursive alias (a list containing itself) gives a ConfigError."""
