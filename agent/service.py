@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
+    from agent.alarms.model import AlarmTransition
     from collectors.source import MinerSource
 
 log = structlog.get_logger("altiwatch.service")
@@ -135,6 +136,7 @@ class AgentService:
             **self._web_security(config),
         )
         self._outcomes: list[PollOutcome] = []
+        self._seen_write_failures = 0
         self._published_up: dict[str, bool] = {}
         self._poll_tasks: dict[str, asyncio.Task[None]] = {}
         self._targets: dict[str, tuple[str, MinerTarget]] = {}
@@ -160,7 +162,9 @@ class AgentService:
             # Alarms still work from memory; after a restart they would be raised again.
             self.metrics.state_write_failures.inc()
             log.warning("alarm_store_unavailable", error=str(exc))
-        return AlarmEngine(config.thermal, config.sites, store=store)
+        # autocommit=False: alarm state is saved only after the publisher committed the
+        # transitions to its outbox (see alarm_tick), so a crash in between loses no event.
+        return AlarmEngine(config.thermal, config.sites, store=store, autocommit=False)
 
     @staticmethod
     def _make_publisher(config: AgentConfig) -> EventPublisher | None:
@@ -251,29 +255,45 @@ class AgentService:
     # ------------------------------------------------------------------ tasks
 
     async def _alarm_loop(self) -> None:
-        seen_failures = 0
         while True:
             await asyncio.sleep(ALARM_TICK_S)
-            batch, self._outcomes = self._outcomes, []
-            with _guard("alarm_evaluate_failed"):
-                transitions = self.engine.evaluate(self._clock(), self._observations(batch))
-                if transitions and self.publisher is not None:
-                    self.publisher.alarm_transitions(transitions)
-                for t in transitions:
-                    log.info(
-                        _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
-                        miner=t.miner,
-                        site=t.site,
-                        rule=t.rule,
-                        severity=t.severity.label,
-                        value=t.value,
-                        threshold=t.threshold,
-                        summary=t.summary,
-                    )
-            failures = self.engine.state_write_failures
-            if failures > seen_failures:
-                self.metrics.state_write_failures.inc(failures - seen_failures)
-                seen_failures = failures
+            self.alarm_tick()
+
+    def alarm_tick(self) -> None:
+        """Evaluate the polls since the last tick; deliver the transitions, then save state.
+
+        Order: the publisher commits the transitions to its durable outbox first, the engine's
+        state is saved after; a crash between the two re-announces, it never loses an event.
+        If the publisher fails, the state is not saved this tick (it is with the next one).
+        """
+        batch, self._outcomes = self._outcomes, []
+        with _guard("alarm_evaluate_failed"):
+            transitions = self.engine.evaluate(self._clock(), self._observations(batch))
+            for t in transitions:
+                log.info(
+                    _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
+                    miner=t.miner,
+                    site=t.site,
+                    rule=t.rule,
+                    severity=t.severity.label,
+                    value=t.value,
+                    threshold=t.threshold,
+                    summary=t.summary,
+                )
+            self._deliver(transitions)
+        self._count_state_write_failures()
+
+    def _deliver(self, transitions: list[AlarmTransition]) -> None:
+        """Hand ``transitions`` to the publisher's outbox, then save the engine's state."""
+        if transitions and self.publisher is not None:
+            self.publisher.alarm_transitions(transitions)  # raises: state not saved
+        self.engine.commit()
+
+    def _count_state_write_failures(self) -> None:
+        failures = self.engine.state_write_failures
+        if failures > self._seen_write_failures:
+            self.metrics.state_write_failures.inc(failures - self._seen_write_failures)
+            self._seen_write_failures = failures
 
     async def _housekeeping(self) -> None:
         while True:
@@ -282,9 +302,7 @@ class AgentService:
             for site, miner in self.fleet.drain_removed():
                 log.info("miner_series_dropped", site=site, miner=miner)
                 with _guard("alarm_forget_failed"):
-                    transitions = self.engine.forget(miner)
-                    if transitions and self.publisher is not None:
-                        self.publisher.alarm_transitions(transitions)
+                    self._deliver(self.engine.forget(miner))
                 if self.publisher is not None:
                     with _guard("mqtt_enqueue_failed"):
                         self.publisher.miner_removed(site, miner)

@@ -2,9 +2,18 @@
 
 Usage (the service calls ``evaluate`` every 1–5 s with the polls since the last call)::
 
-    engine = AlarmEngine(cfg.thermal, cfg.sites, store=AlarmStore(state_dir / "alarms.sqlite3"))
-    transitions = engine.evaluate(time.time(), observations)   # -> MQTT publisher
+    store = AlarmStore(state_dir / "alarms.sqlite3")
+    engine = AlarmEngine(cfg.thermal, cfg.sites, store=store, autocommit=False)
+    transitions = engine.evaluate(time.time(), observations)
+    publisher.alarm_transitions(transitions)                   # committed to the MQTT outbox
+    engine.commit()                                            # only then: alarm state saved
     engine.active()                                            # -> metrics, /api/v1/alarms
+
+Order matters for "no event lost": if the state were saved first, a crash before the outbox
+commit would leave an alarm the restarted engine believes was announced. With
+``autocommit=False`` the caller saves with :meth:`AlarmEngine.commit` after delivering the
+transitions (a crash in between re-announces at worst, it never loses); the default
+``autocommit=True`` saves at the end of each ``evaluate``/``forget`` (callers with no outbox).
 
 Per-miner rules run on each successful poll of that miner (at the poll's time); R7 (offline) and
 the site rules (R7 outage, R9) run on every call. Memory per miner is a few bounded histories
@@ -176,10 +185,15 @@ class AlarmEngine:
         sites: Sequence[SiteSpec],
         *,
         store: AlarmStore | None = None,
+        autocommit: bool = True,
     ) -> None:
-        """Resolve site air; load persisted firing alarms from ``store`` (if any)."""
+        """Resolve site air; load persisted firing alarms from ``store`` (if any).
+
+        ``autocommit=False``: ``evaluate``/``forget`` leave the store alone until ``commit``.
+        """
         self.settings = settings
         self._store = store
+        self._autocommit = autocommit
         self._sites: dict[str, SiteAir] = {
             s.name: site_air(s.name, s.altitude_m, s.station_pressure_kpa) for s in sites
         }
@@ -195,6 +209,15 @@ class AlarmEngine:
             self._restore(store.load())
 
     # ---- public API -------------------------------------------------------------------------
+
+    def commit(self) -> bool:
+        """Save the alarm state changed since the last save; False if the write failed.
+
+        Call after the transitions of those changes were handed to (committed by) the event
+        publisher. A failed write is retried by the next ``commit``.
+        """
+        self._flush()
+        return not self._dirty
 
     @property
     def state_write_failures(self) -> int:
@@ -261,7 +284,8 @@ class AlarmEngine:
         if track is not None:
             self._down.get(track.site, set()).discard(miner)
             self._members.get(track.site, set()).discard(miner)
-        self._flush()
+        if self._autocommit:
+            self._flush()
         return out
 
     def retain(self, miners: Collection[str]) -> list[AlarmTransition]:
@@ -282,7 +306,8 @@ class AlarmEngine:
                 out.extend(self._observe(obs))
             out.extend(self._site_rules(now))
             out.extend(self._offline_rules(now))
-        self._flush()
+        if self._autocommit:
+            self._flush()
         return out
 
     # ---- per-miner --------------------------------------------------------------------------
