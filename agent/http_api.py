@@ -126,6 +126,23 @@ def miner_json(
     return out
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (``gzip`` or ``*``, q above 0)."""
+    allowed: dict[str, bool] = {}
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        allowed[coding.strip().lower()] = q > 0
+    return allowed.get("gzip", allowed.get("x-gzip", allowed.get("*", False)))
+
+
 class HttpApi:
     """The aiohttp application and its runner bound to ``host:port``."""
 
@@ -175,9 +192,19 @@ class HttpApi:
             self._runner = None
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        """The exposition: the cached per-miner bytes, then the agent's own, without a copy."""
-        chunks = self.renderer.render_chunks()
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        """The exposition: the cached per-miner bytes, then the agent's own, without a copy.
+
+        gzip-compressed (``Content-Encoding: gzip``) when the client accepts it, from the
+        renderer's cached compressed copy; plain otherwise.
+        """
+        headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+        chunks: tuple[bytes, ...]
+        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            chunks = self.renderer.render_gzip_chunks()
+            headers["Content-Encoding"] = "gzip"
+        else:
+            chunks = self.renderer.render_chunks()
+        response = web.StreamResponse(headers=headers)
         response.content_length = sum(len(chunk) for chunk in chunks)
         await response.prepare(request)
         for chunk in chunks:
