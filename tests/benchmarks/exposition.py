@@ -231,30 +231,37 @@ async def _poll_load(poll_cpu_s: float, polls_per_s: float, stop: asyncio.Event)
     return burned
 
 
+def _timed_get(url: str, *, gzip: bool) -> float:
+    """One GET's latency in seconds (curl's time_total when curl is installed)."""
+    curl = shutil.which("curl")
+    if curl is not None:
+        argv = [curl, "-s", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "60"]
+        argv += ["-H", "Accept-Encoding: gzip"] if gzip else []
+        done = subprocess.run([*argv, url], capture_output=True, text=True, check=True)
+        return float(done.stdout)
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip else {})  # noqa: S310
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 — loopback URL
+        response.read()
+    return time.perf_counter() - started
+
+
 def scrape(url: str, count: int, interval_s: float) -> dict[str, Any]:
-    """GET ``url`` ``count`` times, ``interval_s`` apart; each latency in seconds.
+    """GET ``url`` ``count`` times plain and ``count`` times asking for gzip, alternately.
 
     With curl installed its ``time_total`` is used (a C client, like Prometheus' Go one: the
-    figure is the agent's, not a Python client's read loop); else urllib's wall time.
+    figure is the agent's, not a Python client's read loop); else urllib's wall time. The
+    gzip series is what Prometheus sees (it sends ``Accept-Encoding: gzip``); the body is
+    received compressed, not inflated, as Prometheus inflates it after the transfer.
     """
-    curl = shutil.which("curl")
-    latencies = []
+    plain: list[float] = []
+    gzip: list[float] = []
     for _ in range(count):
-        if curl is not None:
-            done = subprocess.run(
-                [curl, "-s", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "60", url],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            latencies.append(float(done.stdout))
-        else:
-            started = time.perf_counter()
-            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 — loopback
-                response.read()
-            latencies.append(time.perf_counter() - started)
-        time.sleep(interval_s)
-    return {"client": "curl" if curl else "urllib", "latencies": latencies}
+        plain.append(_timed_get(url, gzip=False))
+        time.sleep(interval_s / 2)
+        gzip.append(_timed_get(url, gzip=True))
+        time.sleep(interval_s / 2)
+    return {"client": "curl" if shutil.which("curl") else "urllib", "plain": plain, "gzip": gzip}
 
 
 def equivalent_registry(body: bytes) -> tuple[CollectorRegistry, int]:
@@ -341,7 +348,8 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
     await api.stop()
     scraped = json.loads(out)
     return {
-        "scrape": summarise_ms(scraped["latencies"]),
+        "scrape": summarise_ms(scraped["plain"]),
+        "scrape_gzip": summarise_ms(scraped["gzip"]),
         "scrape_client": scraped["client"],
         "updates": updates,
         "renders": state["renderer"].renders - renders0,

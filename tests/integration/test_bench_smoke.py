@@ -52,6 +52,7 @@ def test_bench_smoke_exposition_figures(smoke):
     assert expo["synthetic"] is True
     assert expo["series"] == expo["generate_latest_samples"] > 0
     assert expo["serving"]["scrape"]["n"] == 5
+    assert expo["serving"]["scrape_gzip"]["n"] == 5
     assert expo["serving"]["updates"] > 0
     assert expo["generate_latest"]["median_ms"] > 0
     assert expo["rss_bytes_with_state"] > expo["rss_bytes_baseline"] > 0
