@@ -90,7 +90,9 @@ def fill(directory: Path) -> Path:
     """Write a file until the file system says ENOSPC; return it (delete it to free space)."""
     filler = directory / f"filler-{uuid.uuid4().hex}"
     chunk = b"\0" * 65536
-    with filler.open("wb") as f:
+    # Unbuffered: a buffered file keeps the part of a chunk that did not fit and raises
+    # ENOSPC again when `with` closes it (a flaky failure of the test itself).
+    with filler.open("wb", buffering=0) as f:
         error = _write_until_error(f, chunk)
     assert error.errno == errno.ENOSPC, error
     # Also use up the last blocks smaller than a chunk.
