@@ -38,6 +38,7 @@ from pyasic.errors import APIError
 from pyasic.miners.data import DataOptions
 from pyasic.miners.factory import MINER_CLASSES, MinerTypes
 from pyasic.web.antminer import AntminerModernWebAPI
+from pyasic.web.vnish import VNishWebAPI
 
 from collectors import pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
 from collectors.snapshot import (
@@ -355,6 +356,27 @@ async def _web_refuses_credentials(miner: Any, deadline: float) -> bool:
     return response.status_code == httpx.codes.UNAUTHORIZED
 
 
+def _vnish_token_failed(miner: Any, exc: APIError) -> bool:
+    """Pyasic's VNish client could not get a web token (wrong password *or* no answer)."""
+    return isinstance(getattr(miner, "web", None), VNishWebAPI) and (
+        "could not authenticate" in str(exc).lower()
+    )
+
+
+async def _vnish_refuses_password(miner: Any, deadline: float) -> bool:
+    """One unlock request as pyasic makes it: True when VNish answers 401/403 to the password."""
+    web = miner.web
+    url = f"http://{web.ip}:{int(getattr(web, 'port', 80))}/api/v1/unlock"
+    remaining = deadline - asyncio.get_running_loop().time()
+    timeout = max(0.05, min(_PROBE_TIMEOUT_S * 2, remaining - 0.05))
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            response = await client.post(url, json={"pw": str(web.pwd)})
+    except httpx.HTTPError:
+        return False
+    return response.status_code in {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN}
+
+
 def _boards(data: Any) -> tuple[BoardReading, ...]:
     return tuple(
         BoardReading(
@@ -456,8 +478,8 @@ def snapshot_from_data(
 def _is_auth_failure(exc: BaseException) -> bool:
     """Credentials refused: Braiins OS+ answers gRPC status UNAUTHENTICATED.
 
-    (VNish's "Could not authenticate web token" is not used: pyasic raises it for a refused
-    password and for an unreachable web port alike.)
+    (VNish's "Could not authenticate web token" comes for a refused password and for an
+    unreachable web port alike: `_vnish_refuses_password` tells them apart.)
     """
     status = getattr(exc, "status", None)
     if type(exc).__name__ == "GRPCError" and getattr(status, "name", None) == "UNAUTHENTICATED":
@@ -602,7 +624,15 @@ class PyasicSource:
             if before != after:
                 log.info("miner_model_changed", address=target.address, old=before, new=after)
         options: Sequence[DataOptions] = FAST_OPTIONS if tier is Tier.FAST else SLOW_OPTIONS
-        data = await cached.miner.get_data(include=list(options))
+        try:
+            data = await cached.miner.get_data(include=list(options))
+        except APIError as exc:
+            if _vnish_token_failed(cached.miner, exc) and await _vnish_refuses_password(
+                cached.miner, deadline
+            ):
+                msg = "the web API refused the configured password (VNish unlock)"
+                raise CollectorError(FailureReason.AUTH, msg) from exc
+            raise
         usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
         if not usable:
             raise await self._probe_failure(str(cached.miner.ip), cached.miner, deadline, "read")

@@ -215,6 +215,23 @@ async def test_source_braiins_wrong_password_is_auth(clean):
     assert result.reason is FailureReason.AUTH
 
 
+@pytest.mark.filterwarnings("ignore:Could not authenticate web token:UserWarning")
+async def test_source_vnish_wrong_password_is_auth(clean):
+    """VNish refusing the unlock password is reason auth; the right one reads the miner."""
+    addr = address(clean, "vnish")
+    source = PyasicSource(timeout_s=5)
+    wrong = await poll_target(source, with_password(addr, "not-admin"))
+    assert isinstance(wrong, CollectorError), wrong
+    assert wrong.reason is FailureReason.AUTH
+    source.forget(addr)
+    right = await poll_target(source, with_password(addr, "admin"))
+    assert not isinstance(right, CollectorError), right
+    clean.inject(addr, "offline")
+    gone = await poll_target(source, with_password(addr, "not-admin"))
+    assert isinstance(gone, CollectorError), gone
+    assert gone.reason is not FailureReason.AUTH  # no answer is not a refused password
+
+
 async def poll_target(source: PyasicSource, target: MinerTarget, tier: Tier = Tier.FAST) -> Any:
     """One fetch of ``target``; the snapshot or the CollectorError."""
     try:
