@@ -141,6 +141,12 @@ class Poller:
         start = loop.time() + self._rng.uniform(0, min(interval, self.schedule.spread_s))
         k = 0
         slow_due = start
+        # The second slow poll comes at a random phase of the slow interval, then every slow
+        # interval: otherwise every miner's slow tier falls due within the same fast interval
+        # (their starts are spread over one fast interval only) and the fleet bursts every
+        # slow_interval_s.
+        slow_interval = self.schedule.slow_interval_s
+        next_slow_gap = self._rng.uniform(min(interval, slow_interval), slow_interval)
         failures = 0
         while True:
             scheduled = start + k * interval + self._rng.uniform(0, jitter_span)
@@ -152,7 +158,8 @@ class Poller:
                 slow = await self.poll_once(site, target, Tier.SLOW, scheduled_at=first_at)
                 first_at = None
                 if slow.snapshot is not None:
-                    slow_due = start + k * interval + self.schedule.slow_interval_s
+                    slow_due = start + k * interval + next_slow_gap
+                    next_slow_gap = slow_interval
                 elif slow.tier is Tier.FAST:  # unreachable: the slot's outcome
                     failures += 1
                     self._after_slot(target.address)

@@ -205,3 +205,19 @@ async def test_poller_first_cycle_completes_when_every_miner_polled():
     assert not poller.first_cycle.is_set()
     await run_for(poller, ["a", "b"], 0.1)
     assert poller.first_cycle.is_set()
+
+
+async def test_poller_spreads_slow_tier_over_the_slow_interval():
+    """Miners started together do not all repeat their slow tier in the same fast interval."""
+    source = FakeSource()
+    addresses = [f"m{i}" for i in range(20)]
+    poller, _, _ = make(source, addresses, interval=0.1, slow=2.0, spread=0.0)
+    await run_for(poller, addresses, 2.4)
+    slow_at: dict[str, list[float]] = {}
+    for address, tier, t in source.calls:
+        if tier is Tier.SLOW:
+            slow_at.setdefault(address, []).append(t)
+    second = sorted(times[1] for times in slow_at.values() if len(times) > 1)
+    assert len(second) >= 10  # most miners had a second slow poll within 2.4 s
+    # Unspread, every second slow poll would fall within one 0.1 s fast interval.
+    assert second[-1] - second[0] > 0.5
