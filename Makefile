@@ -43,8 +43,11 @@ check: lint typecheck
 test: check
 	PATH="/usr/sbin:$$PATH" $(PY) -m pytest -q
 
+# Performance figures (about 20 min), then the long reliability runs (issue 8's minutes-long
+# versions of the fault, load and kill tests); smoke-sized versions of both run in `make test`.
 bench: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.run
+	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.reliability_long all
 
 demo: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m agent.demo
