@@ -8,6 +8,12 @@ attempts), publishes the retained ``online`` status, Home Assistant discovery (i
 drains the outbox in order, deleting rows only once the broker acknowledged them. On
 cancellation it publishes ``agent_stopped`` and the retained ``offline`` status, then disconnects
 (the Last Will is not sent on a clean DISCONNECT).
+
+A publish the broker refuses (an MQTT 5 PUBACK with a failure reason code, e.g. 0x87 Not
+authorized from a Mosquitto ACL) is logged as ``mqtt_publish_rejected``, counted as dropped
+under ``rejected`` and removed from the outbox: retrying a denied topic forever would block the
+backlog behind it. MQTT 3.1.1 has no PUBACK reason codes (Mosquitto acknowledges a denied
+publish as if delivered), so only MQTT 5 connections can learn of a denial.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Literal
@@ -34,6 +41,10 @@ from agent.mqtt.outbox import Outbox, RetainedAlarm, Row
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
+
+    from paho.mqtt.client import Client as PahoClient
+    from paho.mqtt.client import MQTTMessageInfo
+    from paho.mqtt.reasoncodes import ReasonCode
 
     from agent.alarms.model import AlarmTransition
     from agent.mqtt.config import MqttSettings
@@ -64,6 +75,85 @@ class PublisherStats:
     oldest_age_s: float | None
     dropped_total: dict[str, int]
     published_total: int
+
+
+_SENT_MIDS: ContextVar[list[int] | None] = ContextVar("altiwatch_mqtt_sent_mids", default=None)
+"""Set by :meth:`_PubackReasons.publish` in the publishing task: the mids paho assigned there."""
+
+
+class _PubackReasons:
+    """Learn the PUBACK reason code of each QoS1 publish, which aiomqtt 2.5.1 discards.
+
+    aiomqtt's ``Client.publish`` returns None once the PUBACK arrives whatever its reason code
+    (its ``_on_publish`` ignores ``reason_code``), so a publish denied by the broker's ACL looks
+    delivered. We go around it minimally, on the underlying paho client (``Client._client``):
+    paho's ``publish`` is wrapped to record the message id it assigned in a ContextVar of the
+    publishing task, and ``on_publish`` is wrapped to keep failing reason codes by message id
+    before calling aiomqtt's own handler (which then wakes the waiting ``publish``).
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        """Wrap ``publish`` and ``on_publish`` of ``client``'s paho client."""
+        self._failed: dict[int, ReasonCode] = {}
+        paho: PahoClient = client._client  # noqa: SLF001 - aiomqtt exposes no PUBACK reason code
+        send = paho.publish
+        handler = paho.on_publish
+        failed = self._failed
+
+        def publish(*args: object, **kwargs: object) -> MQTTMessageInfo:
+            info = send(*args, **kwargs)
+            failed.pop(info.mid, None)  # a reused mid: forget a late PUBACK of an older publish
+            mids = _SENT_MIDS.get()
+            if mids is not None:
+                mids.append(info.mid)
+            return info
+
+        def on_publish(
+            c: PahoClient, userdata: object, mid: int, reason: ReasonCode, props: Properties
+        ) -> None:
+            if reason.is_failure:
+                failed[mid] = reason
+            if handler is not None:
+                handler(c, userdata, mid, reason, props)
+
+        paho.publish = publish
+        paho.on_publish = on_publish
+
+    async def publish(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        properties: Properties | None = None,
+    ) -> ReasonCode | None:
+        """Publish and wait for the broker; return the failing reason code, None when accepted."""
+        mids: list[int] = []
+        token = _SENT_MIDS.set(mids)
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        finally:
+            _SENT_MIDS.reset(token)
+        return self._failed.pop(mids[-1], None) if mids else None
+
+
+def _kind(msg: Outgoing) -> str:
+    """What a queued message is, for logs: telemetry, retained (alarm state etc.) or event."""
+    if msg.droppable:
+        return "telemetry"
+    return "retained" if msg.retain else "event"
+
+
+def _log_rejected(topic: str, reason: ReasonCode, kind: str) -> None:
+    log.warning(
+        "mqtt_publish_rejected",
+        topic=topic,
+        reason=str(reason),
+        reason_code=reason.value,
+        kind=kind,
+    )
 
 
 class _ConnectionLostError(Exception):
@@ -260,6 +350,25 @@ class EventPublisher:
             raise
 
     _connected_once = False
+    _acks: _PubackReasons | None = None
+
+    async def _publish(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        properties: Properties | None = None,
+    ) -> ReasonCode | None:
+        """Publish on ``client``; the broker's failing reason code, or None when accepted."""
+        if self._acks is None:  # pragma: no cover - _client() always sets it
+            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            return None
+        return await self._acks.publish(
+            client, topic, payload, qos=qos, retain=retain, properties=properties
+        )
 
     def _backoff(self, attempt: int) -> float:
         state = RetryCallState(Retrying(), None, (), {})
@@ -304,6 +413,7 @@ class EventPublisher:
             **kwargs,  # type: ignore[arg-type]
         )
         client.pending_calls_threshold = s.inflight_window + 10
+        self._acks = _PubackReasons(client)
         return client
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -345,7 +455,9 @@ class EventPublisher:
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         online = self._events.agent_status(self._clock(), self.status_site, "online", None)
-        await client.publish(online.topic, online.payload, qos=1, retain=True)
+        refused = await self._publish(client, online.topic, online.payload, qos=1, retain=True)
+        if refused is not None:
+            _log_rejected(online.topic, refused, "status")
         ha = self._s.home_assistant
         if ha.enabled:
             await client.subscribe(f"{ha.prefix.strip('/')}/status", qos=1)
@@ -394,8 +506,8 @@ class EventPublisher:
                     props.MessageExpiryInterval = max(1, int(remaining))
             sending.append(row)
             calls.append(
-                client.publish(
-                    msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, properties=props
+                self._publish(
+                    client, msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, properties=props
                 )
             )
         if expired:
@@ -403,11 +515,28 @@ class EventPublisher:
         if not calls:
             return
         results = await asyncio.gather(*calls, return_exceptions=True)
-        done = [row for row, res in zip(sending, results, strict=True) if res is None]
+        self._settle(sending, results)
+
+    def _settle(
+        self, sending: Sequence[Row], results: Sequence[ReasonCode | BaseException | None]
+    ) -> None:
+        """Delete accepted and rejected rows (rejected ones counted); re-raise a failed publish."""
+        done: list[Row] = []
+        rejected: list[Row] = []
+        failure: BaseException | None = None
+        for row, res in zip(sending, results, strict=True):
+            if res is None:
+                done.append(row)
+            elif isinstance(res, BaseException):
+                failure = failure or res
+            else:
+                _log_rejected(row.message.topic, res, _kind(row.message))
+                rejected.append(row)
+        if rejected:  # denied by the broker: retrying would block the backlog forever
+            self._outbox.ack(rejected, reason="rejected")
         if done:
             self._outbox.ack(done)
             self._published += len(done)
-        failure = next((res for res in results if isinstance(res, BaseException)), None)
         if failure is not None:
             raise failure
 
@@ -427,10 +556,12 @@ class EventPublisher:
                 version=self.version,
             )
             try:
-                await client.publish(topic, body, qos=1, retain=True)
+                refused = await self._publish(client, topic, body, qos=1, retain=True)
             except BaseException:
                 self._announce.add(key)
                 raise
+            if refused is not None:
+                _log_rejected(topic, refused, "discovery")
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown: queue agent_stopped, flush briefly, publish retained offline."""
@@ -443,7 +574,11 @@ class EventPublisher:
                 offline = self._events.agent_status(
                     self._clock(), self.status_site, "offline", "shutdown"
                 )
-                await client.publish(offline.topic, offline.payload, qos=1, retain=True)
+                refused = await self._publish(
+                    client, offline.topic, offline.payload, qos=1, retain=True
+                )
+                if refused is not None:
+                    _log_rejected(offline.topic, refused, "status")
                 log.info("mqtt_offline_published", backlog=self._outbox.depth)
         except (TimeoutError, aiomqtt.MqttError, OSError) as exc:
             log.warning("mqtt_goodbye_incomplete", error=str(exc), backlog=self._outbox.depth)
