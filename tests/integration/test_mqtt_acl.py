@@ -18,7 +18,7 @@ from agent.mqtt.publisher import EventPublisher
 from tests.support.mosquitto import Subscriber, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, MutableMapping
     from pathlib import Path
 
 pytestmark = pytest.mark.broker
@@ -92,7 +92,7 @@ async def test_publisher_acl_denied_retained_state_is_logged_counted_and_not_fat
                 def events() -> list[str]:
                     return [p.get("event") for p in sub.payloads(EVENTS)]
 
-                def rejected() -> list[dict[str, Any]]:
+                def rejected() -> list[MutableMapping[str, Any]]:
                     return [e for e in logs if e["event"] == "mqtt_publish_rejected"]
 
                 await wait_until(lambda: "raised" in events(), within=20, what="the raised event")
