@@ -269,6 +269,8 @@ class AgentService:
         batch, self._outcomes = self._outcomes, []
         with _guard("alarm_evaluate_failed"):
             transitions = self.engine.evaluate(self._clock(), self._observations(batch))
+            # Logged once committed to the outbox: an `alarm_*` line means the event is durable.
+            self._deliver(transitions)
             for t in transitions:
                 log.info(
                     _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
@@ -280,7 +282,6 @@ class AgentService:
                     threshold=t.threshold,
                     summary=t.summary,
                 )
-            self._deliver(transitions)
         self._count_state_write_failures()
 
     def _deliver(self, transitions: list[AlarmTransition]) -> None:
