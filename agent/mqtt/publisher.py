@@ -136,7 +136,11 @@ class _PubackReasons:
             await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         finally:
             _SENT_MIDS.reset(token)
-        return self._failed.pop(mids[-1], None) if mids else None
+        return self.take(mids[-1]) if mids else None
+
+    def take(self, mid: int) -> ReasonCode | None:
+        """The failing reason code the broker gave message ``mid`` (forgotten once taken)."""
+        return self._failed.pop(mid, None)
 
 
 def _kind(msg: Outgoing) -> str:

@@ -10,9 +10,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
+from agent.fleet_state import FleetState
+from agent.metrics import MetricsRenderer
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
 from tests.support.mosquitto import Subscriber, wait_until
@@ -118,6 +121,8 @@ async def test_publisher_acl_denied_retained_state_is_logged_counted_and_not_fat
                     lambda: pub.stats().outbox_depth == 0, within=20, what="the outbox to drain"
                 )
                 assert pub.stats().dropped_total.get("rejected") == 2
+                metrics = MetricsRenderer(FleetState(), CollectorRegistry(), publisher=pub)
+                assert b'altiwatch_mqtt_dropped_total{reason="rejected"} 2.0' in metrics.render()
                 assert not task.done()
                 assert not [m for m in sub.messages if m.topic == ALARM]
             finally:
