@@ -448,6 +448,7 @@ def r6(snap: MinerSnapshot, th: MinerThresholds) -> Verdict | None:
         value=float(present),
         unit="boards",
         what="hashboards present",
+        below=True,  # alarms when fewer boards than expected are present
         details={"expected_boards": expected, "chips": chips, "expected_chips": exp_chips or None},
     )
     if CRIT not in raising and WARN in raising:

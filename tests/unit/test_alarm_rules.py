@@ -101,6 +101,15 @@ def test_alarm_r6_board_back_clears():
     assert drv.severity("R6") is None
 
 
+def test_alarm_r6_missing_board_summary_says_it_is_beyond_the_threshold():
+    """A firing R6 reads "2 boards < 3 boards", not as if it sat in the hysteresis band."""
+    drv = Driver(0, preset="s19")
+    drv.hold(0.5, board=60.0, present=2)
+    (alarm,) = [a for a in drv.engine.active() if a.rule == "R6"]
+    assert "2 boards < 3 boards" in alarm.summary
+    assert "hysteresis" not in alarm.summary
+
+
 def test_alarm_r7_warns_after_three_failed_polls_and_clears_on_answer():
     """3 failed polls: WARN (no thermal tag when it was cool); one answer clears it."""
     drv = Driver(0, preset="s21")
