@@ -17,10 +17,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "deploy" / "scenarios"
@@ -214,9 +217,8 @@ def start_emulator(
     return EmulatorHandle(process, ready["control_url"], int(ready["miners"]))
 
 
-@pytest.fixture
-def emulator_factory(tmp_path_factory: pytest.TempPathFactory):
-    """Start emulators on demand; all are stopped at teardown."""
+def _emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EmulatorHandle]]:
+    """Yield a ``start(scenario, *, base_address, miners, speedup, seed)``; stop all at the end."""
     handles: list[EmulatorHandle] = []
     tmp_dir = tmp_path_factory.mktemp("emulator")
 
@@ -242,33 +244,15 @@ def emulator_factory(tmp_path_factory: pytest.TempPathFactory):
     yield start
     for handle in handles:
         handle.stop()
+
+
+@pytest.fixture
+def emulator_factory(tmp_path_factory: pytest.TempPathFactory):
+    """Start emulators on demand; all are stopped at teardown."""
+    yield from _emulators(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def module_emulator_factory(tmp_path_factory: pytest.TempPathFactory):
     """Module-scoped variant of ``emulator_factory`` (one emulator shared by a test module)."""
-    handles: list[EmulatorHandle] = []
-    tmp_dir = tmp_path_factory.mktemp("emulator")
-
-    def start(
-        scenario: str | Path | dict[str, Any],
-        *,
-        base_address: str,
-        miners: int | None = None,
-        speedup: float = 1.0,
-        seed: int = 0,
-    ) -> EmulatorHandle:
-        handle = start_emulator(
-            scenario,
-            base_address=base_address,
-            tmp_dir=tmp_dir,
-            miners=miners,
-            speedup=speedup,
-            seed=seed,
-        )
-        handles.append(handle)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.stop()
+    yield from _emulators(tmp_path_factory)
