@@ -38,10 +38,9 @@ from tests.benchmarks.run import parse_metrics as parse_flat
 from tests.integration.test_reliability_kill import assert_kill_report, run_kill_scenario
 from tests.integration.test_reliability_load import run_scrapers
 from tests.integration.test_reliability_miners import BAD, parse_metrics, per_miner
-from tests.integration.test_reliability_storage import Subscription
 from tests.support.agent import AgentProcess, free_port, wait_until
 from tests.support.emulator import EmulatorHandle, start_emulator
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, MosquittoSub
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -276,7 +275,9 @@ def bench_kill(tmp: Path, log: Callable[[str], None], kills: int = 10) -> dict[s
     started: list[Agent] = []
     try:
         with _broker(tmp) as broker:
-            subscription = Subscription(broker.host, broker.port, tmp / "events.log")
+            subscription = MosquittoSub(
+                broker.host, broker.port, tmp / "events.log", "altiwatch/v1/+/events"
+            )
             try:
 
                 def start(config: dict[str, Any]) -> AgentProcess:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.agent import agent_config
+from tests.support.mosquitto import MosquittoSub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,39 +31,10 @@ SCENARIO = {
 pytestmark = pytest.mark.broker
 
 
-class Subscription:
-    """``mosquitto_sub -v`` on every altiwatch topic, writing lines to a file."""
-
-    def __init__(self, host: str, port: int, path: Path) -> None:
-        """Start the subscriber."""
-        self.path = path
-        self._file = path.open("wb")
-        sub = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
-        self.proc = subprocess.Popen(
-            [sub, "-h", host, "-p", str(port), "-t", "altiwatch/#", "-v", "-q", "1"],
-            stdout=self._file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def messages(self) -> list[tuple[str, str]]:
-        """(topic, payload) pairs received so far."""
-        out = []
-        for line in self.path.read_text(errors="replace").splitlines():
-            topic, _, payload = line.partition(" ")
-            out.append((topic, payload))
-        return out
-
-    def close(self) -> None:
-        """Stop the subscriber."""
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self._file.close()
-
-
 @pytest.fixture
-def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[Subscription]:
+def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[MosquittoSub]:
     """A subscriber on the test broker."""
-    sub = Subscription(mosquitto.host, mosquitto.port, tmp_path / "mqtt.log")
+    sub = MosquittoSub(mosquitto.host, mosquitto.port, tmp_path / "mqtt.log")
     yield sub
     sub.close()
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.integration.test_reliability_miners import log_events, parse_metrics
-from tests.integration.test_reliability_storage import Subscription
 from tests.support.agent import agent_config
+from tests.support.mosquitto import MosquittoSub
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -68,9 +68,11 @@ class KillReport:
 
 
 @pytest.fixture
-def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[Subscription]:
+def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[MosquittoSub]:
     """A QoS 1 subscriber on the site event streams."""
-    sub = Subscription(mosquitto.host, mosquitto.port, tmp_path / "events.log")
+    sub = MosquittoSub(
+        mosquitto.host, mosquitto.port, tmp_path / "events.log", "altiwatch/v1/+/events"
+    )
     yield sub
     sub.close()
 
@@ -112,7 +114,7 @@ def run_kill_scenario(
     emulator: Any,
     start_agent: Callable[[dict[str, Any]], AgentProcess],
     mosquitto: Any,
-    subscription: Subscription,
+    subscription: MosquittoSub,
     tmp_path: Path,
     *,
     kills: int,
@@ -190,7 +192,7 @@ def run_kill_scenario(
     return report
 
 
-def assert_kill_report(report: KillReport, subscription: Subscription) -> None:
+def assert_kill_report(report: KillReport, subscription: MosquittoSub) -> None:
     """None lost, no duplicate raise, final state consistent."""
     missing = {
         k: n - report.delivered[k] for k, n in report.produced.items() if report.delivered[k] < n

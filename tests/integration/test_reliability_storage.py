@@ -24,6 +24,7 @@ import pytest
 
 from tests.integration.test_reliability_miners import log_events, parse_metrics
 from tests.support.agent import agent_config
+from tests.support.mosquitto import MosquittoSub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -103,48 +104,12 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-class Subscription:
-    """``mosquitto_sub -v`` on the site event streams, QoS 1, lines in a file."""
-
-    def __init__(self, host: str, port: int, path: Path) -> None:
-        """Start the subscriber."""
-        self.path = path
-        self._file = path.open("wb")
-        sub = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
-        self.proc = subprocess.Popen(
-            [sub, "-h", host, "-p", str(port), "-t", "altiwatch/v1/+/events", "-v", "-q", "1"],
-            stdout=self._file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        """JSON payloads received so far (unparseable lines skipped)."""
-        out = []
-        for line in self.path.read_text(errors="replace").splitlines():
-            _topic, _, payload = line.partition(" ")
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(payload))
-        return out
-
-    def alarm_events(self) -> list[dict[str, Any]]:
-        """Alarm transition events, deduplicated by event_id (QoS 1 is at-least-once)."""
-        seen: dict[str, dict[str, Any]] = {}
-        for event in self.events():
-            if event.get("event") in {"raised", "escalated", "deescalated", "cleared"}:
-                seen.setdefault(event["event_id"], event)
-        return sorted(seen.values(), key=lambda e: e["seq"])
-
-    def close(self) -> None:
-        """Stop the subscriber."""
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self._file.close()
-
-
 @pytest.fixture
-def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[Subscription]:
+def subscription(mosquitto: Any, tmp_path: Path) -> Iterator[MosquittoSub]:
     """A subscriber on the test broker's event streams."""
-    sub = Subscription(mosquitto.host, mosquitto.port, tmp_path / "events.log")
+    sub = MosquittoSub(
+        mosquitto.host, mosquitto.port, tmp_path / "events.log", "altiwatch/v1/+/events"
+    )
     yield sub
     sub.close()
 
@@ -186,7 +151,7 @@ def _macs(emulator: Any, addresses: list[str]) -> dict[str, str]:
     return {a: emulator.truth(a)["mac"].upper() for a in addresses}
 
 
-def _raised(sub: Subscription, mac: str) -> list[dict[str, Any]]:
+def _raised(sub: MosquittoSub, mac: str) -> list[dict[str, Any]]:
     return [e for e in sub.alarm_events() if e["miner"] == mac and e["event"] == "raised"]
 
 

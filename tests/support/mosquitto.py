@@ -265,6 +265,54 @@ async def publish_once(
         await client.publish(topic, payload, qos=1, retain=retain)
 
 
+class MosquittoSub:
+    """``mosquitto_sub -v -q 1`` on ``topic`` (default: every altiwatch topic), lines in a file.
+
+    A separate process, so it keeps its own session across the broker restarts tests cause.
+    """
+
+    def __init__(self, host: str, port: int, path: Path, topic: str = "altiwatch/#") -> None:
+        """Start the subscriber."""
+        self.path = path
+        self._file = path.open("wb")
+        sub = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+        self.proc = subprocess.Popen(
+            [sub, "-h", host, "-p", str(port), "-t", topic, "-v", "-q", "1"],
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def messages(self) -> list[tuple[str, str]]:
+        """(topic, payload) pairs received so far."""
+        out = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            topic, _, payload = line.partition(" ")
+            out.append((topic, payload))
+        return out
+
+    def events(self) -> list[dict[str, Any]]:
+        """JSON payloads received so far (unparseable lines skipped)."""
+        out = []
+        for _topic, payload in self.messages():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(payload))
+        return out
+
+    def alarm_events(self) -> list[dict[str, Any]]:
+        """Alarm transition events, deduplicated by event_id (QoS 1 is at-least-once)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in self.events():
+            if event.get("event") in {"raised", "escalated", "deescalated", "cleared"}:
+                seen.setdefault(event["event_id"], event)
+        return sorted(seen.values(), key=lambda e: e["seq"])
+
+    def close(self) -> None:
+        """Stop the subscriber."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self._file.close()
+
+
 class TcpGate:
     """A loopback TCP forwarder to a broker that the test can shut (connections refused).
 
