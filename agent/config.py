@@ -27,7 +27,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import yaml
 from pydantic import (
@@ -43,6 +43,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from agent.alarms.config import ThermalSettings
 from agent.errors import ConfigError, ConfigProblem
+from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
 from collectors.source import Credentials, MinerTarget
 
@@ -93,8 +94,8 @@ class AgentSection(_Section):
     id: str = Field(default_factory=_default_agent_id, pattern=_NAME)
     state_dir: Path = DEFAULT_STATE_DIR
     shutdown_grace_s: float = Field(default=10.0, gt=0, le=300)
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
 
 
 class SiteConfig(_Section):

@@ -1,31 +1,50 @@
 """The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, /api/v1/fleet, /api/v1/alarms.
 
-``/metrics`` serves the renderer's cached bytes as-is. ``/readyz`` answers 503 until the first
-poll cycle completed. The JSON API is for ``altiwatch top`` and tooling: one object per miner
-with its latest values, thresholds, active alarms and the site's air.
+The server runs on its own thread and event loop (``altiwatch-http``), as prometheus_client's
+own exporter does, so scrapes never queue behind polls nor polls behind scrapes. Nothing shared
+is read from that thread. ``/metrics`` sends the renderer's latest immutable `Exposition`,
+asking the polling loop for a new one (coalesced, at most about once a second, see
+``EXPOSITION_MAX_AGE_S``) when the per-miner render changed or the agent's own series are older
+than that; gzip is deflated here, once per per-miner render (`GzipBody`). The JSON API builds
+its objects on the polling loop and serialises them here. ``/healthz`` answers 200 only if the
+polling loop answers within ``LOOP_ANSWER_S``; ``/readyz`` answers 503 until the first poll
+cycle completed.
 
 TLS and basic auth from an exporter-toolkit ``web_config_file`` plug in through the
-``middlewares`` and ``ssl_context`` arguments of ``HttpApi`` (hook; not wired yet).
+``middlewares`` and ``ssl_context`` arguments of ``HttpApi`` (see `agent.web_security`).
+
+The daemon does not expose this server: it serves a private Unix socket (``start_unix``) to the
+HTTP front process (`agent.http_front`), which owns the public port, TLS and basic auth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from dataclasses import asdict, is_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from agent.metrics import CONTENT_TYPE, fan_duty_ratio
+from agent.metrics import CONTENT_TYPE, GzipBody, fan_duty_ratio
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
 
     from agent.fleet_state import FleetState, MinerRecord
-    from agent.metrics import AlarmView, MetricsRenderer
+    from agent.metrics import AlarmView, Exposition, MetricsRenderer
 
 _JSON = "application/json"
+_T = TypeVar("_T")
+
+EXPOSITION_MAX_AGE_S = 1.0
+"""A scrape gets the agent's own series at most this old (the per-miner part: see the renderer)."""
+WRITE_SLICE = 256 * 1024
+"""/metrics bodies are written in slices this big (bounds memory per slow scraper)."""
+LOOP_ANSWER_S = 5.0
+"""/healthz fails, and /metrics sends its last exposition, if the polling loop is slower."""
 
 
 def _plain(value: Any) -> Any:
@@ -143,8 +162,25 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return allowed.get("gzip", allowed.get("x-gzip", allowed.get("*", False)))
 
 
+async def send_chunks(
+    request: web.Request, chunks: Sequence[bytes], headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send ``chunks`` back to back as one body, in slices, without a copy."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = sum(len(chunk) for chunk in chunks)
+    await response.prepare(request)
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), WRITE_SLICE):
+            # write() waits for the socket to drain: a slow scraper holds one slice, not
+            # a copy of the whole body in its transport buffer.
+            await response.write(view[start : start + WRITE_SLICE])
+    await response.write_eof()
+    return response
+
+
 class HttpApi:
-    """The aiohttp application and its runner bound to ``host:port``."""
+    """The aiohttp application, served from its own thread and loop on ``host:port``."""
 
     def __init__(
         self,
@@ -173,47 +209,135 @@ class HttpApi:
             ]
         )
         self._runner: web.AppRunner | None = None
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._publishing: asyncio.Future[Exposition] | None = None
+        self._deflated: GzipBody | None = None
+        self._gzipped: tuple[Exposition, tuple[bytes, ...]] | None = None
+        #: Per-miner renders deflated so far (once each, however many gzip scrapes).
+        self.gzip_renders = 0
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port`` (port 0 = a free port, see ``.port``)."""
+        """Listen on ``host:port`` (port 0 = a free port, see ``.port``) from the server thread."""
+        await self._start(self._listen(host, port))
+
+    async def start_unix(self, path: str) -> None:
+        """Listen on the Unix socket ``path`` (for the front process, `agent.http_front`)."""
+        await self._start(self._listen_unix(path))
+
+    async def _start(self, listen: Coroutine[Any, Any, int | None]) -> None:
+        self._main = asyncio.get_running_loop()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="altiwatch-http", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.port = await self._on_server(listen)
+        except BaseException:
+            listen.close()
+            await self._end_thread()
+            raise
+
+    async def _listen(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl, reuse_address=True)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def _listen_unix(self, path: str) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.UnixSite(self._runner, path).start()
 
     async def stop(self) -> None:
-        """Stop listening and close connections."""
+        """Stop listening, close connections, end the server thread."""
         if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+            runner, self._runner = self._runner, None
+            await self._on_server(runner.cleanup())
+        await self._end_thread()
+
+    async def _end_thread(self) -> None:
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+        loop.close()
+
+    async def _on_server(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the server loop, from the polling loop."""
+        assert self._loop is not None, "start() first"
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def _on_main(self, fn: Callable[[], _T]) -> _T:
+        """Call ``fn`` on the polling loop, from a handler on the server loop."""
+        assert self._main is not None, "start() first"
+
+        async def call() -> _T:
+            return fn()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), self._main))
+
+    async def _exposition(self) -> Exposition:
+        """The renderer's current exposition, published anew by the polling loop if stale.
+
+        Stale: older than ``EXPOSITION_MAX_AGE_S`` or made from an older per-miner render.
+        Concurrent scrapes share one request to the polling loop; if that loop does not answer
+        within ``LOOP_ANSWER_S``, the last exposition is sent rather than nothing.
+        """
+        latest = self.renderer.exposition
+        if latest is not None and self.renderer.is_current(latest, EXPOSITION_MAX_AGE_S):
+            return latest
+        publishing = self._publishing
+        if publishing is None:
+            publishing = asyncio.ensure_future(self._on_main(self.renderer.publish))
+            publishing.add_done_callback(self._published)
+            self._publishing = publishing
+        done, _ = await asyncio.wait({publishing}, timeout=LOOP_ANSWER_S)
+        if done or latest is None:
+            return await asyncio.shield(publishing)
+        return latest
+
+    def _published(self, publishing: asyncio.Future[Exposition]) -> None:
+        if self._publishing is publishing:
+            self._publishing = None
+
+    def _gzip(self, exposition: Exposition) -> tuple[bytes, ...]:
+        """``exposition`` as one gzip member; the per-miner part deflated once per render."""
+        if self._gzipped is None or self._gzipped[0] is not exposition:
+            deflated = self._deflated
+            if deflated is None or deflated.source is not exposition.body:
+                deflated = self._deflated = GzipBody.of(exposition.body)
+                self.gzip_renders += 1
+            self._gzipped = (exposition, deflated.with_tail(exposition.tail))
+        return self._gzipped[1]
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        """The exposition: the cached per-miner bytes, then the agent's own, without a copy.
+        """The exposition's cached chunks, sent back to back in slices, without a copy.
 
-        gzip-compressed (``Content-Encoding: gzip``) when the client accepts it, from the
-        renderer's cached compressed copy; plain otherwise.
+        gzip-compressed (``Content-Encoding: gzip``) when the client accepts it, plain otherwise.
         """
         headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
-        chunks: tuple[bytes, ...]
+        exposition = await self._exposition()
+        chunks: tuple[bytes, ...] = (exposition.body, exposition.tail)
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            chunks = self.renderer.render_gzip_chunks()
+            chunks = self._gzip(exposition)
             headers["Content-Encoding"] = "gzip"
-        else:
-            chunks = self.renderer.render_chunks()
-        response = web.StreamResponse(headers=headers)
-        response.content_length = sum(len(chunk) for chunk in chunks)
-        await response.prepare(request)
-        for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await send_chunks(request, chunks, headers)
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        """The event loop answers."""
+        """200 if the polling loop answers within ``LOOP_ANSWER_S``, else 503."""
+        try:
+            async with asyncio.timeout(LOOP_ANSWER_S):
+                await self._on_main(lambda: None)
+        except TimeoutError:
+            return web.Response(status=503, text="event loop not answering\n")
         return web.Response(text="ok\n")
 
     async def readyz(self, _request: web.Request) -> web.Response:
@@ -222,18 +346,24 @@ class HttpApi:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="first poll cycle not complete\n")
 
-    async def fleet_json(self, _request: web.Request) -> web.Response:
-        """Every visible miner with latest values, thresholds, alarms and site air."""
+    def _fleet_objects(self) -> list[dict[str, Any]]:
         by_miner: dict[str, list[Any]] = {}
         if self.alarms is not None:
             for alarm in self.alarms.active():
                 by_miner.setdefault(getattr(alarm, "miner", None) or "", []).append(alarm)
-        body = [
+        return [
             miner_json(r, self.alarms, by_miner.get(r.miner_id, [])) for r in self.fleet.rendered()
         ]
+
+    def _alarm_objects(self) -> list[Any]:
+        return [] if self.alarms is None else [_plain(a) for a in self.alarms.active()]
+
+    async def fleet_json(self, _request: web.Request) -> web.Response:
+        """Every visible miner with latest values, thresholds, alarms and site air."""
+        body = await self._on_main(self._fleet_objects)  # fresh objects: safe to encode here
         return web.Response(body=json.dumps(body, default=str).encode(), content_type=_JSON)
 
     async def alarms_json(self, _request: web.Request) -> web.Response:
         """Active alarms with their explanation."""
-        active = [] if self.alarms is None else [_plain(a) for a in self.alarms.active()]
+        active = await self._on_main(self._alarm_objects)
         return web.Response(body=json.dumps(active, default=str).encode(), content_type=_JSON)

@@ -38,6 +38,7 @@ _SYSLOG_PRIORITY = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "in
 _QUIET_LIBRARIES = ("pyasic", "aiomqtt", "aiohttp.access", "httpx", "httpcore", "asyncio")
 
 LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def redact_text(text: str) -> str:

@@ -13,10 +13,14 @@ per poll (cached on the record's ``version``), the whole body is joined only whe
 The agent's own counters and histograms live in an injected ``CollectorRegistry`` and are
 rendered with ``prometheus_client.generate_latest`` (a few dozen lines).
 
-gzip (Prometheus asks with ``Accept-Encoding: gzip``): the per-miner body is deflated once per
-render (level ``GZIP_LEVEL``, in the background refresh, only while gzip scrapes come), ending
-in a sync flush; a scrape deflates only the agent's own few lines and joins the two into one
-gzip member (header, both deflate streams, CRC-32 and length of the whole), see `GzipBody`.
+What the HTTP server sends is an `Exposition`: immutable bytes made on the event loop by
+`MetricsRenderer.publish` (at most about once a second however many scrapes come), so the
+server may send them from its own thread.
+
+gzip (Prometheus asks with ``Accept-Encoding: gzip``) is the HTTP server's part, off the event
+loop: it deflates each per-miner render once (level ``GZIP_LEVEL``, ending in a sync flush), the
+agent's own few lines separately, and joins the two into one gzip member (header, both deflate
+streams, CRC-32 and length of the whole), see `GzipBody`.
 """
 
 from __future__ import annotations
@@ -47,8 +51,6 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GZIP_LEVEL = 1
 """zlib level of the cached gzip body: the fastest; /metrics text still shrinks ~10-20x."""
-GZIP_WANTED_S = 900.0
-"""Keep compressing each render this long after the last gzip scrape (then stop paying)."""
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"  # deflate, no mtime, fastest, OS ?
 
 
@@ -86,7 +88,11 @@ class AlarmView(Protocol):
     """What the renderer reads from the alarm engine."""
 
     def active(self) -> Sequence[Any]:
-        """Firing alarms (each with miner, rule, severity)."""
+        """Firing alarms (each with miner, rule, severity).
+
+        A view may also have ``changes``, a counter bumped whenever that set (or a severity)
+        changes: the renderer then calls ``active`` only when it moved.
+        """
         ...
 
     def thresholds(self, miner: str) -> Any:
@@ -405,6 +411,11 @@ class AgentMetrics:
             "Failed writes of the state directory (alarm store, outbox).",
             registry=registry,
         )
+        self.http_front_restarts = Counter(
+            "altiwatch_http_front_restarts",
+            "Times the HTTP front process exited and was started again.",
+            registry=registry,
+        )
         for tier in ("fast", "slow"):
             self.polls.labels(tier=tier)
             self.poll_duration.labels(tier=tier)
@@ -496,6 +507,18 @@ class _LiveCollector:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """One /metrics answer: the per-miner render and the agent's own series, sent back to back.
+
+    Immutable, so the HTTP thread may serve it as it is.
+    """
+
+    body: bytes
+    tail: bytes
+    made_at: float
+
+
 class MetricsRenderer:
     """Builds the /metrics body; cached until the fleet (or the alarm set) changes.
 
@@ -522,6 +545,7 @@ class MetricsRenderer:
         self._rows: list[dict[str, bytes]] = [{} for _ in FAMILIES]
         self._body: bytes | None = None
         self._alarm_bytes = b""
+        self._alarm_changes: int | None = None
         self._rendered_at = 0.0
         self.renders = 0
         self.last_render_s = 0.0
@@ -529,9 +553,8 @@ class MetricsRenderer:
         #: refreshes in the background, so scrape latency does not grow with the fleet.
         #: None: every scrape sees every change.
         self.scrape_max_age_s: float | None = None
-        self._gzip: GzipBody | None = None
-        self._gzip_wanted_until = 0.0
-        self.gzip_renders = 0
+        #: The latest `publish` (None before the first).
+        self.exposition: Exposition | None = None
         registry.register(_LiveCollector(self))
 
     def site_names(self) -> tuple[str, ...]:
@@ -564,7 +587,11 @@ class MetricsRenderer:
         dirty = self.fleet.drain_dirty()
         if self._body is None:
             dirty.update(record.address for record in self.fleet)
-        alarm_bytes = _alarm_lines(self.alarms, self._site_of)
+        changes = getattr(self.alarms, "changes", None)
+        alarm_bytes = self._alarm_bytes
+        if changes is None or changes != self._alarm_changes:
+            alarm_bytes = _alarm_lines(self.alarms, self._site_of)
+            self._alarm_changes = changes
         if self._body is not None and not dirty and alarm_bytes == self._alarm_bytes:
             return self._body
         started = time.perf_counter()
@@ -580,17 +607,8 @@ class MetricsRenderer:
         self._alarm_bytes = alarm_bytes
         self._rendered_at = time.monotonic()
         self.renders += 1
-        if self._rendered_at < self._gzip_wanted_until:
-            self._compress(self._body)
         self.last_render_s = time.perf_counter() - started
         return self._body
-
-    def _compress(self, body: bytes) -> GzipBody:
-        gz = self._gzip
-        if gz is None or gz.source is not body:
-            gz = self._gzip = GzipBody.of(body)
-            self.gzip_renders += 1
-        return gz
 
     def _apply(self, dirty: set[str]) -> None:
         """Re-render the rows of every changed address (or drop them)."""
@@ -610,16 +628,22 @@ class MetricsRenderer:
         body = self.miners_body(max_age_s=self.scrape_max_age_s)
         return body, generate_latest(self.registry)
 
-    def render_gzip_chunks(self) -> tuple[bytes, bytes, bytes]:
-        """The exposition as one gzip member in three chunks (see `GzipBody.with_tail`).
+    def publish(self) -> Exposition:
+        """Make (and keep as ``exposition``) what a scrape sends now; event loop only.
 
-        The per-miner part comes deflated from the cache (deflated here only if no render
-        was compressed yet, e.g. the first gzip scrape); from now on, for ``GZIP_WANTED_S``,
-        each render is compressed when it is made.
+        The per-miner part comes from the cache (rendered here only if older than
+        ``scrape_max_age_s``); the agent's own series are rendered here.
         """
-        self._gzip_wanted_until = time.monotonic() + GZIP_WANTED_S
         body = self.miners_body(max_age_s=self.scrape_max_age_s)
-        return self._compress(body).with_tail(generate_latest(self.registry))
+        self.exposition = Exposition(body, generate_latest(self.registry), time.monotonic())
+        return self.exposition
+
+    def is_current(self, exposition: Exposition, max_age_s: float) -> bool:
+        """Whether ``exposition`` has the latest per-miner render and is younger than ``max_age_s``.
+
+        Reads two references and the clock, so any thread may ask.
+        """
+        return exposition.body is self._body and time.monotonic() - exposition.made_at < max_age_s
 
     def render(self) -> bytes:
         """The whole exposition: per-miner series, then the agent's own."""

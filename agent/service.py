@@ -4,19 +4,22 @@
 configures logging and runs one ``asyncio.TaskGroup`` with the named tasks:
 
 ``poll[<address>]`` one per miner (agent.poller), ``alarm_loop`` (drains poll outcomes into the
-alarm engine every second and hands transitions to the MQTT publisher), ``http`` (/metrics and
-the JSON API), ``ready`` (READY after the first poll cycle, at most ``READY_MAX_S``),
-``watchdog`` (WATCHDOG pings from the event loop, from start-up on), ``housekeeping`` (drops
-series of miners gone ``stale_after_s``), ``metrics_refresh`` (re-renders the changed part of
-/metrics in the background, so scrapes send cached bytes), ``mqtt_publisher`` (when MQTT is
-enabled), ``discovery`` (when ``discovery:`` ranges are configured: miners found there are
-polled too), ``pressure`` (when a site has a ``pressure_file``: station pressure for δ).
+alarm engine every second and hands transitions to the MQTT publisher), ``http`` (/metrics and the
+JSON API, served from their own thread), ``ready`` (READY after the first poll cycle, at most
+``READY_MAX_S``), ``watchdog`` (WATCHDOG pings from the event loop, from start-up on),
+``housekeeping`` (drops series of miners gone ``stale_after_s``), ``metrics_refresh`` (re-renders
+the changed part of /metrics in the background, so scrapes send cached bytes), ``mqtt_publisher``
+(when MQTT is enabled), ``discovery`` (when ``discovery:`` ranges are configured: miners found there
+are polled too), ``pressure`` (when a site has a ``pressure_file``: station pressure for δ).
 
 Signals: SIGTERM/SIGINT → STOPPING, the TaskGroup is cancelled and cleanup runs under
 ``agent.shutdown_grace_s``; a requested stop exits 0. SIGHUP → reload the config: an invalid
 file keeps the running config (``config_reload_failed``); miners added/removed/changed get
 their poll tasks started/cancelled. A bug in a task ends the TaskGroup, is logged and exits 70
 so systemd's ``Restart=on-failure`` restarts the agent.
+
+Once the first poll cycle is done the daemon freezes its settled heap out of the garbage
+collector's full collections, and every collection's pause is counted (``agent.gc_policy``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from agent.alarms.store import AlarmStore
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError
 from agent.fleet_state import FleetState
+from agent.gc_policy import GcPauses, freeze_settled_heap
 from agent.http_api import HttpApi
+from agent.http_front import HttpFront
 from agent.logging_setup import configure_logging
 from agent.metrics import AgentMetrics, MetricsRenderer
 from agent.mqtt.publisher import EventPublisher
@@ -64,6 +69,8 @@ EX_CONFIG = 78
 ALARM_TICK_S = 1.0
 HOUSEKEEPING_TICK_S = 5.0
 DISCOVERY_TICK_S = 5.0
+GC_REFREEZE_AFTER_S = 5.0  # after a reload: the replaced poll tasks have ended by then
+GIL_SWITCH_INTERVAL_S = 0.0005
 METRICS_REFRESH_S = 1.0
 READY_MAX_S = 90.0  # below the unit's TimeoutStartSec=120s
 METRICS_MAX_AGE_S = 10.0
@@ -107,9 +114,22 @@ class AgentService:
         notifier: Notifier | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        freeze_heap: bool = False,
+        http_front: bool = False,
     ) -> None:
-        """Build every component from ``config``; nothing runs until ``run``."""
+        """Build every component from ``config``; nothing runs until ``run``.
+
+        ``freeze_heap``: after the first poll cycle (and after each reload), freeze the settled
+        heap out of the garbage collector's full collections (``agent.gc_policy``); the daemon
+        does, an agent run inside a test process does not.
+
+        ``http_front``: serve the public port from a child process (``agent.http_front``: TLS,
+        basic auth, /metrics from a one-second cache) and the API to it over a Unix socket; the
+        daemon does, an agent run inside a test process serves the port from a thread.
+        """
         self.config = config
+        self._freeze_heap = freeze_heap
+        self._refreeze: asyncio.TimerHandle | None = None
         self.config_path = config_path
         self._env = env
         self._clock = clock
@@ -117,6 +137,8 @@ class AgentService:
         self.fleet = FleetState()
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = AgentMetrics(self.registry, version=_version())
+        self.gc_pauses = GcPauses()
+        self.registry.register(self.gc_pauses)
         self.source: MinerSource = source or self._make_source(config)
         self.engine = self._make_engine(config)
         self.publisher = self._make_publisher(config)
@@ -128,12 +150,26 @@ class AgentService:
             publisher=self.publisher,
         )
         self.poller = self._make_poller(config)
+        security = self._web_security(config)  # validated here either way: exit 78 if invalid
         self.http = HttpApi(
             fleet=self.fleet,
             renderer=self.renderer,
             ready=lambda: self._ready_sent,
             alarms=self.engine,
-            **self._web_security(config),
+            **({} if http_front else security),
+        )
+        self.front = (
+            HttpFront(
+                self.http,
+                host=config.http.host,
+                port=config.http.port,
+                web_config_file=config.http.web_config_file,
+                log_format=config.agent.log_format,
+                log_level=config.agent.log_level,
+                on_restart=self.metrics.http_front_restarts.inc,
+            )
+            if http_front
+            else None
         )
         self._outcomes: list[PollOutcome] = []
         self._seen_write_failures = 0
@@ -376,6 +412,14 @@ class AgentService:
         up = sum(1 for r in self.fleet if r.up)
         self.notifier.status(f"polling {len(self.fleet)} miners, {up} up")
         log.info("agent_ready", miners=len(self.fleet), up=up)
+        if self._freeze_heap:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        self._refreeze = None
+        started = time.perf_counter()
+        frozen = freeze_settled_heap()
+        log.info("gc_heap_frozen", objects=frozen, took_s=round(time.perf_counter() - started, 3))
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 from the event loop every half WATCHDOG_USEC, from start-up on."""
@@ -388,12 +432,21 @@ class AgentService:
 
     async def _http(self) -> None:
         host, port = self.config.http.host, self.config.http.port
-        await self.http.start(host, port)
-        log.info("http_listening", listen=f"{host}:{self.http.port}")
+        front = self.front
+        if front is None:
+            await self.http.start(host, port)
+            log.info("http_listening", listen=f"{host}:{self.http.port}")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await self.http.stop()
+            return
         try:
-            await asyncio.Event().wait()
+            await front.start()
+            log.info("http_listening", listen=f"{host}:{front.port}", front_pid=front.pid)
+            await front.run()
         finally:
-            await self.http.stop()
+            await front.stop()
 
     def _start_poll(self, site: str, target: MinerTarget) -> None:
         assert self._tg is not None
@@ -490,12 +543,30 @@ class AgentService:
         self.config = new
         log.info("config_reloaded", miners=len(wanted), removed=len(removed), started=started)
         self.notifier.ready()
+        self._schedule_refreeze()
         return True
+
+    def _schedule_refreeze(self) -> None:
+        """After a reload: unfreeze, collect, freeze again once the replaced tasks are gone.
+
+        A reference cycle among frozen objects would never be collected.
+        """
+        if self._freeze_heap and self._ready_sent and self._refreeze is None:
+            loop = asyncio.get_running_loop()
+            self._refreeze = loop.call_later(GC_REFREEZE_AFTER_S, self._freeze)
 
     # ------------------------------------------------------------------ run
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a task fails (exit 70)."""
+        with self.gc_pauses.installed():
+            try:
+                return await self._run()
+            finally:
+                if self._refreeze is not None:
+                    self._refreeze.cancel()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         supervisor = asyncio.create_task(self._supervise(), name="supervisor")
 
@@ -576,9 +647,14 @@ def run(config_path: Path, *, env: Mapping[str, str] | None = None) -> int:
     configure_logging(config.agent.log_format, config.agent.log_level)
 
     async def main() -> int:
-        service = AgentService(config, config_path=config_path, env=env)
+        service = AgentService(
+            config, config_path=config_path, env=env, freeze_heap=True, http_front=True
+        )
         return await service.run()
 
+    # The HTTP server has its own thread: when the polling loop wakes (a timer is due) while
+    # that thread runs Python, it waits for the GIL at most this long instead of 5 ms.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     code = asyncio.run(main())
     if code == EX_SOFTWARE:
         # A task ignored cancellation past the grace period: exit now rather than let

@@ -205,6 +205,9 @@ class AlarmEngine:
         self._members: dict[str, set[str]] = {}
         self._dirty: set[Key] = set()
         self._started_at: float | None = None
+        #: Bumped on every transition (and restore): the set of firing alarms and their
+        #: severities can only have changed if this moved (the /metrics renderer relies on it).
+        self.changes = 0
         if store is not None:
             self._restore(store.load())
 
@@ -580,6 +583,7 @@ class AlarmEngine:
     ) -> AlarmTransition:
         kind, severity, previous = change.kind, change.severity, change.previous
         site, miner, rule = key
+        self.changes += 1
         a = self._active(site, miner, rule, state, severity)
         summary = a.summary
         if kind is TransitionKind.CLEARED:
@@ -634,6 +638,7 @@ class AlarmEngine:
                 tags=tuple(str(x) for x in ev.get("tags", ()) or ()),  # type: ignore[attr-defined]
             )
             self._states[(row.site, row.miner, row.rule)] = state
+            self.changes += 1
         if stored:
             log.info("alarm_state_restored", firing=len(self._states))
 

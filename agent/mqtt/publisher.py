@@ -77,6 +77,14 @@ class PublisherStats:
     published_total: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Rows handed to the client together, and the future of their PUBACK outcomes."""
+
+    rows: Sequence[Row]
+    results: asyncio.Future[list[ReasonCode | BaseException | None]]
+
+
 _SENT_MIDS: ContextVar[list[int] | None] = ContextVar("altiwatch_mqtt_sent_mids", default=None)
 """Set by :meth:`_PubackReasons.publish` in the publishing task: the mids paho assigned there."""
 
@@ -207,6 +215,7 @@ class EventPublisher:
         self._devices: dict[tuple[str, str], DeviceInfo] = {}
         self._announce: set[tuple[str, str]] = set()
         self._staged: list[Outgoing] = []
+        self._in_flight: _Window | None = None
         self._wait = wait_fixed(settings.reconnect_min_s) + wait_random_exponential(
             multiplier=settings.reconnect_min_s,
             max=max(settings.reconnect_max_s - settings.reconnect_min_s, 0.0),
@@ -367,9 +376,7 @@ class EventPublisher:
         properties: Properties | None = None,
     ) -> ReasonCode | None:
         """Publish on ``client``; the broker's failing reason code, or None when accepted."""
-        if self._acks is None:  # pragma: no cover - _client() always sets it
-            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-            return None
+        assert self._acks is not None, "_client() sets it with the client"
         return await self._acks.publish(
             client, topic, payload, qos=qos, retain=retain, properties=properties
         )
@@ -456,6 +463,7 @@ class EventPublisher:
                 raise
             finally:
                 self._connected = False
+                self._abandon_in_flight()
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         online = self._events.agent_status(self._clock(), self.status_site, "online", None)
@@ -518,8 +526,25 @@ class EventPublisher:
             self._outbox.ack(expired, reason="expired")
         if not calls:
             return
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        self._settle(sending, results)
+        window = _Window(sending, asyncio.gather(*calls, return_exceptions=True))
+        self._in_flight = window
+        # Shielded: when the agent stops mid-window, _goodbye waits for these PUBACKs instead of
+        # publishing the same rows a second time.
+        results = await asyncio.shield(window.results)
+        self._in_flight = None
+        self._settle(window.rows, results)
+
+    async def _finish_in_flight(self) -> None:
+        """Wait for the PUBACKs of the window the drain was publishing when it was cancelled."""
+        window, self._in_flight = self._in_flight, None
+        if window is not None:
+            self._settle(window.rows, await window.results)
+
+    def _abandon_in_flight(self) -> None:
+        """The link is gone: stop waiting; the rows stay queued and go out on the next link."""
+        window, self._in_flight = self._in_flight, None
+        if window is not None:
+            window.results.cancel()
 
     def _settle(
         self, sending: Sequence[Row], results: Sequence[ReasonCode | BaseException | None]
@@ -573,6 +598,7 @@ class EventPublisher:
         deadline = min(self._s.publish_timeout_s, 5.0)
         try:
             async with asyncio.timeout(deadline):
+                await self._finish_in_flight()
                 while rows := self._outbox.peek(self._s.inflight_window):
                     await self._publish_rows(client, rows)
                 offline = self._events.agent_status(

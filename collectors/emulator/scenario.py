@@ -7,7 +7,7 @@ list of miner groups (profile key, count, optional fixed addresses, faults prese
 
 from __future__ import annotations
 
-import datetime as dt  # noqa: TC003 - pydantic resolves the annotation at runtime
+import datetime as dt
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal

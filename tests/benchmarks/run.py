@@ -366,7 +366,7 @@ def histogram_quantiles(
     name: str,
     contains: str = "",
 ) -> dict[str, Any]:
-    """Observations between two scrapes of a histogram, and p50/p99 as bucket upper bounds."""
+    """Observations between two scrapes of a histogram (count, sum), p50/p99 as bucket bounds."""
     buckets: list[tuple[float, float]] = []
     for labels, value in after.get(f"{name}_bucket", {}).items():
         if contains not in labels:
@@ -378,14 +378,12 @@ def histogram_quantiles(
     buckets.sort()
     total = _total(after, f"{name}_count", contains) - _total(before, f"{name}_count", contains)
     result: dict[str, Any] = {"count": total, "buckets": buckets}
+    observed = _total(after, f"{name}_sum", contains) - _total(before, f"{name}_sum", contains)
+    result["sum_s"] = round(observed, 4)
     if total > 0:
         for q, key in ((0.5, "p50_le_s"), (0.99, "p99_le_s"), (1.0, "max_le_s")):
             result[key] = next((b for b, c in buckets if c >= q * total), None)
-        result["mean_s"] = round(
-            (_total(after, f"{name}_sum", contains) - _total(before, f"{name}_sum", contains))
-            / total,
-            4,
-        )
+        result["mean_s"] = round(observed / total, 4)
     return result
 
 

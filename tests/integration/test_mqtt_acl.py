@@ -6,18 +6,18 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from agent.alarms.model import AlarmTransition, Severity, TransitionKind
+from agent.alarms.model import Severity, TransitionKind
 from agent.fleet_state import FleetState
 from agent.metrics import MetricsRenderer
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
+from tests.support.events import transition
 from tests.support.mosquitto import Subscriber, wait_until
 
 if TYPE_CHECKING:
@@ -29,24 +29,6 @@ pytestmark = pytest.mark.broker
 PASSWORD = "acl-s3cret-pw"  # noqa: S105 - a throwaway test credential
 EVENTS = "altiwatch/v1/xining/events"
 ALARM = "altiwatch/v1/xining/m1/alarm/r1"
-
-
-def transition(kind: TransitionKind) -> AlarmTransition:
-    """A synthetic R1 transition of miner m1 at site xining."""
-    return AlarmTransition(
-        kind=kind,
-        site="xining",
-        miner="m1",
-        rule="R1",
-        severity=Severity.WARNING,
-        previous_severity=None if kind is TransitionKind.RAISED else Severity.WARNING,
-        at=time.time(),
-        value=80.0,
-        threshold=77.0,
-        sea_level_threshold=80.0,
-        altitude_m=2275.0,
-        delta=0.7653,
-    )
 
 
 def broker_files(directory: Path) -> tuple[Path, Path]:
@@ -90,7 +72,7 @@ async def test_publisher_acl_denied_retained_state_is_logged_counted_and_not_fat
         with capture_logs() as logs:
             task = asyncio.create_task(pub.run(), name="test.publisher")
             try:
-                pub.alarm_transitions([transition(TransitionKind.RAISED)])
+                pub.alarm_transitions([transition(TransitionKind.RAISED, miner="m1", rule="R1")])
 
                 def events() -> list[str]:
                     return [p.get("event") for p in sub.payloads(EVENTS)]
@@ -114,7 +96,13 @@ async def test_publisher_acl_denied_retained_state_is_logged_counted_and_not_fat
                 assert PASSWORD not in repr(logs)
 
                 # Still running: a later transition's event arrives, its state is refused again.
-                pub.alarm_transitions([transition(TransitionKind.CLEARED)])
+                pub.alarm_transitions(
+                    [
+                        transition(
+                            TransitionKind.CLEARED, miner="m1", rule="R1", previous=Severity.WARNING
+                        )
+                    ]
+                )
                 await wait_until(lambda: "cleared" in events(), within=20, what="the cleared event")
                 await wait_until(lambda: len(rejected()) == 2, within=20, what="a 2nd rejection")
                 await wait_until(

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
 
-from agent.alarms.model import AlarmTransition, Severity, TransitionKind
+from agent.alarms.model import TransitionKind
 from agent.mqtt import schemas
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
 from collectors.snapshot import BoardReading, FanReading, Identity, MinerSnapshot, PowerSource
+from tests.support.events import transition
 from tests.support.mosquitto import Subscriber, TcpGate, publish_once, wait_until
 
 if TYPE_CHECKING:
@@ -40,35 +42,6 @@ def settings(broker: Mosquitto, **overrides: object) -> MqttSettings:
     }
     base.update(overrides)
     return MqttSettings.model_validate(base)
-
-
-def transition(
-    kind: TransitionKind,
-    *,
-    miner: str = "02:1a:2b:3c:4d:5e",
-    rule: str = "chip_temp",
-    severity: Severity = Severity.WARNING,
-    previous: Severity | None = None,
-    site: str = "xining",
-    summary: str = "",
-) -> AlarmTransition:
-    """A synthetic transition as the alarm engine would emit it."""
-    return AlarmTransition(
-        kind=kind,
-        site=site,
-        miner=miner,
-        rule=rule,
-        severity=severity,
-        previous_severity=previous,
-        at=time.time(),
-        value=83.5,
-        threshold=80.2,
-        sea_level_threshold=85.0,
-        altitude_m=2275.0,
-        delta=0.7653,
-        tags=("thermal",),
-        summary=summary or f"{kind.value} {rule}",
-    )
 
 
 def snapshot(address: str = "127.50.0.1") -> MinerSnapshot:
@@ -173,6 +146,47 @@ async def test_publisher_clean_shutdown_publishes_offline_and_agent_stopped(mosq
         status = late.messages[-1].json()
         validate(status)
         assert (status["state"], status["reason"]) == ("offline", "shutdown")
+
+
+async def test_publisher_stopping_mid_window_waits_for_pubacks_instead_of_resending(
+    mosquitto, tmp_path
+):
+    """Stopped while a window awaits its PUBACKs, the publisher waits for them and sends no row twice."""
+    pub = EventPublisher(
+        settings(mosquitto), agent_id="agent-w", state_dir=tmp_path, sites=["xining"]
+    )
+    async with Subscriber(mosquitto, [f"{PREFIX}/xining/events"]) as sub:
+        task = asyncio.create_task(pub.run(), name="test.publisher")
+        try:
+            await wait_until(lambda: pub.stats().connected, within=20, what="publisher connected")
+            with mosquitto.paused():
+                pub.alarm_transitions(
+                    [transition(TransitionKind.RAISED, miner=f"m{i}") for i in range(30)]
+                )
+                # Private on purpose: the state under test is "a window handed to the client,
+                # PUBACKs outstanding", which no public surface shows.
+                await wait_until(
+                    lambda: pub._in_flight is not None,
+                    within=20,
+                    what="a window in flight",
+                )
+                task.cancel()
+                await wait_until(
+                    lambda: not pub.stats().connected, within=20, what="shutdown under way"
+                )
+        finally:
+            if not task.cancelling():  # a second cancel would cut the goodbye short
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            pub.close()
+        await wait_until(
+            lambda: any(p.get("event") == "agent_stopped" for p in sub.payloads()),
+            within=20,
+            what="agent_stopped (published after every alarm event)",
+        )
+    raised = Counter(p["miner"] for p in sub.payloads() if p.get("event") == "raised")
+    assert raised == Counter(f"m{i}" for i in range(30))
 
 
 async def test_publisher_miner_removed_empties_retained_topics(mosquitto, tmp_path):
@@ -307,6 +321,13 @@ async def test_publisher_outbox_bound_drops_telemetry_keeps_alarms(mosquitto, tm
                 lambda: len([p for p in sub.payloads(f"{PREFIX}/+/events") if "rule" in p]) == 15,
                 within=20,
                 what="all 15 alarm events",
+            )
+            # PUBACKs came back (drained): the broker has every message; wait for the last one
+            # to reach the subscriber too, then compare the whole list.
+            await wait_until(
+                lambda: any(p["miner"] == "t099" for p in sub.payloads(f"{PREFIX}/+/+/telemetry")),
+                within=20,
+                what="the last telemetry message",
             )
             telemetry = [p["miner"] for p in sub.payloads(f"{PREFIX}/+/+/telemetry")]
             assert telemetry == [f"t{i:03d}" for i in range(81, 100)]

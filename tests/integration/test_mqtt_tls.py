@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agent.alarms.model import AlarmTransition, Severity, TransitionKind
+from agent.alarms.model import TransitionKind
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
+from tests.support.events import transition
 from tests.support.mosquitto import wait_until
 from tests.unit.test_web_security import Pki, make_pki
 
@@ -22,24 +22,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.broker
-
-
-def raised() -> AlarmTransition:
-    """A synthetic transition."""
-    return AlarmTransition(
-        kind=TransitionKind.RAISED,
-        site="xining",
-        miner="m1",
-        rule="R1",
-        severity=Severity.WARNING,
-        previous_severity=None,
-        at=time.time(),
-        value=80.0,
-        threshold=77.0,
-        sea_level_threshold=80.0,
-        altitude_m=2275.0,
-        delta=0.7653,
-    )
 
 
 def broker_files(directory: Path) -> tuple[Pki, Path]:
@@ -54,7 +36,7 @@ def broker_files(directory: Path) -> tuple[Pki, Path]:
 async def publish_one(settings: MqttSettings, state: Path, within: float) -> tuple[bool, int]:
     """Queue one alarm, run the publisher up to ``within`` s; return (connected, outbox depth)."""
     pub = EventPublisher(settings, agent_id="tls-agent", state_dir=state)
-    pub.alarm_transitions([raised()])
+    pub.alarm_transitions([transition(TransitionKind.RAISED, miner="m1", rule="R1")])
     task = asyncio.create_task(pub.run(), name="test.publisher")
     try:
         with contextlib.suppress(AssertionError):

@@ -133,19 +133,27 @@ def _promql_case(
     _ok(_promtool("test", "rules", path))
 
 
-def test_promtool_alarm_sensor_query_picks_the_thresholds_sensor(tmp_path):
-    """The hottest-sensor query uses the board for a board-threshold miner, else the chip."""
-    generator = load_generator()
+def s19_s21_series(*, s21_board: str) -> dict[str, str]:
+    """Input series for promtool: a stock S19 (board-sensor thresholds) and an S21 (die sensor)."""
     info = 'asic_miner_info{site="g",miner="%s",model="m"}'
-    series = {
+    return {
         info % "s19": "1 1",
         'asic_chip_temperature_celsius{site="g",miner="s19",board="0"}': "76 76",
         'asic_board_temperature_celsius{site="g",miner="s19",board="0"}': "61 61",
         'asic_temperature_threshold_celsius{site="g",miner="s19",kind="warning",sensor="board"}': "59.8 59.8",
         info % "s21": "1 1",
         'asic_chip_temperature_celsius{site="g",miner="s21",board="0"}': "80 80",
-        'asic_board_temperature_celsius{site="g",miner="s21",board="0"}': "65 65",
+        'asic_board_temperature_celsius{site="g",miner="s21",board="0"}': f"{s21_board} {s21_board}",
         'asic_temperature_threshold_celsius{site="g",miner="s21",kind="warning",sensor="die"}': "81.9 81.9",
+    }
+
+
+def test_promtool_alarm_sensor_query_picks_the_thresholds_sensor(tmp_path):
+    """The hottest-sensor query uses the board for a board-threshold miner, else the chip."""
+    generator = load_generator()
+    info = 'asic_miner_info{site="g",miner="%s",model="m"}'
+    series = {
+        **s19_s21_series(s21_board="65"),
         info % "old": "1 1",  # an agent without the sensor label: chip, else board
         'asic_chip_temperature_celsius{site="g",miner="old",board="0"}': "70 70",
         'asic_board_temperature_celsius{site="g",miner="old",board="0"}': "55 55",
@@ -227,17 +235,7 @@ def test_promtool_site_alarm_rule_fires_for_warning_and_critical_only(tmp_path):
 def test_promtool_sensor_panels_read_the_thresholds_sensor(tmp_path):
     """Board-sensor panel: stock S19's hottest board only; die panel: the S21's hottest chip."""
     generator = load_generator()
-    info = 'asic_miner_info{site="g",miner="%s",model="m"}'
-    series = {
-        info % "s19": "1 1",
-        'asic_chip_temperature_celsius{site="g",miner="s19",board="0"}': "76 76",
-        'asic_board_temperature_celsius{site="g",miner="s19",board="0"}': "61 61",
-        'asic_temperature_threshold_celsius{site="g",miner="s19",kind="warning",sensor="board"}': "59.8 59.8",
-        info % "s21": "1 1",
-        'asic_chip_temperature_celsius{site="g",miner="s21",board="0"}': "80 80",
-        'asic_board_temperature_celsius{site="g",miner="s21",board="0"}': "66 66",
-        'asic_temperature_threshold_celsius{site="g",miner="s21",kind="warning",sensor="die"}': "81.9 81.9",
-    }
+    series = s19_s21_series(s21_board="66")
     board = generator.f(generator.m("asic_board_temperature_celsius"))
     chip = generator.f(generator.m("asic_chip_temperature_celsius"))
     for sensor, reading, want in (("board", board, 61), ("die", chip, 80)):

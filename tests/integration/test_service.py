@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -70,12 +71,28 @@ def emulator(module_emulator_factory: Any) -> Any:
     return module_emulator_factory(SCENARIO, base_address=BASE)
 
 
-def fast_polls(metrics: str) -> float:
-    """The value of altiwatch_polls_total{tier="fast"}."""
+def sample(metrics: str, series: str) -> float:
+    """The value of ``series`` (name and labels, as exposed) in ``metrics``; 0 if absent."""
     for line in metrics.splitlines():
-        if line.startswith('altiwatch_polls_total{tier="fast"}'):
+        if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def fast_polls(metrics: str) -> float:
+    """The value of altiwatch_polls_total{tier="fast"}."""
+    return sample(metrics, 'altiwatch_polls_total{tier="fast"}')
+
+
+def full_collections(metrics: str) -> float:
+    """The value of altiwatch_gc_pause_seconds_count{generation="2"}."""
+    return sample(metrics, 'altiwatch_gc_pause_seconds_count{generation="2"}')
+
+
+def log_events(output: str, event: str) -> list[dict[str, Any]]:
+    """The agent's JSON log lines whose event is ``event``."""
+    lines = (line for line in output.splitlines() if line.startswith("{"))
+    return [e for e in map(json.loads, lines) if e.get("event") == event]
 
 
 def miners(emulator: Any) -> list[dict[str, str]]:
@@ -167,3 +184,22 @@ def test_service_module_runs_without_cli(tmp_path):
         check=False,
     )
     assert proc.returncode == 78, proc.stdout + proc.stderr
+
+
+def test_service_freezes_the_settled_heap_and_again_after_a_reload(emulator, agent_factory):
+    """After the first cycle the heap is frozen (a counted full collection); a reload re-freezes."""
+    all_miners = miners(emulator)
+    agent = agent_factory(agent_config(all_miners[:1], interval_s=2.0))
+    agent.wait_for(lambda: log_events(agent.output(), "gc_heap_frozen"), "gc_heap_frozen")
+    (frozen,) = log_events(agent.output(), "gc_heap_frozen")
+    assert frozen["objects"] > 10_000  # modules, pyasic, config: the settled heap
+    full = full_collections(agent.metrics())
+    assert full >= 1
+    agent.rewrite_config({**agent.config, "miners": all_miners})
+    agent.signal(signal.SIGHUP)
+    agent.wait_for(
+        lambda: len(log_events(agent.output(), "gc_heap_frozen")) == 2,
+        "gc_heap_frozen again after the reload",
+    )
+    assert full_collections(agent.metrics()) > full
+    assert agent.metrics().count("asic_up{") == 3

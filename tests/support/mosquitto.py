@@ -118,6 +118,16 @@ class Mosquitto:
             except OSError:
                 return
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the broker (SIGSTOP) inside the block: it reads nothing and acknowledges nothing."""
+        assert self._proc is not None, "start() the broker first"
+        self._proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._proc.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         """True while the broker process is alive."""

@@ -1,10 +1,16 @@
 """The HTTP API on a real loopback socket: /metrics, /healthz, /readyz, /api/v1/fleet, /api/v1/alarms."""
 
 import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from agent import http_api
 from agent.fleet_state import FleetState
 from agent.http_api import HttpApi
 from agent.metrics import CONTENT_TYPE, AgentMetrics, MetricsRenderer
@@ -22,6 +28,12 @@ async def start(ready: list[bool]) -> tuple[HttpApi, FleetState, str]:
     api = HttpApi(fleet=fleet, renderer=renderer, ready=lambda: ready[0])
     await api.start("127.0.0.1", 0)
     return api, fleet, f"http://127.0.0.1:{api.port}"
+
+
+def hashing(fleet: FleetState) -> None:
+    """The one miner's poll succeeded: 1 TH/s."""
+    snap = MinerSnapshot(address="10.0.0.1", collected_at=1.0, hashrate_hs=1e12)
+    fleet.record_success("10.0.0.1", snap, 0.1, now=1)
 
 
 async def test_http_readyz_is_503_until_first_cycle():
@@ -44,12 +56,7 @@ async def test_http_readyz_is_503_until_first_cycle():
 async def test_http_metrics_serves_text_format_0_0_4():
     """/metrics has the text-format content type and the rendered series."""
     api, fleet, url = await start([True])
-    fleet.record_success(
-        "10.0.0.1",
-        MinerSnapshot(address="10.0.0.1", collected_at=1.0, hashrate_hs=1e12),
-        0.1,
-        now=1,
-    )
+    hashing(fleet)
     try:
         async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
             assert resp.status == 200
@@ -112,3 +119,57 @@ async def test_http_fleet_json_has_the_fan_duty_estimate():
         assert miner["fan_duty_ratio"] == 0.5
     finally:
         await api.stop()
+
+
+def _get_when(url: str, blocked: threading.Event) -> tuple[int, bytes, float]:
+    """Once ``blocked`` is set, GET ``url``: (status, body, monotonic time of the answer)."""
+    blocked.wait(timeout=10)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+            return response.status, response.read(), time.monotonic()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), time.monotonic()
+
+
+async def _while_loop_blocked(url: str, seconds: float) -> tuple[int, bytes, float, float]:
+    """GET ``url`` from a thread while this (the polling) loop is blocked for ``seconds``.
+
+    Returns (status, body, when answered, when the loop was unblocked).
+    """
+    blocked = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(_get_when, url, blocked)
+        blocked.set()
+        time.sleep(seconds)  # noqa: ASYNC251 - the fault under test: a polling loop that blocks
+        unblocked = time.monotonic()
+        status, body, answered = answer.result(timeout=30)
+    return status, body, answered, unblocked
+
+
+async def test_http_metrics_answered_while_the_polling_loop_is_busy(monkeypatch):
+    """/metrics is served by the HTTP thread: a blocked polling loop gets the last exposition sent."""
+    monkeypatch.setattr(http_api, "LOOP_ANSWER_S", 0.2)
+    monkeypatch.setattr(http_api, "EXPOSITION_MAX_AGE_S", 0.0)  # every scrape asks the loop
+    api, fleet, url = await start([True])
+    hashing(fleet)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+            assert resp.status == 200
+        status, body, answered, unblocked = await _while_loop_blocked(url + "/metrics", 2.0)
+    finally:
+        await api.stop()
+    assert status == 200
+    assert b'asic_hashrate_hashes_per_second{site="golmud",miner="rack1-a"} 1000000000000' in body
+    assert answered < unblocked
+
+
+async def test_http_healthz_is_503_when_the_polling_loop_does_not_answer(monkeypatch):
+    """/healthz checks the polling loop: blocked longer than LOOP_ANSWER_S, it answers 503."""
+    monkeypatch.setattr(http_api, "LOOP_ANSWER_S", 0.2)
+    api, _, url = await start([True])
+    try:
+        status, body, answered, unblocked = await _while_loop_blocked(url + "/healthz", 2.0)
+    finally:
+        await api.stop()
+    assert (status, body) == (503, b"event loop not answering\n")
+    assert answered < unblocked

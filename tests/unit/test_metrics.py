@@ -391,3 +391,26 @@ def test_renderer_engine_families_pass_promtool_check_metrics():
         ["promtool", "check", "metrics"], input=body, capture_output=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_renderer_reads_active_alarms_only_when_the_engine_changed(monkeypatch):
+    """Alarm lines are rebuilt when the engine's change counter moved, not on every render."""
+    fleet, renderer, driver = engine_renderer("s21", die=70.0, inlet=15.0)
+    calls: list[int] = []
+    real = driver.engine.active
+
+    def counted() -> Any:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(driver.engine, "active", counted)
+    renderer.miners_body()
+    fleet.record_success("10.0.0.1", identity_snapshot(), 0.1, now=2)
+    renderer.miners_body()  # a miner changed, the alarms did not
+    assert len(calls) == 1
+    for i in range(25):  # inlet rising 15 C/h: R4 warning
+        driver.poll(die=60.0, inlet=15.0 + 0.25 * i)
+    assert (
+        f'asic_alarm_active{{{OWN},rule="R4",severity="warning"}} 1' in renderer.render().decode()
+    )
+    assert len(calls) == 2

@@ -1,0 +1,389 @@
+"""The public HTTP front: a child process that serves the agent's port (TLS, basic auth, /metrics).
+
+Why a process: the polling loop is busy (2,000 miners at 15 s take ~75 % of a core) and the
+threads of one CPython process share one GIL and one garbage collector, so scrapes served from a
+thread of the agent delay polls, however little Python each one runs. The front serves every
+scrape from a copy of the exposition fetched at most ``MAX_AGE_S`` before, from the agent over a
+private Unix socket (concurrent scrapes share one fetch), and gzips it itself; 100 clients
+scraping back to back cost the agent one plain-text answer a second. It runs at the lowest CPU
+priority (``FRONT_NICE``): when the cores are short, polls come first and scrapes wait.
+
+Parent side, :class:`HttpFront` (used by ``AgentService``): binds the public socket itself (so a
+port in use fails start-up in the agent, as before), serves the agent's :class:`HttpApi` on a
+Unix socket in a private 0700 directory, spawns ``python -m agent.http_front`` with the listening
+socket inherited and its settings on stdin, restarts it when it exits (``http_front_exited``),
+and stops it by closing that stdin, with SIGKILL after ``STOP_DEADLINE_S``. The listening socket
+stays open in the agent meanwhile, so connections wait in its backlog rather than being refused.
+
+Child side, :func:`main`: reads :class:`FrontSettings`, lowers its priority, builds the same
+middlewares and TLS context from the exporter-toolkit web config (``agent.web_security``),
+serves ``/metrics`` from its cache and passes every other request through, and exits when its
+stdin reaches EOF: the agent stopped it, or is gone, even by SIGKILL. It ignores SIGTERM and
+SIGINT, which systemd and a terminal send to every process of the agent: the agent stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agent.http_api import accepts_gzip, send_chunks
+from agent.logging_setup import LogFormat, LogLevel
+from agent.metrics import CONTENT_TYPE, GZIP_LEVEL
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aiohttp.typedefs import Middleware
+
+    from agent.http_api import HttpApi
+
+log = structlog.get_logger("agent.http_front")  # not "__main__" when run with -m
+
+MAX_AGE_S = 1.0
+"""A scrape gets a copy fetched at most this long ago (the agent keeps its own: 1 s too)."""
+FRONT_NICE = 19
+"""The front's niceness: scrapes get the CPU that polling leaves (nice 19 still never starves)."""
+UPSTREAM_TIMEOUT_S = 10.0
+"""The agent answers /metrics within 5 s even when its polling loop is stuck; margin on top."""
+STOP_DEADLINE_S = 5.0
+RESTART_DELAYS_S = (0.2, 1.0, 5.0)
+"""Delays before restarting an exited front: the first restart is quick, a crash loop is not."""
+UPSTREAM_HOST = "http://altiwatch"
+"""The host part of upstream URLs (the Unix socket decides where they go)."""
+_PASSED_HEADERS = ("Content-Type", "Content-Encoding", "Vary", "Retry-After")
+
+
+class FrontSettings(BaseModel):
+    """What the agent tells the front on its stdin (one JSON line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen_fd: int
+    upstream_socket: str
+    web_config_file: Path | None = None
+    max_age_s: float = MAX_AGE_S
+    nice: int = FRONT_NICE
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
+
+
+# ---------------------------------------------------------------------------------- the cache
+
+
+@dataclass(slots=True)
+class CachedExposition:
+    """One fetched exposition; its gzip form is made once, on first demand."""
+
+    plain: bytes
+    fetched_at: float
+    _gzipped: asyncio.Future[bytes] | None = field(default=None, repr=False)
+
+    async def gzipped(self) -> bytes:
+        """The body as one gzip member (deflated in a worker thread: zlib drops the GIL)."""
+        if self._gzipped is None:
+            self._gzipped = asyncio.ensure_future(
+                asyncio.to_thread(gzip.compress, self.plain, GZIP_LEVEL, mtime=0)
+            )
+        return await asyncio.shield(self._gzipped)
+
+
+class UpstreamError(Exception):
+    """The agent did not answer /metrics usefully."""
+
+
+class ExpositionCache:
+    """The latest exposition, fetched anew when older than ``max_age_s``; one fetch at a time."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[bytes]],
+        *,
+        max_age_s: float = MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``fetch`` returns the agent's plain-text exposition or raises :class:`UpstreamError`."""
+        self._fetch = fetch
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._latest: CachedExposition | None = None
+        self._pending: asyncio.Future[CachedExposition] | None = None
+        #: Fetches made so far (concurrent scrapes share one).
+        self.fetches = 0
+
+    async def get(self) -> CachedExposition:
+        """An exposition at most ``max_age_s`` old; :class:`UpstreamError` if none can be had."""
+        latest = self._latest
+        if latest is not None and self._clock() - latest.fetched_at < self._max_age_s:
+            return latest
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._refresh())
+        return await asyncio.shield(self._pending)
+
+    async def _refresh(self) -> CachedExposition:
+        try:
+            self.fetches += 1
+            started = self._clock()
+            body = await self._fetch()
+            self._latest = CachedExposition(body, started)
+            return self._latest
+        finally:
+            self._pending = None
+
+
+# ---------------------------------------------------------------------------------- the child
+
+
+class Front:
+    """The front's aiohttp application: /metrics from the cache, the rest passed through."""
+
+    def __init__(
+        self,
+        upstream: aiohttp.ClientSession,
+        *,
+        max_age_s: float = MAX_AGE_S,
+        middlewares: tuple[Middleware, ...] = (),
+    ) -> None:
+        """Serve through ``upstream`` (a session bound to the agent's Unix socket)."""
+        self._upstream = upstream
+        self.cache = ExpositionCache(self._fetch_metrics, max_age_s=max_age_s)
+        self.app = web.Application(middlewares=list(middlewares))
+        self.app.add_routes(
+            [web.get("/metrics", self.metrics), web.route("*", "/{tail:.*}", self.passthrough)]
+        )
+
+    async def _fetch_metrics(self) -> bytes:
+        """The agent's plain-text exposition; one log line per failed fetch, not per scrape."""
+        headers = {"Accept-Encoding": "identity"}
+        try:
+            async with self._upstream.get(f"{UPSTREAM_HOST}/metrics", headers=headers) as resp:
+                if resp.status == 200:  # noqa: PLR2004 - HTTP OK
+                    return await resp.read()
+                error = f"agent answered /metrics with {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"agent not answering: {exc!r}"
+        log.warning("http_front_upstream_failed", path="/metrics", error=error)
+        raise UpstreamError(error)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        """The cached exposition, gzip-compressed when the client accepts it; 503 without one."""
+        try:
+            exposition = await self.cache.get()
+        except UpstreamError:
+            return web.Response(status=503, text="agent not answering\n")
+        headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+        body = exposition.plain
+        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            body = await exposition.gzipped()
+            headers["Content-Encoding"] = "gzip"
+        return await send_chunks(request, (body,), headers)
+
+    async def passthrough(self, request: web.Request) -> web.StreamResponse:
+        """Any other request, sent to the agent as is; its status, type and body sent back."""
+        try:
+            async with self._upstream.request(
+                request.method,
+                f"{UPSTREAM_HOST}{request.rel_url}",
+                headers={"Accept-Encoding": "identity"},
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                headers = {k: resp.headers[k] for k in _PASSED_HEADERS if k in resp.headers}
+                return web.Response(status=resp.status, body=body, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("http_front_upstream_failed", path=request.path, error=repr(exc))
+            return web.Response(status=503, text="agent not answering\n")
+
+
+async def _stdin_closed() -> None:
+    """Return once stdin reaches EOF (the agent closed it, or died)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+
+
+async def serve(settings: FrontSettings) -> None:
+    """Serve on the inherited socket until stdin closes."""
+    from agent import web_security  # noqa: PLC0415 - bcrypt and TLS only in the front
+
+    middlewares: tuple[Middleware, ...] = ()
+    ssl_context = None
+    if settings.web_config_file is not None:
+        web_cfg = web_security.load_web_config(settings.web_config_file)
+        middlewares = tuple(web_security.web_security_middlewares(web_cfg))
+        ssl_context = web_security.ssl_context(web_cfg)
+    listener = socket.socket(fileno=settings.listen_fd)
+    connector = aiohttp.UnixConnector(path=settings.upstream_socket, limit=20)
+    timeout = aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as upstream:
+        front = Front(upstream, max_age_s=settings.max_age_s, middlewares=middlewares)
+        runner = web.AppRunner(front.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, listener, ssl_context=ssl_context).start()
+            log.info("http_front_serving", pid=os.getpid(), nice=os.nice(0))
+            await _stdin_closed()
+        finally:
+            await runner.cleanup()
+
+
+def main() -> int:
+    """Entry point of the child: settings from stdin's first line, then :func:`serve`."""
+    from agent.logging_setup import configure_logging  # noqa: PLC0415 - child only
+
+    line = sys.stdin.buffer.readline()
+    try:
+        settings = FrontSettings.model_validate_json(line)
+    except ValidationError as exc:
+        configure_logging()
+        log.error("http_front_bad_settings", error=str(exc))  # noqa: TRY400 - no traceback needed
+        return 78
+    configure_logging(settings.log_format, settings.log_level)
+    # The front lives exactly as long as the agent's pipe to it: systemd's SIGTERM to the whole
+    # cgroup, or Ctrl-C to the terminal's process group, stops the agent, which then closes it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    structlog.contextvars.bind_contextvars(component="http_front")
+    try:
+        os.nice(settings.nice)
+    except OSError as exc:  # e.g. a seccomp filter without setpriority
+        log.warning("http_front_nice_failed", nice=settings.nice, error=str(exc))
+    asyncio.run(serve(settings))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- the parent
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The public listening socket (``port`` 0 = any free port); the front gets it by pass_fds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+class HttpFront:
+    """Runs the front for ``api``: public socket, private Unix socket, supervised child."""
+
+    def __init__(
+        self,
+        api: HttpApi,
+        *,
+        host: str,
+        port: int,
+        web_config_file: Path | None,
+        log_format: LogFormat = "auto",
+        log_level: LogLevel = "info",
+        nice: int = FRONT_NICE,
+        on_restart: Callable[[], object] = lambda: None,
+    ) -> None:
+        """Nothing is bound or spawned until :meth:`start`; ``on_restart`` counts restarts."""
+        self.api = api
+        self._host, self._port = host, port
+        self._web_config_file = web_config_file
+        self._log = (log_format, log_level)
+        self._nice = nice
+        self._on_restart = on_restart
+        self._listener: socket.socket | None = None
+        self._dir: Path | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        #: Times the front exited and was started again.
+        self.restarts = 0
+        self.port: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running front's process id."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Bind the public port, serve the agent's API on the Unix socket, start the front."""
+        self._listener = bind_listener(self._host, self._port)
+        self.port = int(self._listener.getsockname()[1])
+        self._dir = Path(tempfile.mkdtemp(prefix="altiwatch-http-", dir=_runtime_dir()))
+        await self.api.start_unix(str(self._dir / "agent.sock"))
+        await self._spawn()
+
+    def _settings(self) -> FrontSettings:
+        assert self._listener is not None
+        assert self._dir is not None
+        return FrontSettings(
+            listen_fd=self._listener.fileno(),
+            upstream_socket=str(self._dir / "agent.sock"),
+            web_config_file=self._web_config_file,
+            nice=self._nice,
+            log_format=self._log[0],
+            log_level=self._log[1],
+        )
+
+    async def _spawn(self) -> None:
+        settings = self._settings()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent.http_front",
+            stdin=asyncio.subprocess.PIPE,
+            pass_fds=(settings.listen_fd,),
+        )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(settings.model_dump_json().encode() + b"\n")
+        await self._proc.stdin.drain()
+
+    async def run(self) -> None:
+        """Restart the front whenever it exits, until cancelled (then :meth:`stop` it)."""
+        while True:
+            assert self._proc is not None, "start() first"
+            code = await self._proc.wait()
+            delay = RESTART_DELAYS_S[min(self.restarts, len(RESTART_DELAYS_S) - 1)]
+            log.error("http_front_exited", code=code, restart_in_s=delay)
+            await asyncio.sleep(delay)
+            self.restarts += 1
+            self._on_restart()
+            await self._spawn()
+
+    async def stop(self) -> None:
+        """Stop the front (close its stdin; SIGKILL after the deadline), the API, the sockets."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                async with asyncio.timeout(STOP_DEADLINE_S):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        await self.api.stop()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _runtime_dir() -> str | None:
+    """The unit's ``RuntimeDirectory`` when set, else the temp dir (PrivateTmp under the unit)."""
+    return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
