@@ -11,7 +11,9 @@
 * bounds every poll with its own deadline (pyasic's read timeout is 100 s);
 * turns every exception pyasic can raise into ``CollectorError(reason, detail)``, and a poll
   that returned no usable data at all (pyasic swallows connection errors) into one too, after a
-  cheap TCP probe that tells "refused" from "timeout" from "answers garbage".
+  cheap probe that tells "refused" from "timeout" from "answers garbage" (after a failed
+  detection it sends the RPC ``version`` command, so a misbehaving miner keeps its reason
+  instead of becoming "unknown_model" once it is re-detected).
 
 Values are converted to base units: hashrates to H/s (pyasic's ``rate × unit.value``), °C,
 rpm, W, s. Anything unknown, NaN or negative stays ``None``.
@@ -112,6 +114,8 @@ _HINT_PREFIXES: dict[str, MinerTypes] = {
 
 _REDETECT_AFTER_EMPTY = 3
 _PROBE_TIMEOUT_S = 1.0
+#: Most bytes the detection probe reads from a ``version`` reply (real ones are under 1 KiB).
+_PROBE_REPLY_LIMIT = 64 * 1024
 _MAX_PLAUSIBLE_TEMP_C = 200.0
 _MIN_PLAUSIBLE_INLET_C = -60.0
 
@@ -678,16 +682,80 @@ class PyasicSource:
         timeout = max(0.05, min(_PROBE_TIMEOUT_S, remaining - 0.05))
         try:
             async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(address, port)
+                reader, writer = await asyncio.open_connection(address, port)
         except TimeoutError:
             return CollectorError(FailureReason.TIMEOUT, f"{stage}: port {port} did not answer")
         except ConnectionRefusedError:
             return CollectorError(FailureReason.REFUSED, f"{stage}: port {port} refused")
         except OSError as exc:
             return CollectorError(FailureReason.UNREACHABLE, f"{stage}: {exc.strerror or exc}")
+        if stage == "detection" or rpc is not None:
+            # The API port is open, yet pyasic got nothing. Ask once more, ourselves, so a
+            # miner that hangs, drips, resets or sends garbage gets that reason, the same
+            # before and after it is detected again (not "unknown_model").
+            if stage == "detection":
+                answered = FailureReason.UNKNOWN_MODEL
+            else:
+                answered = FailureReason.PROTOCOL_ERROR
+            return await _version_probe(reader, writer, port, deadline - 0.05, answered)
         writer.close()
-        if stage == "detection":
-            return CollectorError(FailureReason.UNKNOWN_MODEL, "detection found no known miner")
         return CollectorError(
             FailureReason.PROTOCOL_ERROR, f"{stage}: port {port} is open but nothing usable came"
         )
+
+
+async def _version_probe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    port: int,
+    deadline: float,
+    answered: FailureReason,
+) -> CollectorError:
+    """Send the RPC ``version`` command on an open connection and say what kind of failure it is.
+
+    No complete answer by ``deadline`` (loop time) is TIMEOUT; a dropped connection is RESET;
+    the reply itself is judged by ``_reply_failure``. Reads at most ``_PROBE_REPLY_LIMIT``+1
+    bytes, and always aborts the connection.
+    """
+    reply = bytearray()
+    loop_deadline = max(deadline, asyncio.get_running_loop().time() + 0.05)
+    try:
+        async with asyncio.timeout_at(loop_deadline):
+            writer.write(b'{"command":"version"}')
+            await writer.drain()
+            while len(reply) <= _PROBE_REPLY_LIMIT and (chunk := await reader.read(65536)):
+                reply += chunk
+    except TimeoutError:
+        detail = f"port {port} gave no complete answer ({len(reply)} bytes in time)"
+        return CollectorError(FailureReason.TIMEOUT, detail)
+    except ConnectionError:  # reset, broken pipe, aborted: the peer dropped the connection
+        return CollectorError(FailureReason.RESET, f"port {port} reset the connection")
+    except OSError as exc:
+        return CollectorError(FailureReason.UNREACHABLE, f"port {port}: {exc.strerror or exc}")
+    finally:
+        writer.transport.abort()
+    return _reply_failure(bytes(reply), port, answered)
+
+
+def _reply_failure(reply: bytes, port: int, answered: FailureReason) -> CollectorError:
+    """What a complete reply to ``version`` says about a miner pyasic got nothing from.
+
+    More than ``_PROBE_REPLY_LIMIT`` bytes is OVERSIZED; nothing is PROTOCOL_ERROR; anything
+    that is not JSON (NUL terminator and whitespace aside) is PARSE_ERROR; JSON gets
+    ``answered`` (UNKNOWN_MODEL after a detection: something speaks the miner API that pyasic
+    does not know).
+    """
+    if len(reply) > _PROBE_REPLY_LIMIT:
+        detail = f"port {port} sent more than {_PROBE_REPLY_LIMIT} bytes"
+        return CollectorError(FailureReason.OVERSIZED, detail)
+    text = reply.strip(b"\x00 \t\r\n")
+    if not text:
+        return CollectorError(FailureReason.PROTOCOL_ERROR, f"port {port} closed without answering")
+    try:
+        json.loads(text)
+    except ValueError:
+        detail = f"port {port} answered with {len(text)} bytes that are not JSON"
+        return CollectorError(FailureReason.PARSE_ERROR, detail)
+    if answered is FailureReason.UNKNOWN_MODEL:
+        return CollectorError(answered, "detection found no known miner")
+    return CollectorError(answered, f"port {port} answers, but with nothing usable")

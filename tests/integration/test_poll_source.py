@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from collectors.pyasic_source import PyasicSource
+from collectors.pyasic_source import _REDETECT_AFTER_EMPTY, PyasicSource
 from collectors.snapshot import Family, Tier
 from collectors.source import CollectorError, Credentials, FailureReason, MinerTarget
 
@@ -105,6 +105,37 @@ async def test_source_bad_protocol_is_a_reason_not_an_exception(clean, kind):
         FailureReason.PROTOCOL_ERROR,
         FailureReason.RESET,
     }
+
+
+@pytest.mark.parametrize(
+    ("kind", "reasons"),
+    [
+        ("hang", {FailureReason.TIMEOUT}),
+        ("drip", {FailureReason.TIMEOUT}),
+        ("garbage", {FailureReason.PARSE_ERROR, FailureReason.PROTOCOL_ERROR}),
+        ("truncated", {FailureReason.PARSE_ERROR, FailureReason.PROTOCOL_ERROR}),
+        ("reset", {FailureReason.RESET, FailureReason.PROTOCOL_ERROR}),
+    ],
+)
+async def test_source_bad_miner_keeps_its_reason_after_redetection(clean, kind, reasons):
+    """A misbehaving miner keeps a wire reason when re-detected, never "unknown_model".
+
+    After ``_REDETECT_AFTER_EMPTY`` failed polls the detection cache is dropped and pyasic's
+    detection runs again; it finds nothing on a miner that hangs, drips, resets or sends
+    garbage, and the source's own ``version`` probe says why.
+    """
+    addr = address(clean, "antminer", 2)
+    source = PyasicSource(timeout_s=4.0)  # the detection gives up before this deadline
+    assert not isinstance(await poll(source, addr), CollectorError)
+    clean.inject(addr, kind)
+    seen = []
+    for _ in range(_REDETECT_AFTER_EMPTY + 1):  # the last one detects again
+        result = await poll(source, addr)
+        assert isinstance(result, CollectorError), result
+        seen.append(result.reason)
+    assert source.cached_class(addr) is None, "the source never detected the miner again"
+    assert set(seen) <= reasons, f"reasons poll after poll: {[r.value for r in seen]}"
+    gc.collect()
 
 
 async def test_source_hanging_miner_does_not_delay_others(clean):

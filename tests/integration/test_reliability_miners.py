@@ -154,6 +154,7 @@ def _wait_bad_reported(
     agent: AgentProcess, ids: dict[str, str], bad: dict[str, str]
 ) -> dict[str, str]:
     """Wait until every bad miner is down with an accepted reason; return fault → reason."""
+    observed: dict[str, tuple[float | None, str | None]] = {}
 
     def bad_reported() -> dict[str, str] | None:
         samples = parse_metrics(agent.metrics())
@@ -166,14 +167,17 @@ def _wait_bad_reported(
         seen = {}
         for name, address in bad.items():
             miner = ids[address]
-            if up.get(miner) != 0 or reasons.get(miner) not in BAD[name][1]:
-                return None
-            seen[name] = reasons[miner]
-        return seen
+            observed[name] = (up.get(miner), reasons.get(miner))
+            if up.get(miner) == 0 and reasons.get(miner) in BAD[name][1]:
+                seen[name] = reasons[miner]
+        return seen if len(seen) == len(bad) else None
 
-    seen: dict[str, str] = agent.wait_for(
-        bad_reported, "every bad miner down with its reason", timeout=90
-    )
+    try:
+        seen: dict[str, str] = agent.wait_for(
+            bad_reported, "every bad miner down with its reason", timeout=90
+        )
+    except pytest.fail.Exception:
+        pytest.fail(f"bad miners not all reported; last (asic_up, reason) seen: {observed}")
     return seen
 
 
