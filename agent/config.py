@@ -43,6 +43,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from agent.alarms.config import ThermalSettings
 from agent.errors import ConfigError, ConfigProblem
+from agent.event_loop import EventLoop
 from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
 from collectors.source import Credentials, MinerTarget
@@ -96,6 +97,7 @@ class AgentSection(_Section):
     shutdown_grace_s: float = Field(default=10.0, gt=0, le=300)
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    event_loop: EventLoop = "uvloop"
 
 
 class SiteConfig(_Section):

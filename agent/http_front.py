@@ -43,6 +43,8 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agent import event_loop
+from agent.event_loop import EventLoop
 from agent.http_api import accepts_gzip, send_chunks
 from agent.logging_setup import LogFormat, LogLevel
 from agent.metrics import CONTENT_TYPE, GZIP_LEVEL
@@ -82,6 +84,7 @@ class FrontSettings(BaseModel):
     nice: int = FRONT_NICE
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    event_loop: EventLoop = "uvloop"
 
 
 # ---------------------------------------------------------------------------------- the cache
@@ -239,7 +242,9 @@ async def serve(settings: FrontSettings) -> None:
         await runner.setup()
         try:
             await web.SockSite(runner, listener, ssl_context=ssl_context).start()
-            log.info("http_front_serving", pid=os.getpid(), nice=os.nice(0))
+            log.info(
+                "http_front_serving", pid=os.getpid(), nice=os.nice(0), loop=event_loop.running()
+            )
             await _stdin_closed()
         finally:
             await runner.cleanup()
@@ -266,7 +271,7 @@ def main() -> int:
         os.nice(settings.nice)
     except OSError as exc:  # e.g. a seccomp filter without setpriority
         log.warning("http_front_nice_failed", nice=settings.nice, error=str(exc))
-    asyncio.run(serve(settings))
+    event_loop.run(serve(settings), settings.event_loop)
     return 0
 
 
@@ -291,6 +296,7 @@ class HttpFront:
         web_config_file: Path | None,
         log_format: LogFormat = "auto",
         log_level: LogLevel = "info",
+        event_loop: EventLoop = "uvloop",
         nice: int = FRONT_NICE,
         on_restart: Callable[[], object] = lambda: None,
     ) -> None:
@@ -299,6 +305,7 @@ class HttpFront:
         self._host, self._port = host, port
         self._web_config_file = web_config_file
         self._log = (log_format, log_level)
+        self._event_loop: EventLoop = event_loop
         self._nice = nice
         self._on_restart = on_restart
         self._listener: socket.socket | None = None
@@ -331,6 +338,7 @@ class HttpFront:
             nice=self._nice,
             log_format=self._log[0],
             log_level=self._log[1],
+            event_loop=self._event_loop,
         )
 
     async def _spawn(self) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import CollectorRegistry
 
+from agent import event_loop
 from agent.alarms.engine import AlarmEngine, Observation
 from agent.alarms.store import AlarmStore
 from agent.config import AgentConfig, load_config
@@ -166,6 +167,7 @@ class AgentService:
                 web_config_file=config.http.web_config_file,
                 log_format=config.agent.log_format,
                 log_level=config.agent.log_level,
+                event_loop=config.agent.event_loop,
                 on_restart=self.metrics.http_front_restarts.inc,
             )
             if http_front
@@ -411,7 +413,7 @@ class AgentService:
         self.notifier.ready()
         up = sum(1 for r in self.fleet if r.up)
         self.notifier.status(f"polling {len(self.fleet)} miners, {up} up")
-        log.info("agent_ready", miners=len(self.fleet), up=up)
+        log.info("agent_ready", miners=len(self.fleet), up=up, loop=event_loop.running())
         if self._freeze_heap:
             self._freeze()
 
@@ -655,7 +657,7 @@ def run(config_path: Path, *, env: Mapping[str, str] | None = None) -> int:
     # The HTTP server has its own thread: when the polling loop wakes (a timer is due) while
     # that thread runs Python, it waits for the GIL at most this long instead of 5 ms.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    code = asyncio.run(main())
+    code = event_loop.run(main(), config.agent.event_loop)
     if code == EX_SOFTWARE:
         # A task ignored cancellation past the grace period: exit now rather than let
         # asyncio.run's cleanup wait for it (systemd would SIGKILL us at TimeoutStopSec).

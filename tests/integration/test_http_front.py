@@ -92,6 +92,20 @@ def test_http_front_serves_the_port_from_a_lower_priority_child(agent_factory):
     assert _get(f"{agent.url}/no-such-page")[0] == 404
 
 
+def test_http_front_and_agent_run_on_the_configured_event_loop(agent_factory):
+    """Both processes run on uvloop by default and on asyncio's loop with event_loop: asyncio."""
+    for kind in ("uvloop", "asyncio"):
+        config = agent_config([{"address": MINER}], interval_s=2.0)
+        if kind == "asyncio":
+            config["agent"] = {**config.get("agent", {}), "event_loop": "asyncio"}
+        agent = agent_factory(config)
+        agent.wait_for(lambda a=agent: _events(a, "agent_ready"), "the agent_ready line")
+        agent.wait_for(lambda a=agent: _front_pids(a), "the front's http_front_serving line")
+        assert _events(agent, "agent_ready")[0]["loop"] == kind
+        assert _events(agent, "http_front_serving")[0]["loop"] == kind
+        assert agent.stop() == 0
+
+
 def test_http_front_killed_is_restarted_and_serves_again(agent_factory):
     """A front killed with SIGKILL is logged (http_front_exited) and replaced; scrapes come back."""
     agent = _start(agent_factory)
