@@ -398,7 +398,7 @@ class AgentMetrics:
         self.poll_lateness = Histogram(
             "altiwatch_poll_lateness_seconds",
             "How late a poll started against its fixed-rate schedule.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=registry,
         )
         self.polls_skipped = Counter(

@@ -9,7 +9,8 @@ group after another in this one process. Modes:
   miner under ``asyncio.gather`` with ``Semaphore(concurrency)``. pyasic as pip installs it:
   no tuning, no Rust protobuf codec.
 * ``agent``: the agent's fast-tier poll, ``PyasicSource.fetch(target, Tier.FAST)`` (detection
-  cached by the source; ``collectors.pyasic_tuning`` as the source applies it).
+  cached by the source; ``collectors.pyasic_tuning`` as the source applies it). The benchmark
+  runs it with ``--loop uvloop``, the daemon's default event loop.
 * ``agent_untuned``: the same with ``collectors.pyasic_tuning`` disabled, to separate what the
   include sets save from what the tuning saves.
 
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import resource
 import sys
 import time
 from typing import Any
+
+from agent import event_loop
 
 MODES = ("baseline", "agent", "agent_untuned")
 
@@ -190,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         # codec that altiwatch depends on (betterproto falls back to pure Python).
         sys.modules["betterproto_rust_codec"] = None  # type: ignore[assignment]
     coro = run(args.mode, groups, args.cycles, args.concurrency, args.timeout)
-    if args.loop == "uvloop":
-        uvloop: Any = importlib.import_module("uvloop")  # optional, not a dependency
-        result = uvloop.run(coro)
-    else:
-        result = asyncio.run(coro)
+    result = event_loop.run(coro, args.loop)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -217,6 +217,8 @@ def run_worker(
     for label, addresses in groups.items():
         argv += ["--group", f"{label}={','.join(addresses)}"]
     argv += ["--cycles", str(cycles)]
+    if mode == "agent":
+        argv += ["--loop", "uvloop"]  # as the daemon runs (agent.event_loop)
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, cwd=REPO, timeout=timeout_s, check=False
@@ -383,7 +385,7 @@ def histogram_quantiles(
     if total > 0:
         for q, key in ((0.5, "p50_le_s"), (0.99, "p99_le_s"), (1.0, "max_le_s")):
             result[key] = next((b for b, c in buckets if c >= q * total), None)
-        result["mean_s"] = round(observed / total, 4)
+        result["mean_s"] = round(observed / total, 7)
     return result
 
 

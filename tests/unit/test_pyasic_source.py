@@ -13,6 +13,8 @@ from pyasic.errors import APIError
 
 from collectors.emulator.profiles import PROFILES, FirmwareFamily
 from collectors.pyasic_source import (
+    _PROBE_REPLY_LIMIT,
+    _reply_failure,
     classify,
     family_of,
     hashrate_hs,
@@ -195,3 +197,26 @@ async def test_resolve_gives_pyasic_an_ip_literal():
     with pytest.raises(CollectorError) as info:
         await _resolve("no-such-miner.invalid")
     assert info.value.reason is FailureReason.UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("reply", "answered", "reason"),
+    [
+        (
+            b'{"STATUS":[{"STATUS":"S"}],"VERSION":[{"CGMiner":"4.9"}]}\x00',
+            "unknown_model",
+            "unknown_model",
+        ),
+        (b'{"STATUS":[{"STATUS":"S"}]}', "protocol_error", "protocol_error"),
+        (b"", "unknown_model", "protocol_error"),
+        (b"\x00\n", "unknown_model", "protocol_error"),
+        (b'{"STATUS":[{"STAT', "unknown_model", "parse_error"),
+        (b"\x8b\x1f<html>\xff\xfe not json", "unknown_model", "parse_error"),
+        (b"x" * (_PROBE_REPLY_LIMIT + 1), "unknown_model", "oversized"),
+    ],
+)
+def test_pyasic_source_version_reply_names_the_failure(reply, answered, reason):
+    """The detection probe's reply: JSON -> ``answered``, empty, not JSON, or too big."""
+    failure = _reply_failure(reply, 4028, FailureReason(answered))
+    assert failure.reason is FailureReason(reason)
+    assert "4028" in failure.detail or reason == "unknown_model"
