@@ -1,8 +1,9 @@
 """Which asyncio event loop the agent and its HTTP front run on: uvloop by default.
 
 uvloop (libuv, the loop of Node.js, packaged for asyncio by the MagicStack team) runs the same
-asyncio code with less CPU per socket operation; at 2,000 miners it is the difference between
-polls that queue behind each other and polls that start on time (figures in the README).
+asyncio code with less CPU per socket operation: at 2,000 miners and a 30 s interval, polls
+started 2-3.5 ms late on average on asyncio's own loop and 0.35 ms late on uvloop (README,
+"Reliability and security").
 ``agent.event_loop: asyncio`` selects the standard library's loop instead, e.g. to rule uvloop
 out while investigating a problem.
 """

@@ -697,7 +697,7 @@ class PyasicSource:
                 answered = FailureReason.UNKNOWN_MODEL
             else:
                 answered = FailureReason.PROTOCOL_ERROR
-            return await _version_probe(reader, writer, port, deadline - 0.05, answered)
+            return await _version_probe(reader, writer, f"{stage}: port {port}", deadline, answered)
         writer.close()
         return CollectorError(
             FailureReason.PROTOCOL_ERROR, f"{stage}: port {port} is open but nothing usable came"
@@ -707,18 +707,19 @@ class PyasicSource:
 async def _version_probe(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    port: int,
+    where: str,
     deadline: float,
     answered: FailureReason,
 ) -> CollectorError:
     """Send the RPC ``version`` command on an open connection and say what kind of failure it is.
 
-    No complete answer by ``deadline`` (loop time) is TIMEOUT; a dropped connection is RESET;
+    ``where`` ("detection: port 4028") starts every detail. No complete answer by ``deadline``
+    (loop time, less a 50 ms margin) is TIMEOUT; a dropped connection is RESET;
     the reply itself is judged by ``_reply_failure``. Reads at most ``_PROBE_REPLY_LIMIT``+1
     bytes, and always aborts the connection.
     """
     reply = bytearray()
-    loop_deadline = max(deadline, asyncio.get_running_loop().time() + 0.05)
+    loop_deadline = max(deadline - 0.05, asyncio.get_running_loop().time() + 0.05)
     try:
         async with asyncio.timeout_at(loop_deadline):
             writer.write(b'{"command":"version"}')
@@ -726,18 +727,18 @@ async def _version_probe(
             while len(reply) <= _PROBE_REPLY_LIMIT and (chunk := await reader.read(65536)):
                 reply += chunk
     except TimeoutError:
-        detail = f"port {port} gave no complete answer ({len(reply)} bytes in time)"
+        detail = f"{where} gave no complete answer ({len(reply)} bytes in time)"
         return CollectorError(FailureReason.TIMEOUT, detail)
     except ConnectionError:  # reset, broken pipe, aborted: the peer dropped the connection
-        return CollectorError(FailureReason.RESET, f"port {port} reset the connection")
+        return CollectorError(FailureReason.RESET, f"{where} reset the connection")
     except OSError as exc:
-        return CollectorError(FailureReason.UNREACHABLE, f"port {port}: {exc.strerror or exc}")
+        return CollectorError(FailureReason.UNREACHABLE, f"{where}: {exc.strerror or exc}")
     finally:
         writer.transport.abort()
-    return _reply_failure(bytes(reply), port, answered)
+    return _reply_failure(bytes(reply), where, answered)
 
 
-def _reply_failure(reply: bytes, port: int, answered: FailureReason) -> CollectorError:
+def _reply_failure(reply: bytes, where: str, answered: FailureReason) -> CollectorError:
     """What a complete reply to ``version`` says about a miner pyasic got nothing from.
 
     More than ``_PROBE_REPLY_LIMIT`` bytes is OVERSIZED; nothing is PROTOCOL_ERROR; anything
@@ -746,16 +747,16 @@ def _reply_failure(reply: bytes, port: int, answered: FailureReason) -> Collecto
     does not know).
     """
     if len(reply) > _PROBE_REPLY_LIMIT:
-        detail = f"port {port} sent more than {_PROBE_REPLY_LIMIT} bytes"
+        detail = f"{where} sent more than {_PROBE_REPLY_LIMIT} bytes"
         return CollectorError(FailureReason.OVERSIZED, detail)
     text = reply.strip(b"\x00 \t\r\n")
     if not text:
-        return CollectorError(FailureReason.PROTOCOL_ERROR, f"port {port} closed without answering")
+        return CollectorError(FailureReason.PROTOCOL_ERROR, f"{where} closed without answering")
     try:
         json.loads(text)
     except ValueError:
-        detail = f"port {port} answered with {len(text)} bytes that are not JSON"
+        detail = f"{where} answered with {len(text)} bytes that are not JSON"
         return CollectorError(FailureReason.PARSE_ERROR, detail)
     if answered is FailureReason.UNKNOWN_MODEL:
         return CollectorError(answered, "detection found no known miner")
-    return CollectorError(answered, f"port {port} answers, but with nothing usable")
+    return CollectorError(answered, f"{where} answers, but with nothing usable")

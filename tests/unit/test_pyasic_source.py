@@ -217,6 +217,6 @@ async def test_resolve_gives_pyasic_an_ip_literal():
 )
 def test_pyasic_source_version_reply_names_the_failure(reply, answered, reason):
     """The detection probe's reply: JSON -> ``answered``, empty, not JSON, or too big."""
-    failure = _reply_failure(reply, 4028, FailureReason(answered))
+    failure = _reply_failure(reply, "detection: port 4028", FailureReason(answered))
     assert failure.reason is FailureReason(reason)
-    assert "4028" in failure.detail or reason == "unknown_model"
+    assert "port 4028" in failure.detail or reason == "unknown_model"
