@@ -500,6 +500,35 @@ def _cap_detection_reads() -> None:
 
 
 _cap_detection_reads()  # at import: the agent imports this module before any detection
+
+
+def _detection_ping_survives_non_utf8() -> None:
+    """Make pyasic's detection ping return None on a reply that is not UTF-8, not raise.
+
+    Why: ``MinerFactory._socket_ping`` ends with ``data.decode("utf-8")``. On a miner that sends
+    garbage it raises UnicodeDecodeError inside a task that the factory never awaits, and
+    asyncio logs "Task exception was never retrieved" at error level, with a traceback, at
+    every re-detection: noise that looks like a crash. With None, detection finds nothing, as
+    it does for any other unusable reply, and the source's own probe reports ``parse_error``.
+    Idempotent.
+    """
+    factory = pyasic_factory.MinerFactory
+    original = factory._socket_ping  # noqa: SLF001 - the method being wrapped
+    if getattr(original, "_altiwatch_wrapped", False):
+        return
+
+    async def socket_ping(ip: str, cmd: str) -> str | None:
+        try:
+            result: str | None = await original(ip, cmd)
+        except UnicodeDecodeError:
+            return None
+        return result
+
+    socket_ping._altiwatch_wrapped = True  # type: ignore[attr-defined]  # noqa: SLF001
+    factory._socket_ping = staticmethod(socket_ping)  # noqa: SLF001
+
+
+_detection_ping_survives_non_utf8()  # at import, like the read cap
 # --- reliability (issue 8): RPC read cap; end --------------------------------------------------
 
 

@@ -138,6 +138,19 @@ async def test_source_bad_miner_keeps_its_reason_after_redetection(clean, kind, 
     gc.collect()
 
 
+async def test_source_detection_ping_on_garbage_returns_nothing_instead_of_raising(clean):
+    """The detection ping of pyasic gets None from a garbage-sending miner, no exception.
+
+    Unwrapped, it raises UnicodeDecodeError in a task pyasic never awaits, which asyncio logs
+    as "Task exception was never retrieved" at every re-detection.
+    """
+    from pyasic.miners.factory import MinerFactory  # noqa: PLC0415 - wrapped by pyasic_tuning
+
+    addr = address(clean, "antminer", 3)
+    clean.inject(addr, "garbage")
+    assert await MinerFactory._socket_ping(addr, "version") is None
+
+
 async def test_source_hanging_miner_does_not_delay_others(clean):
     """Polls of healthy miners finish quickly while a hanging miner is polled concurrently."""
     bad = address(clean, "antminer", 2)
