@@ -54,17 +54,19 @@ async def _agent(control_url: str, store: Path) -> None:
     while True:
         now = float(_get(control_url + "/clock")["sim_time"])
         obs = []
+        failed = {}
         for target in targets:
             try:
                 snap = await source.fetch(target, Tier.FAST)
             except CollectorError as exc:
+                failed[target.address] = str(exc)
                 obs.append(Observation(target.address, "site", now, None, exc.reason.value))
             else:
                 obs.append(Observation(target.address, "site", now, snap))
         for t in engine.evaluate(now, obs):
             line = {"event": t.kind.value, "miner": t.miner, "rule": t.rule, "at": t.at}
             print(json.dumps(line | {"severity": t.severity.label}), flush=True)
-        print(json.dumps({"event": "round", "sim_time": now}), flush=True)
+        print(json.dumps({"event": "round", "sim_time": now, "failed": failed}), flush=True)
         await asyncio.sleep(0.25)
 
 
@@ -159,8 +161,11 @@ def test_alarms_restart_after_kill_raises_nothing_twice_and_clears_what_cleared(
         )
         assert cleared["miner"] == cooled
         first_round = second.wait_for("round", lambda e: e["event"] == "round")["sim_time"]
-        assert not any(e["event"] == "round" for e in second.events[:-1])
-        assert cleared["at"] <= first_round  # reconciled by the first evaluation
+        # reconciled by the first evaluation that had a reading of the cooled miner (a poll
+        # that failed on a loaded machine is "unknown", which holds an alarm as it is)
+        earlier = [e for e in second.events[:-1] if e["event"] == "round"]
+        assert all(cooled in e["failed"] for e in earlier), (earlier, second.events)
+        assert cleared["at"] <= first_round
         # run 6 simulated minutes: a lost state would have re-raised the hot miner by now
         second.wait_for(
             "6 min", lambda e: e["event"] == "round" and e["sim_time"] > first_round + 360
