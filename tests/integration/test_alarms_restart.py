@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from tests.support.agent import wait_until
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -149,6 +151,13 @@ def test_alarms_restart_after_kill_raises_nothing_twice_and_clears_what_cleared(
 
     handle.clear(cooled, "heatwave")  # while the agent is down: a 20 °C inlet, below every
     handle.inject(cooled, "heatwave", k=-4.0)  # clear point (24 °C would sit in WARN's band)
+    # the emulator applies an inlet change at its next physics tick (every 1 s): wait for it,
+    # or a quick first poll reads the old 30 °C and the clear comes one round later
+    wait_until(
+        lambda: handle.truth(cooled)["inlet_temp_c"] <= 21.0,
+        "the emulator's new inlet for the cooled miner",
+        timeout=DEADLINE_S,
+    )
     second = Agent(handle.control_url, store, log)
     try:
         started = second.wait_for("start", lambda e: e["event"] == "started")
