@@ -42,9 +42,10 @@ from tests.benchmarks.run import parse_metrics as parse_flat
 from tests.integration.test_reliability_kill import assert_kill_report, run_kill_scenario
 from tests.integration.test_reliability_load import run_scrapers
 from tests.integration.test_reliability_miners import BAD, parse_metrics, per_miner
-from tests.support.agent import AgentProcess, free_port, wait_until
+from tests.support.agent import AgentProcess, wait_until
 from tests.support.emulator import EmulatorHandle, start_emulator
 from tests.support.mosquitto import Mosquitto, MosquittoSub
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -31,7 +31,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ import yaml
 
 from tests.benchmarks.exposition import summarise_ms
 from tests.support.emulator import start_emulator
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -333,14 +333,6 @@ def measure_exposition(plan: Plan, agent_poll_ms: float | None, log: Any) -> lis
 # ------------------------------------------------------------------------------------------
 # 3. sustained run of the real agent
 # ------------------------------------------------------------------------------------------
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")

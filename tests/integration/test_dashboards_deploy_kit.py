@@ -25,18 +25,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ALTIWATCH = Path(sys.executable).with_name("altiwatch")
 HOST = "127.70.9.1"
 PASSWORDS = {"altiwatch-golmud": "golmud-pw-7f3a", "alerts": "alerts-pw-91c2"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def make_certs(directory: Path, ip: str) -> tuple[Path, Path, Path]:
@@ -105,7 +101,7 @@ def site_broker(tmp_path: Path) -> Iterator[Broker]:
         _run("mosquitto_passwd", "-b", passwd, user, password, cwd=tmp_path)
     shutil.copy(DEPLOY / "mosquitto" / "acl", tmp_path / "acl")
 
-    plain_port, tls_port = _free_port(), _free_port()
+    plain_port, tls_port = free_port(HOST), free_port(HOST)
     text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
     replacements = {
         "/etc/mosquitto/certs/": f"{tmp_path}/",

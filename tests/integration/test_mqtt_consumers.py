@@ -19,7 +19,8 @@ from aiohttp import web
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
-from tests.support.mosquitto import free_port, wait_until
+from tests.support.mosquitto import wait_until
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from tests.integration.test_reliability_miners import log_events
-from tests.support.agent import agent_config, free_port, wait_until
+from tests.support.agent import agent_config, wait_until
+from tests.support.ports import free_port
 from tests.unit.test_web_security import bcrypt_hash, make_pki
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tests.integration.test_dashboards_deploy_kit import make_certs
-from tests.support.agent import agent_config, free_port, wait_until
+from tests.support.agent import agent_config, wait_until
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

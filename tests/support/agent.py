@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
 ALTIWATCH = Path(sys.executable).with_name("altiwatch")
 READY_TIMEOUT_S = 60.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

@@ -24,17 +24,12 @@ from typing import TYPE_CHECKING, Any, Self
 import aiomqtt
 import pytest
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class Mosquitto:

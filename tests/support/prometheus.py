@@ -14,7 +14,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
@@ -32,12 +33,6 @@ if TYPE_CHECKING:
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 START_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def promtool_check_metrics(text: str) -> tuple[int, str]:
@@ -57,7 +52,7 @@ class PrometheusServer:
 
     def __init__(self, workdir: Path, targets: Sequence[str], scrape_interval_s: float) -> None:
         """Write the config and start the server."""
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         interval = f"{max(1, round(scrape_interval_s * 1000))}ms"
         config = {
