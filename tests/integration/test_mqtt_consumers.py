@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from aiohttp import web
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
+from tests.support import events
 from tests.support.mosquitto import wait_until
 from tests.support.ports import free_port
 
@@ -36,21 +36,18 @@ WEBHOOK_HOST = "127.50.1.1"
 
 def transition(n: int, severity: Severity, kind: TransitionKind) -> AlarmTransition:
     """A synthetic transition with a unique summary."""
-    return AlarmTransition(
-        kind=kind,
+    return events.transition(
+        kind,
         site="golmud",
         miner=f"m{n % 4}",
-        rule="chip_temp",
         severity=severity,
-        previous_severity=Severity.CRITICAL if kind is TransitionKind.CLEARED else None,
-        at=time.time(),
+        previous=Severity.CRITICAL if kind is TransitionKind.CLEARED else None,
+        summary=f"event-{n:03d}",
         value=91.0,
         threshold=78.0,
-        sea_level_threshold=85.0,
         altitude_m=2800.0,
         delta=0.7138,
         tags=(),
-        summary=f"event-{n:03d}",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
 
@@ -16,8 +17,17 @@ def transition(
     previous: Severity | None = None,
     site: str = "xining",
     summary: str = "",
+    **fields: Any,
 ) -> AlarmTransition:
-    """A synthetic transition as the alarm engine would emit it."""
+    """A synthetic transition as the alarm engine would emit it; ``fields`` override the rest."""
+    values: dict[str, Any] = {
+        "value": 83.5,
+        "threshold": 80.2,
+        "sea_level_threshold": 85.0,
+        "altitude_m": 2275.0,
+        "delta": 0.7653,
+        "tags": ("thermal",),
+    }
     return AlarmTransition(
         kind=kind,
         site=site,
@@ -26,11 +36,6 @@ def transition(
         severity=severity,
         previous_severity=previous,
         at=time.time(),
-        value=83.5,
-        threshold=80.2,
-        sea_level_threshold=85.0,
-        altitude_m=2275.0,
-        delta=0.7653,
-        tags=("thermal",),
         summary=summary or f"{kind.value} {rule}",
+        **(values | fields),
     )
