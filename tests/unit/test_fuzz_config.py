@@ -66,7 +66,7 @@ SECTIONS = {
         "stale_after_s",
         "backoff_max_s",
     ),
-    "http": ("listen", "web_config_file"),
+    "http": ("listen", "web_config_file", "front_cpus"),
     "mqtt": ("enabled", "host", "port", "protocol", "username", "tls", "keepalive_s"),
     "thermal": ("enabled",),
 }
