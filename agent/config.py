@@ -226,35 +226,12 @@ class HttpSettings(_Section):
 
     listen: str = DEFAULT_LISTEN
     web_config_file: Path | None = None  # exporter-toolkit web-config.yml (TLS, basic auth)
-    #: CPUs the HTTP front (TLS, gzip, sending scrapes) is pinned to; None: any of the agent's.
-    front_cpus: tuple[int, ...] | None = None
 
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:
         parse_listen(value)
         return value
-
-    @field_validator("front_cpus")
-    @classmethod
-    def _available_cpus(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if value is None:
-            return None
-        if not value:
-            msg = "must list at least one CPU (or be null)"
-            raise ValueError(msg)
-        if len(set(value)) != len(value):
-            msg = "lists a CPU twice"
-            raise ValueError(msg)
-        allowed = os.sched_getaffinity(0)
-        missing = sorted(set(value) - allowed)
-        if missing:
-            msg = (
-                f"CPU {', '.join(map(str, missing))} not available to the agent "
-                f"(it may use {', '.join(map(str, sorted(allowed)))})"
-            )
-            raise ValueError(msg)
-        return tuple(sorted(value))
 
     @property
     def host(self) -> str:

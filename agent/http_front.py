@@ -82,7 +82,6 @@ class FrontSettings(BaseModel):
     web_config_file: Path | None = None
     max_age_s: float = MAX_AGE_S
     nice: int = FRONT_NICE
-    cpus: tuple[int, ...] | None = None
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     event_loop: EventLoop = "uvloop"
@@ -244,11 +243,7 @@ async def serve(settings: FrontSettings) -> None:
         try:
             await web.SockSite(runner, listener, ssl_context=ssl_context).start()
             log.info(
-                "http_front_serving",
-                pid=os.getpid(),
-                nice=os.nice(0),
-                cpus=sorted(os.sched_getaffinity(0)),
-                loop=event_loop.running(),
+                "http_front_serving", pid=os.getpid(), nice=os.nice(0), loop=event_loop.running()
             )
             await _stdin_closed()
         finally:
@@ -276,11 +271,6 @@ def main() -> int:
         os.nice(settings.nice)
     except OSError as exc:  # e.g. a seccomp filter without setpriority
         log.warning("http_front_nice_failed", nice=settings.nice, error=str(exc))
-    if settings.cpus is not None:
-        try:  # before any thread starts: gzip's worker threads inherit the mask
-            os.sched_setaffinity(0, settings.cpus)
-        except OSError as exc:  # the CPUs went offline, or a cpuset forbids them
-            log.warning("http_front_cpus_failed", cpus=list(settings.cpus), error=str(exc))
     event_loop.run(serve(settings), settings.event_loop)
     return 0
 
@@ -308,20 +298,15 @@ class HttpFront:
         log_level: LogLevel = "info",
         event_loop: EventLoop = "uvloop",
         nice: int = FRONT_NICE,
-        cpus: tuple[int, ...] | None = None,
         on_restart: Callable[[], object] = lambda: None,
     ) -> None:
-        """Nothing is bound or spawned until :meth:`start`; ``on_restart`` counts restarts.
-
-        ``cpus``: the CPUs the front is pinned to (None: any the agent may use).
-        """
+        """Nothing is bound or spawned until :meth:`start`; ``on_restart`` counts restarts."""
         self.api = api
         self._host, self._port = host, port
         self._web_config_file = web_config_file
         self._log = (log_format, log_level)
         self._event_loop: EventLoop = event_loop
         self._nice = nice
-        self._cpus = cpus
         self._on_restart = on_restart
         self._listener: socket.socket | None = None
         self._dir: Path | None = None
@@ -351,7 +336,6 @@ class HttpFront:
             upstream_socket=str(self._dir / "agent.sock"),
             web_config_file=self._web_config_file,
             nice=self._nice,
-            cpus=self._cpus,
             log_format=self._log[0],
             log_level=self._log[1],
             event_loop=self._event_loop,

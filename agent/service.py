@@ -168,7 +168,6 @@ class AgentService:
                 log_format=config.agent.log_format,
                 log_level=config.agent.log_level,
                 event_loop=config.agent.event_loop,
-                cpus=config.http.front_cpus,
                 on_restart=self.metrics.http_front_restarts.inc,
             )
             if http_front

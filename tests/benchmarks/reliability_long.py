@@ -7,12 +7,13 @@
   without faults, then for a window with them: poll lateness (mean, p50, p99 from
   ``altiwatch_poll_lateness_seconds``), polls completed, the agent's peak RSS (VmHWM) and the
   reason each bad miner is reported with.
-* ``load``: 2,000 emulated miners; 60-s windows alternating quiet and 100 concurrent scrapers
-  back to back on /metrics (gzip, then plain text; the scrapers at SCHED_IDLE, as they stand for
-  Prometheus servers on other machines, and the emulator at nice 10, as it stands for the
-  miners' own CPUs): failed scrapes, scrape latency, poll lateness (mean, and polls later than
-  1, 10 and 50 ms) and garbage-collector pauses per window and each storm's lateness against
-  the quiet windows either side.
+* ``load``: 2,000 emulated miners; 30-s windows, quiet or 100 concurrent scrapers back to back
+  on /metrics (gzip, or plain text), in quiet-storm-storm-quiet cycles (``--cycles``). The
+  scrapers run at SCHED_IDLE, as they stand for Prometheus servers on other machines, and the
+  emulator at nice 10, as it stands for the miners' own CPUs. Per window: failed scrapes, scrape
+  latency, poll lateness (mean, and polls later than 1, 10 and 50 ms), garbage-collector
+  pauses, CPU per process and a wake-up probe's oversleep; per kind of storm, the pooled mean
+  lateness against the quiet windows' with a bootstrap interval.
 * ``kill``: ten SIGKILLs at random points while alarms rise and clear (the integration test's
   scenario with ``kills=10``): produced vs delivered alarm events.
 
@@ -401,32 +402,20 @@ def _idle_priority() -> None:
         os.nice(LOAD_GENERATOR_NICE)
 
 
-def _pin(pid: int, cpus: set[int]) -> None:
-    """Pin every thread of process ``pid`` to ``cpus`` (threads made later inherit it)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task.name), cpus)
-
-
 def bench_load(
     tmp: Path,
     log: Callable[[str], None],
     interval: float = LOAD_INTERVAL_S,
     *,
-    isolate: bool = False,
     cycles: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """2,000 miners; 30-s windows, quiet or 100 back-to-back scrapers, in ABBA cycles.
 
     Storms ask for gzip (as Prometheus does) or plain text. Per kind, the storms' pooled mean
     poll lateness is compared with that of the quiet windows of the same cycles.
-    ``isolate``: the agent runs with ``http.front_cpus`` set to the last CPU, and the stand-ins
-    for other machines (emulator, scrapers) run on that CPU too, leaving the others to polling.
     """
     miners, window_s, scrapers = 2000, LOAD_STORM_S, 100
     cycles = cycles or LOAD_CYCLES
-    cpus = sorted(os.sched_getaffinity(0))
-    spare = {cpus[-1]}
     emulator = start_emulator(
         _scenario(miners, "reliability-load"), base_address="127.92.0.1", tmp_dir=tmp
     )
@@ -436,18 +425,12 @@ def bench_load(
     agent = None
     probe = None
     try:
-        config = _config(emulator, interval)
-        if isolate:
-            config["http"] = {"front_cpus": sorted(spare)}
-        agent = Agent(tmp / "agent-load", config)
+        agent = Agent(tmp / "agent-load", _config(emulator, interval))
         _all_up(agent, miners, timeout=600)
         url = agent.process.url + "/metrics"
         front = _children(agent.process.proc.pid)
         others = {"emulator": emulator.process.pid, **({"front": front[0]} if front else {})}
         probe = WakeupProbe()
-        if isolate:
-            for pid in (emulator.process.pid, os.getpid()):
-                _pin(pid, spare)
         measure = functools.partial(_window, others=others, probe=probe)
         # The scrapers stand for Prometheus servers on other machines. Here they share the two
         # cores with the agent: at SCHED_IDLE they get only the CPU nothing else wants (agent,
@@ -489,7 +472,6 @@ def bench_load(
             "miners": miners,
             "interval_s": interval,
             "window_s": window_s,
-            "isolated": isolate,
             "storms": verdicts,
             "windows": windows,
         }
@@ -572,11 +554,6 @@ def main(argv: list[str] | None = None) -> int:
         help="load: the agent's fast-tier interval (windows are max(60 s, 4 intervals))",
     )
     parser.add_argument(
-        "--isolate",
-        action="store_true",
-        help="load: http.front_cpus on the last CPU, with the emulator and the scrapers",
-    )
-    parser.add_argument(
         "--cycles",
         default=",".join(f"{k}={v}" for k, v in LOAD_CYCLES.items()),
         help="load: quiet-storm-storm-quiet cycles per kind, e.g. gzip=6,plain=2",
@@ -600,7 +577,6 @@ def main(argv: list[str] | None = None) -> int:
         "load": functools.partial(
             bench_load,
             interval=args.interval_s,
-            isolate=args.isolate,
             cycles={k: int(v) for k, _, v in (p.partition("=") for p in args.cycles.split(","))},
         ),
         "kill": bench_kill,

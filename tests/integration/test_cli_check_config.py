@@ -97,16 +97,6 @@ BAD_CONFIGS = [
         GOOD.replace("127.0.0.1:9847", "127.0.0.1:70000"),
         "http.listen (line 9): port 70000 out of range",
     ),
-    (
-        "front-cpu-not-available",
-        GOOD + "  front_cpus: [4095]\n",
-        "http.front_cpus (line 10): CPU 4095 not available to the agent",
-    ),
-    (
-        "front-cpus-empty",
-        GOOD + "  front_cpus: []\n",
-        "http.front_cpus (line 10): must list at least one CPU",
-    ),
     ("missing-sites", "miners: []\n", "sites (line 1): required"),
     (
         "empty-sites",

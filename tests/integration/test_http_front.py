@@ -10,8 +10,6 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from agent.http_front import FRONT_NICE
 from tests.support.agent import agent_config, wait_until
 
@@ -106,31 +104,6 @@ def test_http_front_and_agent_run_on_the_configured_event_loop(agent_factory):
         assert _events(agent, "agent_ready")[0]["loop"] == kind
         assert _events(agent, "http_front_serving")[0]["loop"] == kind
         assert agent.stop() == 0
-
-
-def _allowed_cpus(pid: int) -> set[int]:
-    return os.sched_getaffinity(pid)
-
-
-def test_http_front_runs_on_the_configured_cpus_and_the_agent_keeps_all(agent_factory):
-    """With http.front_cpus the front (all its threads) is pinned there; the agent keeps every CPU."""
-    mine = sorted(os.sched_getaffinity(0))
-    if len(mine) < 2:  # one CPU: pinned and unpinned look the same
-        pytest.skip("needs two CPUs to tell a pinned front from an unpinned one")
-    chosen = mine[-1:]  # one CPU, the last the tests may use
-    agent = agent_factory(
-        agent_config([{"address": MINER}], interval_s=2.0, http={"front_cpus": chosen})
-    )
-    agent.wait_for(lambda: _front_pids(agent), "the front's http_front_serving line")
-    (pid,) = _front_pids(agent)
-    assert _events(agent, "http_front_serving")[0]["cpus"] == chosen
-    status, headers, packed = _get(f"{agent.url}/metrics", **{"Accept-Encoding": "gzip"})
-    assert (status, headers["Content-Encoding"]) == (200, "gzip")  # gzip ran in a worker thread
-    assert b"\naltiwatch_build_info{" in gzip.decompress(packed)
-    threads = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
-    assert len(threads) > 1
-    assert {tid: sorted(_allowed_cpus(tid)) for tid in threads} == dict.fromkeys(threads, chosen)
-    assert sorted(_allowed_cpus(agent.proc.pid)) == mine
 
 
 def test_http_front_killed_is_restarted_and_serves_again(agent_factory):

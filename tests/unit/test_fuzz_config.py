@@ -66,7 +66,7 @@ SECTIONS = {
         "stale_after_s",
         "backoff_max_s",
     ),
-    "http": ("listen", "web_config_file", "front_cpus"),
+    "http": ("listen", "web_config_file"),
     "mqtt": ("enabled", "host", "port", "protocol", "username", "tls", "keepalive_s"),
     "thermal": ("enabled",),
 }
