@@ -31,6 +31,7 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,11 +156,10 @@ def _window(
     polls = sum(after.get("altiwatch_polls_total", {}).values()) - sum(
         before.get("altiwatch_polls_total", {}).values()
     )
-    pid = agent.process.proc.pid
     elapsed = time.monotonic() - began
     cpu: dict[str, float | None] = {}
-    for name, pid_ in pids.items():
-        first, last = cpu_before[name], _cpu_s(pid_)
+    for name, pid in pids.items():
+        first, last = cpu_before[name], _cpu_s(pid)
         cpu[name] = None if first is None or last is None else round((last - first) / elapsed, 3)
     agent_cpu = cpu.get("agent")
     if agent_cpu is not None and polls:
@@ -171,8 +171,8 @@ def _window(
         "wakeup": probe.since(probe_before) if probe is not None and probe_before else None,
         "gc_pauses": gc_pauses,
         "polls": polls,
-        "rss_kb": _status_kb(pid, "VmRSS"),
-        "peak_rss_kb": _status_kb(pid, "VmHWM"),
+        "rss_kb": _status_kb(pids["agent"], "VmRSS"),
+        "peak_rss_kb": _status_kb(pids["agent"], "VmHWM"),
         "during": extra,
     }
 
@@ -348,6 +348,14 @@ def _load_windows(cycles: dict[str, int]) -> list[str]:
     return windows
 
 
+def _split(cycles: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(storm windows, quiet windows) of ``cycles``."""
+    windows = [w for cycle in cycles for w in cycle]
+    return [w for w in windows if w["kind"] != "quiet"], [
+        w for w in windows if w["kind"] == "quiet"
+    ]
+
+
 def _pooled_mean(windows: list[dict[str, Any]]) -> float | None:
     total = sum(w["lateness"].get("sum_s", 0.0) for w in windows)
     count = sum(w["lateness"].get("count", 0) for w in windows)
@@ -362,26 +370,22 @@ def _storm_ratio(cycles: list[list[dict[str, Any]]], seed: int = 8) -> dict[str,
     """
 
     def ratio(chosen: list[list[dict[str, Any]]]) -> float | None:
-        storms = [w for cycle in chosen for w in cycle if w["kind"] != "quiet"]
-        quiets = [w for cycle in chosen for w in cycle if w["kind"] == "quiet"]
+        storms, quiets = _split(chosen)
         storm, quiet = _pooled_mean(storms), _pooled_mean(quiets)
         return storm / quiet if storm is not None and quiet else None
 
     pooled = ratio(cycles)
     rng = random.Random(seed)  # noqa: S311 - resampling, not cryptography
-    samples = sorted(
+    samples = [
         r
         for _ in range(BOOTSTRAP_RESAMPLES)
         if (r := ratio(rng.choices(cycles, k=len(cycles)))) is not None
-    )
+    ]
     interval = None
-    if samples:
-        interval = [
-            round(samples[int(0.05 * len(samples))], 3),
-            round(samples[int(0.95 * len(samples)) - 1], 3),
-        ]
-    storms = [w for cycle in cycles for w in cycle if w["kind"] != "quiet"]
-    quiets = [w for cycle in cycles for w in cycle if w["kind"] == "quiet"]
+    if len(samples) > 1:
+        cuts = statistics.quantiles(samples, n=20, method="inclusive")  # 5 %, 10 %, ... 95 %
+        interval = [round(cuts[0], 3), round(cuts[-1], 3)]
+    storms, quiets = _split(cycles)
     return {
         "cycles": len(cycles),
         "quiet_mean_s": _pooled_mean(quiets),
@@ -463,11 +467,11 @@ def bench_load(
                     "summary": stats.summary(),
                 }
             windows.append({"kind": kind, **result})
+        ordered = [windows[i : i + 4] for i in range(0, len(windows), 4)]  # the cycles
         verdicts = {}
         for kind in cycles:
-            ordered = [windows[i : i + 4] for i in range(0, len(windows), 4)]
-            mine = [c for c in ordered if c[1]["kind"] == kind]
-            verdicts[kind] = _storm_ratio(mine) if mine else None
+            of_kind = [cycle for cycle in ordered if cycle[1]["kind"] == kind]
+            verdicts[kind] = _storm_ratio(of_kind) if of_kind else None
         return {
             "miners": miners,
             "interval_s": interval,
