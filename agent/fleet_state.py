@@ -6,6 +6,8 @@ merged into every fast snapshot; a nominal-efficiency power estimate fills in wh
 firmware reports none (``PowerSource.ESTIMATED``).
 
 The stable miner id is the MAC, else the serial, else the configured name, else the address. A
+slow poll that lost identity fields keeps the ones read before while the miner stayed up
+(``keep_known_identity``), so a flaky web API never renames a miner. A
 miner that moves to another address keeps its id: the record at the old address hands the id
 over and stops being rendered (it would duplicate the series). Records removed from inventory
 or down for longer than ``stale_after_s`` are pruned (their series disappear).
@@ -68,6 +70,31 @@ def stable_id(identity: Identity | None, target: MinerTarget) -> str:
     if identity is not None and identity.serial:
         return identity.serial
     return target.name or target.address
+
+
+def keep_known_identity(previous: Identity | None, new: Identity) -> Identity:
+    """``new`` with its missing MAC, serial and hostname taken from ``previous``, same hardware.
+
+    A slow poll can lose single fields (a stock Antminer's web API timing out leaves MAC,
+    serial and hostname empty while the RPC port answers). Without the carry-over the miner id
+    would fall back to the address for a slow interval: every series renamed, phantom miners on
+    dashboards and MQTT. Nothing is carried when the two readings disagree on family, model,
+    MAC or serial: that may be other hardware.
+    """
+    if previous is None:
+        return new
+    if (new.family, new.model) != (previous.family, previous.model):
+        return new
+    for field in ("mac", "serial"):
+        now, before = getattr(new, field), getattr(previous, field)
+        if now is not None and before is not None and now != before:
+            return new
+    return replace(
+        new,
+        mac=new.mac if new.mac is not None else previous.mac,
+        serial=new.serial if new.serial is not None else previous.serial,
+        hostname=new.hostname if new.hostname is not None else previous.hostname,
+    )
 
 
 def _merge(fast: MinerSnapshot, slow: MinerSnapshot | None) -> MinerSnapshot:
@@ -171,6 +198,9 @@ class FleetState:
         record.last_poll_at = now
         record.last_poll_duration_s = duration_s
         if snapshot.tier is Tier.SLOW:
+            if record.up and record.slow is not None:  # no outage since: same hardware
+                identity = keep_known_identity(record.slow.identity, snapshot.identity)
+                snapshot = replace(snapshot, identity=identity)
             record.slow = snapshot
             if record.snapshot is not None:
                 record.snapshot = _merge(record.snapshot, snapshot)

@@ -45,6 +45,9 @@ UNREACHABLE_REASONS = frozenset(
 )
 #: After a failed slow poll of a reachable miner, retry it after this many fast intervals.
 SLOW_RETRY_SLOTS = 5
+#: A slow poll that came back without MAC or serial is repeated in the next slot, this many
+#: times at most: until then the miner's id is its address (``fleet_state.stable_id``).
+IDENTITY_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +135,10 @@ class Poller:
 
         A slot polls the slow tier first when it is due, and also while the miner is failing
         (so identity is read again before telemetry when it comes back, possibly as other
-        hardware). A slow poll that cannot reach the miner stands for the slot: the fast poll
-        is skipped rather than waiting for a second timeout.
+        hardware). A slow poll without MAC or serial is repeated in the next slots
+        (``IDENTITY_RETRIES``), so a web API that failed once does not leave the miner named by
+        its address for a whole slow interval. A slow poll that cannot reach the miner stands
+        for the slot: the fast poll is skipped rather than waiting for a second timeout.
         """
         loop = asyncio.get_running_loop()
         interval = self.schedule.interval_s
@@ -148,6 +153,7 @@ class Poller:
         slow_interval = self.schedule.slow_interval_s
         next_slow_gap = self._rng.uniform(min(interval, slow_interval), slow_interval)
         failures = 0
+        identity_retries = 0
         while True:
             scheduled = start + k * interval + self._rng.uniform(0, jitter_span)
             delay = scheduled - loop.time()
@@ -158,8 +164,16 @@ class Poller:
                 slow = await self.poll_once(site, target, Tier.SLOW, scheduled_at=first_at)
                 first_at = None
                 if slow.snapshot is not None:
-                    slow_due = start + k * interval + next_slow_gap
-                    next_slow_gap = slow_interval
+                    identity = slow.snapshot.identity
+                    if identity.mac is None and identity.serial is None:
+                        identity_retries += 1
+                    else:
+                        identity_retries = 0
+                    if 0 < identity_retries <= IDENTITY_RETRIES:
+                        slow_due = start + (k + 1) * interval  # the next slot reads it again
+                    else:
+                        slow_due = start + k * interval + next_slow_gap
+                        next_slow_gap = slow_interval
                 elif slow.tier is Tier.FAST:  # unreachable: the slot's outcome
                     failures += 1
                     self._after_slot(target.address)

@@ -22,6 +22,7 @@ rpm, W, s. Anything unknown, NaN or negative stays ``None``.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import ipaddress
 import json
@@ -29,7 +30,7 @@ import math
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -340,12 +341,22 @@ def _web_data_absent(miner: Any, tier: Tier, data: Any) -> bool:
     return data.mac is None and data.serial_number is None and data.hostname is None
 
 
-async def _web_refuses_credentials(miner: Any, deadline: float) -> bool:
-    """One authenticated GET of the miner's web API: True when it answers 401 to our Digest.
+class WebCheck(enum.Enum):
+    """What one authenticated GET of a stock Antminer's web API got."""
+
+    ANSWERED = "answered"  # JSON: the empty data is the miner's own reading
+    REFUSED = "refused"  # 401 to our Digest: a wrong password, not a reading
+    UNUSABLE = "unusable"  # no answer, an error status or not JSON: the web fields are unknown
+
+
+async def _check_web(miner: Any, deadline: float) -> WebCheck:
+    """One authenticated GET of the miner's web API, to say why its web data came back empty.
 
     Only run when the web-sourced data came back empty (`_web_data_absent`), so a healthy miner
-    costs nothing. Any other outcome (200, another status, no answer) is False: the poll then
-    keeps its normal meaning (a real board loss is still reported as one).
+    costs nothing. A 401 is a wrong password. No answer, an error status or a body that is not
+    JSON means the web fields are unknown: boards are then not reported missing (a web server
+    that fails is not a lost hashboard). A JSON answer keeps the poll's normal meaning (a real
+    board loss is still reported).
     """
     web = miner.web
     url = f"http://{web.ip}:{int(getattr(web, 'port', 80))}/cgi-bin/get_system_info.cgi"
@@ -353,11 +364,16 @@ async def _web_refuses_credentials(miner: Any, deadline: float) -> bool:
     timeout = max(0.05, min(_PROBE_TIMEOUT_S * 2, remaining - 0.05))
     auth = httpx.DigestAuth(str(web.username), str(web.pwd))
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            response = await client.get(url, auth=auth)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == httpx.codes.UNAUTHORIZED
+        transport = pyasic_tuning.LeanHTTPTransport()  # bodies capped at MAX_BODY_BYTES
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False, transport=transport) as c:
+            response = await c.get(url, auth=auth)
+        if response.status_code == httpx.codes.UNAUTHORIZED:
+            return WebCheck.REFUSED
+        response.raise_for_status()
+        response.json()
+    except (httpx.HTTPError, ValueError):  # json.JSONDecodeError and UnicodeDecodeError
+        return WebCheck.UNUSABLE
+    return WebCheck.ANSWERED
 
 
 def _vnish_token_failed(miner: Any, exc: APIError) -> bool:
@@ -637,21 +653,33 @@ class PyasicSource:
                 msg = "the web API refused the configured password (VNish unlock)"
                 raise CollectorError(FailureReason.AUTH, msg) from exc
             raise
+        web = await self._check_reading(cached.miner, tier, data, deadline)
+        snapshot = snapshot_from_data(
+            target.address, tier, cached.miner, data, collected_at=self._clock()
+        )
+        if web is WebCheck.UNUSABLE:
+            # The RPC port answered, the web API did not: the boards are unknown, not missing.
+            snapshot = replace(snapshot, boards=(), expected_boards=None)
+        self._after_success(target.address, cached, snapshot)
+        return snapshot
+
+    async def _check_reading(self, miner: Any, tier: Tier, data: Any, deadline: float) -> WebCheck:
+        """Raise when ``data`` holds nothing usable or the web API refused our credentials.
+
+        Otherwise say whether the web API answered (``UNUSABLE``: its fields are unknown).
+        """
         usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
         if not usable:
-            raise await self._probe_failure(str(cached.miner.ip), cached.miner, deadline, "read")
-        if _web_data_absent(cached.miner, tier, data) and await _web_refuses_credentials(
-            cached.miner, deadline
-        ):
+            raise await self._probe_failure(str(miner.ip), miner, deadline, "read")
+        if not _web_data_absent(miner, tier, data):
+            return WebCheck.ANSWERED
+        web = await _check_web(miner, deadline)
+        if web is WebCheck.REFUSED:
             # pyasic turns the web API's 401 into empty data: boards "missing", no MAC. That is
             # not a reading (a false R6 board-missing alarm otherwise) but a wrong password.
             msg = "the web API refused the configured credentials (HTTP 401)"
             raise CollectorError(FailureReason.AUTH, msg)
-        snapshot = snapshot_from_data(
-            target.address, tier, cached.miner, data, collected_at=self._clock()
-        )
-        self._after_success(target.address, cached, snapshot)
-        return snapshot
+        return web
 
     def _after_success(self, address: str, cached: _Cached, snapshot: MinerSnapshot) -> None:
         came_back = cached.unreachable

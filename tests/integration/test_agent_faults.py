@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,3 +123,58 @@ def test_agent_miner_moving_to_another_address_keeps_its_id(emulator_factory, ag
     text = agent.metrics()
     assert text.count(f'asic_up{{site="golmud",miner="{mac}"}}') == 1
     assert [line for line in text.splitlines() if 'miner="127.30.8.1"' in line] == []
+
+
+def test_agent_failing_web_api_keeps_the_miner_id_and_raises_no_board_alarm(
+    emulator_factory, agent_factory
+):
+    """A stock Antminer whose web API fails (RPC fine) keeps its id, is up, and never gets R6.
+
+    Its MAC and boards come from the web API only. While that fails the boards are unknown
+    (no board series), not missing; the MAC read before is kept, so no series is renamed.
+    """
+    one = {**SCENARIO, "miners": [{"model": "antminer-s19jpro", "count": 2}]}
+    emulator = emulator_factory(one, base_address="127.30.10.1")
+    flaky, steady = (m["address"] for m in emulator.miners())
+    mac = emulator.truth(flaky)["mac"].upper()
+    config = agent_config(
+        [{"address": flaky}, {"address": steady}],
+        interval_s=1.0,
+        polling={"slow_interval_s": 2.0},
+    )
+    agent = agent_factory(config)
+    agent.wait_for(
+        lambda: gauge(agent.metrics(), "asic_miner_info").get(mac, (0, {}))[1].get("mac") == mac,
+        "the miner identified by its MAC",
+    )
+    emulator.inject(flaky, "reset", port="web")
+
+    def slow_polls() -> float:
+        for family in text_string_to_metric_families(agent.metrics()):
+            for sample in family.samples:
+                if sample.name == "altiwatch_polls_total" and sample.labels["tier"] == "slow":
+                    return sample.value
+        return 0.0
+
+    start = slow_polls()
+    # Both miners read their slow tier at least every 2 s; R6 needs 2 polls: let 8 s go by.
+    agent.wait_for(lambda: slow_polls() >= start + 8, "eight more slow polls", timeout=60)
+    text = agent.metrics()
+    assert gauge(text, "asic_up").get(mac, (0,))[0] == 1
+    assert gauge(text, "asic_miner_info")[mac][1]["mac"] == mac
+    assert [line for line in text.splitlines() if f'miner="{flaky}"' in line] == []
+    boards = [line for line in text.splitlines() if line.startswith("asic_board_")]
+    assert boards, "the steady miner's boards are exported"
+    assert not [line for line in boards if f'miner="{mac}"' in line]
+    status, body = agent.fetch("/api/v1/alarms")
+    assert status == 200
+    assert [a for a in json.loads(body) if a["rule"] == "R6"] == []
+    emulator.clear(flaky)
+    agent.wait_for(
+        lambda: any(
+            line.startswith("asic_board_") and f'miner="{mac}"' in line
+            for line in agent.metrics().splitlines()
+        ),
+        "the boards back once the web API answers",
+        timeout=30,
+    )

@@ -251,6 +251,30 @@ async def test_source_antminer_wrong_password_is_auth_not_missing_boards(clean, 
         assert right.identity.mac is not None
 
 
+@pytest.mark.parametrize("kind", ["reset", "garbage"])
+async def test_source_antminer_silent_web_api_is_unknown_boards_not_missing(clean, kind):
+    """RPC answers, web API does not: boards and identity unknown (absent), never "missing"."""
+    addr = address(clean, "antminer", 3)
+    source = PyasicSource(timeout_s=5)
+    before = await poll(source, addr, Tier.SLOW)
+    assert not isinstance(before, CollectorError), before
+    clean.inject(addr, kind, port="web")
+    fast = await poll(source, addr, Tier.FAST)
+    assert not isinstance(fast, CollectorError), fast
+    assert fast.hashrate_hs, "the RPC port's hashrate is still read"
+    assert fast.boards == ()
+    assert fast.expected_boards is None
+    slow = await poll(source, addr, Tier.SLOW)
+    assert not isinstance(slow, CollectorError), slow
+    assert (slow.identity.mac, slow.identity.serial) == (None, None)
+    assert slow.pools, "the RPC port's pools are still read"
+    clean.clear(addr)
+    back = await poll(source, addr, Tier.FAST)
+    assert not isinstance(back, CollectorError), back
+    assert back.boards
+    assert not any(b.missing for b in back.boards)
+
+
 async def test_source_braiins_wrong_password_is_auth(clean):
     """Braiins OS+ refusing the gRPC login (UNAUTHENTICATED) is reason auth."""
     addr = address(clean, "braiins")

@@ -137,16 +137,29 @@ async def test_reliability_oversized_rpc_reply_is_cut_off_not_buffered(
 
 
 def _wait_all_up(agent: AgentProcess, addresses: list[str]) -> dict[str, str]:
-    """Wait until every address is detected and up; return address → miner id."""
+    """Wait until every address is detected, identified by its MAC and up; return address → id.
+
+    Until its identity is read a miner's id is its address (and series move when it is), so
+    the ids are taken only once each one carries a MAC.
+    """
 
     def all_up() -> dict[str, str] | None:
         samples = parse_metrics(agent.metrics())
         ids = by_address(samples)
+        macs = {
+            labels["address"]: labels.get("mac")
+            for labels, _value in samples.get("asic_miner_info", [])
+            if "address" in labels
+        }
         up = per_miner(samples, "asic_up")
-        ok = len(ids) == len(addresses) and all(up.get(ids[a]) == 1 for a in addresses)
+        ok = len(ids) == len(addresses) and all(
+            up.get(ids[a]) == 1 and macs.get(a) and ids[a] == macs[a] for a in addresses
+        )
         return ids if ok else None
 
-    ids: dict[str, str] = agent.wait_for(all_up, "every miner detected and up", timeout=120)
+    ids: dict[str, str] = agent.wait_for(
+        all_up, "every miner detected, identified and up", timeout=120
+    )
     return ids
 
 
@@ -189,8 +202,13 @@ def _assert_polled_every_cycle(agent: AgentProcess, healthy_ids: list[str], cycl
         up = per_miner(samples, "asic_up")
         last = per_miner(samples, "asic_last_poll_success_timestamp_seconds")
         now = time.time()
-        down = [m for m in healthy_ids if up.get(m) != 1]
-        assert not down, f"cycle {cycle}: healthy miners down: {down[:5]}"
+        reasons = {
+            labels["miner"]: labels["reason"]
+            for labels, value in samples.get("asic_last_poll_error_info", [])
+            if value == 1
+        }
+        down = {m: (up.get(m), reasons.get(m)) for m in healthy_ids if up.get(m) != 1}
+        assert not down, f"cycle {cycle}: healthy miners down, (asic_up, reason): {down}"
         ages = {m: round(now - last.get(m, 0), 1) for m in healthy_ids}
         late = {m: age for m, age in ages.items() if age > 2 * INTERVAL_S + 2}
         assert not late, f"cycle {cycle}: healthy miners not polled this cycle: {late}"

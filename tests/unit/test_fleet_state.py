@@ -21,13 +21,19 @@ def fast(address: str = "10.0.0.1", hashrate: float = 100e12, **kw: Any) -> Mine
     )
 
 
-def slow(address: str = "10.0.0.1", mac: str = MAC, serial: str = "SN1") -> MinerSnapshot:
+def slow(
+    address: str = "10.0.0.1",
+    mac: str | None = MAC,
+    serial: str | None = "SN1",
+    hostname: str | None = "h1",
+    model: str = "S19j Pro",
+) -> MinerSnapshot:
     """A slow-tier snapshot carrying identity."""
     return MinerSnapshot(
         address=address,
         collected_at=1.0,
         tier=Tier.SLOW,
-        identity=Identity(model="S19j Pro", mac=mac, serial=serial, hostname="h1"),
+        identity=Identity(model=model, mac=mac, serial=serial, hostname=hostname),
         errors=(),
         pools=(),
     )
@@ -152,3 +158,41 @@ def test_fleet_state_sites_counts_inventory_and_up():
     fleet.record_success("10.0.0.1", fast(), 0.1, now=1)
     fleet.record_failure("10.0.0.2", "refused", "x", 0.1, now=1, tier=Tier.FAST)
     assert fleet.sites() == {"a": (2, 1)}
+
+
+def test_fleet_state_slow_poll_that_lost_identity_keeps_the_miner_id():
+    """A slow poll without MAC, serial and hostname keeps those read before while the miner was up."""
+    fleet = FleetState()
+    fleet.add("s", MinerTarget(address="10.0.0.1"), now=0)
+    fleet.record_success("10.0.0.1", slow(), 0.1, now=1)
+    fleet.record_success("10.0.0.1", fast(), 0.1, now=2)
+    record = fleet.record_success(
+        "10.0.0.1", slow(mac=None, serial=None, hostname=None), 0.1, now=3
+    )
+    assert record is not None
+    assert record.miner_id == MAC
+    assert record.slow is not None
+    assert (record.slow.identity.serial, record.slow.identity.hostname) == ("SN1", "h1")
+    assert fleet.by_id(MAC) is record
+
+
+def test_fleet_state_identity_is_not_carried_across_other_hardware_or_an_outage():
+    """Another MAC, another model, or an outage since the last reading: the new identity stands."""
+    other = "02:A1:00:00:00:02"
+    fleet = FleetState()
+    fleet.add("s", MinerTarget(address="10.0.0.1"), now=0)
+    fleet.record_success("10.0.0.1", slow(), 0.1, now=1)
+    fleet.record_success("10.0.0.1", fast(), 0.1, now=2)
+    record = fleet.record_success("10.0.0.1", slow(mac=other, serial=None), 0.1, now=3)
+    assert record is not None
+    assert record.miner_id == other
+    assert record.slow is not None
+    assert record.slow.identity.serial is None
+    record = fleet.record_success("10.0.0.1", slow(mac=None, model="M30S+"), 0.1, now=4)
+    assert record is not None
+    assert record.miner_id == "SN1"
+    fleet.record_success("10.0.0.1", slow(), 0.1, now=5)
+    fleet.record_failure("10.0.0.1", "timeout", "t", 1.0, now=6, tier=Tier.FAST)
+    record = fleet.record_success("10.0.0.1", slow(mac=None, serial=None), 0.1, now=7)
+    assert record is not None
+    assert record.miner_id == "10.0.0.1"

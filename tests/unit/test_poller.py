@@ -6,8 +6,8 @@ import random
 import pytest
 
 from agent.fleet_state import FleetState
-from agent.poller import Poller, PollOutcome, Schedule
-from collectors.snapshot import MinerSnapshot, Tier
+from agent.poller import IDENTITY_RETRIES, Poller, PollOutcome, Schedule
+from collectors.snapshot import Identity, MinerSnapshot, Tier
 from collectors.source import CollectorError, FailureReason, MinerTarget
 
 
@@ -22,8 +22,13 @@ class FakeSource:
         timeout_s: float = 0.3,
         delay_s: float = 0.0,
         bad_slow: frozenset[str] = frozenset(),
+        anonymous: frozenset[str] = frozenset(),
     ) -> None:
-        """``hang`` never answer (cut at ``timeout_s``), ``down`` are refused, others take ``delay_s``."""
+        """``hang`` never answer (cut at ``timeout_s``), ``down`` are refused, others take ``delay_s``.
+
+        ``anonymous`` answer without MAC or serial (a web API that failed); others have a MAC.
+        """
+        self.anonymous = anonymous
         self.delay_s = delay_s
         self.bad_slow = bad_slow
         self.hang = hang
@@ -43,7 +48,14 @@ class FakeSource:
             await asyncio.sleep(self.timeout_s)
             raise CollectorError(FailureReason.TIMEOUT, "timeout")
         await asyncio.sleep(self.delay_s)
-        return MinerSnapshot(address=target.address, collected_at=0.0, tier=tier, hashrate_hs=1e12)
+        mac = None if target.address in self.anonymous else f"mac-{target.address}"
+        return MinerSnapshot(
+            address=target.address,
+            collected_at=0.0,
+            tier=tier,
+            identity=Identity(mac=mac),
+            hashrate_hs=1e12,
+        )
 
 
 def make(
@@ -221,3 +233,16 @@ async def test_poller_spreads_slow_tier_over_the_slow_interval():
     assert len(second) >= 10  # most miners had a second slow poll within 2.4 s
     # Unspread, every second slow poll would fall within one 0.1 s fast interval.
     assert second[-1] - second[0] > 0.5
+
+
+async def test_poller_repeats_a_slow_poll_without_identity_a_few_slots_only():
+    """A slow poll without MAC or serial is read again in the next slots, then on the slow interval."""
+    source = FakeSource(anonymous=frozenset({"a"}))
+    poller, _, _ = make(source, ["a", "b"], interval=0.1, slow=100.0)
+    await run_for(poller, ["a", "b"], 1.05)
+    tiers = {a: [tier for addr, tier, _ in source.calls if addr == a] for a in ("a", "b")}
+    assert tiers["b"][:3] == [Tier.SLOW, Tier.FAST, Tier.FAST]
+    assert tiers["b"].count(Tier.SLOW) == 1
+    expected = [Tier.SLOW, Tier.FAST] * (1 + IDENTITY_RETRIES) + [Tier.FAST]
+    assert tiers["a"][: len(expected)] == expected
+    assert tiers["a"].count(Tier.SLOW) == 1 + IDENTITY_RETRIES
