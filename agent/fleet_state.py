@@ -7,7 +7,9 @@ firmware reports none (``PowerSource.ESTIMATED``).
 
 The stable miner id is the MAC, else the serial, else the configured name, else the address. A
 slow poll that lost identity fields keeps the ones read before while the miner stayed up
-(``keep_known_identity``), so a flaky web API never renames a miner. A
+(``keep_known_identity``), so a flaky web API never renames a miner. An exported miner whose
+id does change (its first MAC read late, other hardware at the address) lists its old id in
+``renamed``: the service drops that id's alarms and retained MQTT topics. A
 miner that moves to another address keeps its id: the record at the old address hands the id
 over and stops being rendered (it would duplicate the series). Records removed from inventory
 or down for longer than ``stale_after_s`` are pruned (their series disappear).
@@ -126,6 +128,7 @@ class FleetState:
         self._dirty: set[str] = set()
         self.generation = 0
         self.removed: list[tuple[str, str]] = []  # (site, miner id) pruned since last drained
+        self.renamed: list[tuple[str, str]] = []  # (site, old id) of exported miners renamed
 
     def __len__(self) -> int:
         """Number of records (including ones pending removal)."""
@@ -195,6 +198,7 @@ class FleetState:
         record = self._records.get(address)
         if record is None:
             return None
+        exported = record.visible and record.up is not None
         record.last_poll_at = now
         record.last_poll_duration_s = duration_s
         if snapshot.tier is Tier.SLOW:
@@ -219,6 +223,8 @@ class FleetState:
         if new_id != record.miner_id:
             if self._by_id.get(record.miner_id) == record.address:
                 del self._by_id[record.miner_id]
+                if exported:  # its series, alarms and retained topics go with the old id
+                    self.renamed.append((record.site, record.miner_id))
             record.miner_id = new_id
         self._claim(record)
         self._touch(record)
@@ -274,6 +280,11 @@ class FleetState:
         """Return and clear the (site, miner id) pairs pruned since the last call."""
         removed, self.removed = self.removed, []
         return removed
+
+    def drain_renamed(self) -> list[tuple[str, str]]:
+        """Return and clear the (site, old id) of exported miners whose id changed since."""
+        renamed, self.renamed = self.renamed, []
+        return renamed
 
     def rendered(self) -> list[MinerRecord]:
         """Records whose series are exported: visible, polled at least once."""

@@ -175,7 +175,7 @@ class AgentService:
         )
         self._outcomes: list[PollOutcome] = []
         self._seen_write_failures = 0
-        self._published_up: dict[str, bool] = {}
+        self._published_up: dict[str, bool] = {}  # miner id -> last status published
         self._poll_tasks: dict[str, asyncio.Task[None]] = {}
         self._targets: dict[str, tuple[str, MinerTarget]] = {}
         self._discovered: dict[str, tuple[str, MinerTarget]] = {}
@@ -256,17 +256,31 @@ class AgentService:
             return
         if outcome.tier is Tier.FAST:  # one observation per slot: the fast poll follows the slow
             self._outcomes.append(outcome)
-        if self.publisher is None:
+        for site, old in self.fleet.drain_renamed():
+            log.info(
+                "miner_renamed", site=site, old=old, miner=record.miner_id, address=record.address
+            )
+            self._drop_id(site, old, reason="renamed")
+        if self.publisher is None or not record.visible:
             return
         with _guard("mqtt_enqueue_failed"):
-            was_up = self._published_up.get(record.address)
+            was_up = self._published_up.get(record.miner_id)
             if outcome.tier is Tier.FAST and outcome.snapshot is not None and record.snapshot:
                 self.publisher.telemetry(record.site, record.miner_id, record.snapshot)
             if record.up is not None and record.up != was_up:
                 self.publisher.miner_status(
                     record.site, record.miner_id, online=bool(record.up), reason=record.last_error
                 )
-                self._published_up[record.address] = record.up
+                self._published_up[record.miner_id] = record.up
+
+    def _drop_id(self, site: str, miner: str, *, reason: str) -> None:
+        """A miner id is gone (pruned or renamed): clear its alarms and retained MQTT topics."""
+        self._published_up.pop(miner, None)
+        with _guard("alarm_forget_failed"):
+            self._deliver(self.engine.forget(miner))
+        if self.publisher is not None:
+            with _guard("mqtt_enqueue_failed"):
+                self.publisher.miner_removed(site, miner, reason=reason)
 
     def _observations(self, batch: list[PollOutcome]) -> list[Observation]:
         out = []
@@ -340,11 +354,7 @@ class AgentService:
             self.fleet.prune(self._clock(), self.config.polling.stale_after_s)
             for site, miner in self.fleet.drain_removed():
                 log.info("miner_series_dropped", site=site, miner=miner)
-                with _guard("alarm_forget_failed"):
-                    self._deliver(self.engine.forget(miner))
-                if self.publisher is not None:
-                    with _guard("mqtt_enqueue_failed"):
-                        self.publisher.miner_removed(site, miner)
+                self._drop_id(site, miner, reason="removed")
 
     async def _discovery(self) -> None:
         """Scan every ``discovery:`` range on its interval; poll miners found there too."""

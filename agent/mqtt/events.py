@@ -140,7 +140,7 @@ class AlarmPayload(_Wire):
 
 
 class MinerStatusPayload(_Wire):
-    """A miner came online, went offline, or was removed from the inventory."""
+    """A miner came online, went offline, or its id is gone (reason removed or renamed)."""
 
     event: Literal["miner_online", "miner_offline", "miner_removed"]
     online: bool | None

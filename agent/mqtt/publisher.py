@@ -282,11 +282,14 @@ class EventPublisher:
         )
         self._commit([msg])
 
-    def miner_removed(self, site: str, miner: str) -> None:
-        """Queue ``miner_removed`` and empty the miner's retained alarm (and discovery) topics."""
+    def miner_removed(self, site: str, miner: str, *, reason: str = "removed") -> None:
+        """Queue ``miner_removed`` and empty the miner's retained alarm (and discovery) topics.
+
+        ``reason``: "removed" (gone from inventory) or "renamed" (the miner now has another id).
+        """
         messages = [
             self._events.miner_status(
-                self._clock(), site, miner, "miner_removed", online=None, reason="removed"
+                self._clock(), site, miner, "miner_removed", online=None, reason=reason
             )
         ]
         stale = self._outbox.retained_alarms(site, miner)

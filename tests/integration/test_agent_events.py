@@ -94,6 +94,63 @@ def test_agent_alarm_reaches_metrics_api_and_mqtt_without_leaking_secrets(
     assert MQTT_SECRET not in output
 
 
+def test_agent_miner_identified_late_drops_its_address_id_everywhere(
+    emulator_factory, agent_factory, mosquitto, tmp_path
+):
+    """A miner first known by its address (web API failing), then by its MAC: one id at a time.
+
+    The address id's series go, its retained Home Assistant config is emptied, MQTT gets
+    ``miner_removed`` (reason ``renamed``) for it and ``miner_online`` for the MAC.
+    """
+    one = {**SCENARIO, "miners": [{"model": "antminer-s19jpro", "count": 1}]}
+    emulator = emulator_factory(one, base_address="127.30.11.1")
+    (address,) = emulator.addresses()
+    mac = emulator.truth(address)["mac"].upper()
+    emulator.inject(address, "reset", port="web")
+    sub = MosquittoSub(mosquitto.host, mosquitto.port, tmp_path / "all.log", topic="#")
+    try:
+        mqtt = {
+            "enabled": True,
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "home_assistant": {"enabled": True},
+        }
+        polling = {"slow_interval_s": 2.0}
+        agent = agent_factory(
+            agent_config([{"address": address}], interval_s=1.0, mqtt=mqtt, polling=polling)
+        )
+
+        def events(kind: str, miner: str) -> list[dict[str, Any]]:
+            return [e for e in sub.events() if e.get("event") == kind and e.get("miner") == miner]
+
+        agent.wait_for(lambda: events("miner_online", address), "miner_online for the address id")
+        old_config = agent.wait_for(
+            lambda: [
+                t for t, p in sub.messages() if t.endswith("/config") and p not in ("", "(null)")
+            ],
+            "a Home Assistant config for the address id",
+        )
+        emulator.clear(address)
+        agent.wait_for(lambda: events("miner_online", mac), "miner_online for the MAC", timeout=30)
+        removed = agent.wait_for(
+            lambda: events("miner_removed", address), "miner_removed for the address id"
+        )
+        assert removed[0]["reason"] == "renamed"
+        agent.wait_for(
+            lambda: [t for t, p in sub.messages() if t == old_config[0] and p in ("", "(null)")],
+            "the address id's retained config emptied",
+        )
+
+        def one_id() -> bool:  # /metrics is refreshed at most once a second
+            text = agent.metrics()
+            up = f'asic_up{{site="golmud",miner="{mac}"}} 1' in text
+            return up and f'miner="{address}"' not in text
+
+        agent.wait_for(one_id, "series under the MAC only", timeout=10)
+    finally:
+        sub.close()
+
+
 def test_agent_discovery_polls_miners_found_in_a_range(emulator_factory, agent_factory):
     """Miners found by a ``discovery:`` range are polled without being listed."""
     emulator = emulator_factory(SCENARIO, base_address=DISCOVERY_BASE)

@@ -196,3 +196,20 @@ def test_fleet_state_identity_is_not_carried_across_other_hardware_or_an_outage(
     record = fleet.record_success("10.0.0.1", slow(mac=None, serial=None), 0.1, now=7)
     assert record is not None
     assert record.miner_id == "10.0.0.1"
+
+
+def test_fleet_state_lists_the_old_id_of_an_exported_miner_renamed():
+    """Exported under its address, then identified by MAC: the old id is listed once, for cleanup."""
+    fleet = FleetState()
+    fleet.add("s", MinerTarget(address="10.0.0.1"), now=0)
+    fleet.add("s", MinerTarget(address="10.0.0.2"), now=0)
+    fleet.record_success("10.0.0.2", slow(address="10.0.0.2", mac="02:A1:00:00:00:09"), 0.1, 1)
+    assert fleet.drain_renamed() == []  # identified on its first poll: never exported before
+    fleet.record_success("10.0.0.1", slow(mac=None, serial=None), 0.1, now=1)
+    fleet.record_success("10.0.0.1", fast(), 0.1, now=2)
+    assert fleet.drain_renamed() == []
+    record = fleet.record_success("10.0.0.1", slow(), 0.1, now=3)
+    assert record is not None
+    assert record.miner_id == MAC
+    assert fleet.drain_renamed() == [("s", "10.0.0.1")]
+    assert fleet.drain_renamed() == []
