@@ -31,7 +31,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pydantic
@@ -117,6 +117,8 @@ _REDETECT_AFTER_EMPTY = 3
 _PROBE_TIMEOUT_S = 1.0
 #: Most bytes the detection probe reads from a ``version`` reply (real ones are under 1 KiB).
 _PROBE_REPLY_LIMIT = 64 * 1024
+#: What a web-only miner's port is asked when pyasic got nothing (AxeOS serves JSON here).
+_HTTP_PROBE = b"GET /api/system/info HTTP/1.0\r\nHost: miner\r\nConnection: close\r\n\r\n"
 _MAX_PLAUSIBLE_TEMP_C = 200.0
 _MIN_PLAUSIBLE_INLET_C = -60.0
 
@@ -566,6 +568,9 @@ class PyasicSource:
         self._detector = detector or get_miner
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
+        # The API port of the miner last detected at each address: probed when a detection
+        # finds nothing (a hung web-only miner is then a timeout on port 80, not "refused" 4028).
+        self._ports: dict[str, ApiPort] = {}
 
     @property
     def timeout_s(self) -> float:
@@ -575,6 +580,7 @@ class PyasicSource:
     def forget(self, address: str) -> None:
         """Drop the cached detection for ``address`` (removed from inventory)."""
         self._cache.pop(address, None)
+        self._ports.pop(address, None)
 
     def cached_class(self, address: str) -> str | None:
         """Name of the pyasic class cached for ``address`` (for tests and the JSON API)."""
@@ -620,7 +626,8 @@ class PyasicSource:
         else:
             miner = await self._detector(ip)
             if miner is None:
-                raise await self._probe_failure(ip, None, deadline, "detection")
+                port = self._ports.get(target.address, ApiPort(4028, web=False))
+                raise await _probe_failure(ip, port, deadline, "detection")
             if family_of(miner) is Family.UNKNOWN or type(miner).__name__ == "UnknownMiner":
                 msg = f"detected {type(miner).__name__}, which pyasic cannot read"
                 raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
@@ -630,6 +637,7 @@ class PyasicSource:
         if self.on_new_miner is not None:
             self.on_new_miner(cached.miner)
         self._cache[target.address] = cached
+        self._ports[target.address] = api_port(cached.miner)
         return cached
 
     async def _fetch(self, target: MinerTarget, tier: Tier, deadline: float) -> MinerSnapshot:
@@ -670,7 +678,7 @@ class PyasicSource:
         """
         usable = _has_fast_data(data) if tier is Tier.FAST else _has_slow_data(data)
         if not usable:
-            raise await self._probe_failure(str(miner.ip), miner, deadline, "read")
+            raise await _probe_failure(str(miner.ip), api_port(miner), deadline, "read")
         if not _web_data_absent(miner, tier, data):
             return WebCheck.ANSWERED
         web = await _check_web(miner, deadline)
@@ -694,63 +702,74 @@ class PyasicSource:
             # poll detects its class again.
             self._cache.pop(address, None)
 
-    async def _probe_failure(
-        self, address: str, miner: Any, deadline: float, stage: str
-    ) -> CollectorError:
-        """Say why a miner gave nothing: one TCP connect to its API port, within the deadline."""
-        rpc = getattr(miner, "rpc", None) if miner is not None else None
-        web = getattr(miner, "web", None) if miner is not None else None
-        if rpc is not None:
-            port = int(rpc.port)
-        elif web is not None:
-            port = int(getattr(web, "port", 80))
-        else:
-            port = 4028
-        remaining = deadline - asyncio.get_running_loop().time()
-        timeout = max(0.05, min(_PROBE_TIMEOUT_S, remaining - 0.05))
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(address, port)
-        except TimeoutError:
-            return CollectorError(FailureReason.TIMEOUT, f"{stage}: port {port} did not answer")
-        except ConnectionRefusedError:
-            return CollectorError(FailureReason.REFUSED, f"{stage}: port {port} refused")
-        except OSError as exc:
-            return CollectorError(FailureReason.UNREACHABLE, f"{stage}: {exc.strerror or exc}")
-        if stage == "detection" or rpc is not None:
-            # The API port is open, yet pyasic got nothing. Ask once more, ourselves, so a
-            # miner that hangs, drips, resets or sends garbage gets that reason, the same
-            # before and after it is detected again (not "unknown_model").
-            if stage == "detection":
-                answered = FailureReason.UNKNOWN_MODEL
-            else:
-                answered = FailureReason.PROTOCOL_ERROR
-            return await _version_probe(reader, writer, f"{stage}: port {port}", deadline, answered)
-        writer.close()
-        return CollectorError(
-            FailureReason.PROTOCOL_ERROR, f"{stage}: port {port} is open but nothing usable came"
-        )
+
+class ApiPort(NamedTuple):
+    """The port a miner's API answers on, and whether it speaks HTTP there (web-only firmware)."""
+
+    port: int
+    web: bool
 
 
-async def _version_probe(
+def api_port(miner: Any) -> ApiPort:
+    """The RPC port of ``miner``, else its web port (Bitaxe and other web-only firmware)."""
+    rpc = getattr(miner, "rpc", None)
+    if rpc is not None:
+        return ApiPort(int(rpc.port), web=False)
+    web = getattr(miner, "web", None)
+    if web is not None:
+        return ApiPort(int(getattr(web, "port", 80)), web=True)
+    return ApiPort(4028, web=False)
+
+
+async def _probe_failure(address: str, api: ApiPort, deadline: float, stage: str) -> CollectorError:
+    """Say why a miner gave nothing: connect to its API port and ask once, within the deadline.
+
+    The API is asked itself (RPC ``version``, or an HTTP GET on a web-only miner's port), so a
+    miner that hangs, drips, resets or sends garbage gets that reason, the same before and after
+    it is detected again (not "unknown_model").
+    """
+    port = api.port
+    remaining = deadline - asyncio.get_running_loop().time()
+    timeout = max(0.05, min(_PROBE_TIMEOUT_S, remaining - 0.05))
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(address, port)
+    except TimeoutError:
+        return CollectorError(FailureReason.TIMEOUT, f"{stage}: port {port} did not answer")
+    except ConnectionRefusedError:
+        return CollectorError(FailureReason.REFUSED, f"{stage}: port {port} refused")
+    except OSError as exc:
+        return CollectorError(FailureReason.UNREACHABLE, f"{stage}: {exc.strerror or exc}")
+    answered = FailureReason.UNKNOWN_MODEL if stage == "detection" else FailureReason.PROTOCOL_ERROR
+    request = _HTTP_PROBE if api.web else b'{"command":"version"}'
+    where = f"{stage}: port {port}"
+    return await _ask(
+        reader, writer, request, where=where, deadline=deadline, answered=answered, web=api.web
+    )
+
+
+async def _ask(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    request: bytes,
+    *,
     where: str,
     deadline: float,
     answered: FailureReason,
+    web: bool,
 ) -> CollectorError:
-    """Send the RPC ``version`` command on an open connection and say what kind of failure it is.
+    """Send ``request`` on an open connection and say what kind of failure the miner has.
 
     ``where`` ("detection: port 4028") starts every detail. No complete answer by ``deadline``
-    (loop time, less a 50 ms margin) is TIMEOUT; a dropped connection is RESET;
-    the reply itself is judged by ``_reply_failure``. Reads at most ``_PROBE_REPLY_LIMIT``+1
-    bytes, and always aborts the connection.
+    (loop time, less a 50 ms margin) is TIMEOUT; a dropped connection is RESET; the reply
+    itself is judged by ``_reply_failure`` (for ``web``, the body after the HTTP head). Reads
+    at most ``_PROBE_REPLY_LIMIT``+1 bytes, and always aborts the connection.
     """
     reply = bytearray()
     loop_deadline = max(deadline - 0.05, asyncio.get_running_loop().time() + 0.05)
     try:
         async with asyncio.timeout_at(loop_deadline):
-            writer.write(b'{"command":"version"}')
+            writer.write(request)
             await writer.drain()
             while len(reply) <= _PROBE_REPLY_LIMIT and (chunk := await reader.read(65536)):
                 reply += chunk
@@ -763,7 +782,27 @@ async def _version_probe(
         return CollectorError(FailureReason.UNREACHABLE, f"{where}: {exc.strerror or exc}")
     finally:
         writer.transport.abort()
+    if web and reply and len(reply) <= _PROBE_REPLY_LIMIT:
+        return _http_reply_failure(bytes(reply), where, answered)
     return _reply_failure(bytes(reply), where, answered)
+
+
+def _http_reply_failure(reply: bytes, where: str, answered: FailureReason) -> CollectorError:
+    """What a web-only miner's complete HTTP reply says: a 2xx body is judged as JSON.
+
+    Bytes that are not an HTTP response are PARSE_ERROR; any other status is ``answered``.
+    """
+    head, separator, body = reply.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if not separator or len(status) < 2 or not status[0].startswith(b"HTTP/"):  # noqa: PLR2004
+        detail = f"{where} answered with {len(reply)} bytes that are not HTTP"
+        return CollectorError(FailureReason.PARSE_ERROR, detail)
+    if not status[1].startswith(b"2"):
+        code = status[1].decode("ascii", "replace")
+        if answered is FailureReason.UNKNOWN_MODEL:
+            return CollectorError(answered, f"detection found no known miner (HTTP {code})")
+        return CollectorError(answered, f"{where} answers HTTP {code}")
+    return _reply_failure(body, where, answered)
 
 
 def _reply_failure(reply: bytes, where: str, answered: FailureReason) -> CollectorError:

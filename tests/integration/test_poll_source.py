@@ -117,14 +117,16 @@ async def test_source_bad_protocol_is_a_reason_not_an_exception(clean, kind):
         ("reset", {FailureReason.RESET, FailureReason.PROTOCOL_ERROR}),
     ],
 )
-async def test_source_bad_miner_keeps_its_reason_after_redetection(clean, kind, reasons):
+@pytest.mark.parametrize("family", ["antminer", "bitaxe"])
+async def test_source_bad_miner_keeps_its_reason_after_redetection(clean, kind, reasons, family):
     """A misbehaving miner keeps a wire reason when re-detected, never "unknown_model".
 
     After ``_REDETECT_AFTER_EMPTY`` failed polls the detection cache is dropped and pyasic's
     detection runs again; it finds nothing on a miner that hangs, drips, resets or sends
-    garbage, and the source's own ``version`` probe says why.
+    garbage, and the source asks the API port it last knew itself (RPC ``version``, or an HTTP
+    GET on a web-only Bitaxe: never "refused" from port 4028, where a Bitaxe has nothing).
     """
-    addr = address(clean, "antminer", 2)
+    addr = address(clean, "antminer", 2) if family == "antminer" else address(clean, "bitaxe")
     source = PyasicSource(timeout_s=4.0)  # the detection gives up before this deadline
     assert not isinstance(await poll(source, addr), CollectorError)
     clean.inject(addr, kind)

@@ -14,6 +14,7 @@ from pyasic.errors import APIError
 from collectors.emulator.profiles import PROFILES, FirmwareFamily
 from collectors.pyasic_source import (
     _PROBE_REPLY_LIMIT,
+    _http_reply_failure,
     _reply_failure,
     classify,
     family_of,
@@ -220,3 +221,27 @@ def test_pyasic_source_version_reply_names_the_failure(reply, answered, reason):
     failure = _reply_failure(reply, "detection: port 4028", FailureReason(answered))
     assert failure.reason is FailureReason(reason)
     assert "port 4028" in failure.detail or reason == "unknown_model"
+
+
+@pytest.mark.parametrize(
+    ("reply", "answered", "reason"),
+    [
+        (
+            b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"ASICModel":"BM1366"}',
+            "unknown_model",
+            "unknown_model",
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n{}", "protocol_error", "protocol_error"),
+        (b"HTTP/1.0 404 Not Found\r\n\r\n<html>no</html>", "unknown_model", "unknown_model"),
+        (b"HTTP/1.0 500 Oops\r\n\r\n", "protocol_error", "protocol_error"),
+        (b"HTTP/1.1 200 OK\r\n\r\n<html>\xff\x00\x00", "unknown_model", "parse_error"),
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"ASICMo', "unknown_model", "parse_error"),
+        (b"HTTP/1.1 200 OK\r\n\r\n", "unknown_model", "protocol_error"),
+        (b"\x8b\x1f garbage \xff", "unknown_model", "parse_error"),
+        (b"HTTP/1.1 200 OK\r\nno end of head", "unknown_model", "parse_error"),
+    ],
+)
+def test_pyasic_source_http_reply_names_the_failure(reply, answered, reason):
+    """A web-only miner's probe reply: not HTTP, a 2xx body judged as JSON, other statuses."""
+    failure = _http_reply_failure(reply, "detection: port 80", FailureReason(answered))
+    assert failure.reason is FailureReason(reason)
