@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import os
 import shutil
 import signal
@@ -42,12 +41,13 @@ import aiohttp
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
+from zlib_ng import gzip_ng
 
 from agent import event_loop
 from agent.event_loop import EventLoop
 from agent.http_api import accepts_gzip, send_chunks
 from agent.logging_setup import LogFormat, LogLevel
-from agent.metrics import CONTENT_TYPE, GZIP_LEVEL
+from agent.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -64,6 +64,10 @@ FRONT_NICE = 19
 """The front's niceness: scrapes get the CPU that polling leaves (nice 19 still never starves)."""
 UPSTREAM_TIMEOUT_S = 10.0
 """The agent answers /metrics within 5 s even when its polling loop is stuck; margin on top."""
+GZIP_LEVEL = 2
+"""zlib-ng's level 2: a 27 MB exposition (10,000 miners) in 30 ms and 2.2 MB, where zlib's
+fastest level takes 59 ms for 2.4 MB. Every Prometheus scrape (15-30 s apart) finds a copy older
+than ``MAX_AGE_S``, so it waits for one fetch and one compression."""
 STOP_DEADLINE_S = 5.0
 RESTART_DELAYS_S = (0.2, 1.0, 5.0)
 """Delays before restarting an exited front: the first restart is quick, a crash loop is not."""
@@ -99,10 +103,10 @@ class CachedExposition:
     _gzipped: asyncio.Future[bytes] | None = field(default=None, repr=False)
 
     async def gzipped(self) -> bytes:
-        """The body as one gzip member (deflated in a worker thread: zlib drops the GIL)."""
+        """The body as one gzip member (deflated in a worker thread: zlib-ng drops the GIL)."""
         if self._gzipped is None:
             self._gzipped = asyncio.ensure_future(
-                asyncio.to_thread(gzip.compress, self.plain, GZIP_LEVEL, mtime=0)
+                asyncio.to_thread(gzip_ng.compress, self.plain, GZIP_LEVEL, mtime=0)
             )
         return await asyncio.shield(self._gzipped)
 

@@ -4,7 +4,9 @@
 polling N miners holds: N pyasic miner objects as ``PyasicSource`` caches them (built from a
 model hint and tuned, no I/O), a ``FleetState`` with a fast and a slow snapshot per miner
 (synthetic, S19-shaped: 3 boards, 4 fans, identity), the ``MetricsRenderer`` and the
-``HttpApi``. It then serves /metrics on a loopback port while, in the same event loop,
+``HttpApi``, and serves /metrics as the agent does, through the HTTP front process
+(``agent.http_front``: nice 19, one fetch a second from this process over a Unix socket,
+gzip made there) on a loopback port while, in the same event loop,
 
 * an updater replaces ``N / interval`` snapshots per second with new values (what polling
   does to the fleet state, so the renderer really re-renders changed miners), and
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import random
 import shutil
 import statistics
@@ -301,11 +304,16 @@ def time_generate_latest(registry: CollectorRegistry, repeats: int) -> list[floa
 async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Serve /metrics with the agent's HttpApi under update and poll load; scrape it."""
     from agent.http_api import HttpApi  # noqa: PLC0415
+    from agent.http_front import HttpFront  # noqa: PLC0415
     from agent.service import METRICS_MAX_AGE_S, METRICS_REFRESH_S  # noqa: PLC0415
 
     renderer = state["renderer"]
     api = HttpApi(fleet=state["fleet"], renderer=renderer, ready=lambda: True)
-    await api.start(args.listen, 0)
+    # Served as the agent serves it: the HTTP front process (nice 19) holds the port and
+    # fetches /metrics from this process over a Unix socket, at most once a second.
+    front = HttpFront(api, host=args.listen, port=0, web_config_file=None, log_format="json")
+    await front.start()
+    supervisor = asyncio.create_task(front.run(), name="bench_http_front")
     stop = asyncio.Event()
     polls_per_s = args.miners / args.interval
     updater = asyncio.create_task(_updater(state, polls_per_s, stop), name="bench_updater")
@@ -322,7 +330,10 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
     load = asyncio.create_task(
         _poll_load(args.poll_cpu_ms / 1000, polls_per_s, stop), name="bench_poll_load"
     )
-    url = f"http://{args.listen}:{api.port}/metrics"
+    url = f"http://{args.listen}:{front.port}/metrics"
+    await asyncio.to_thread(_wait_serving, url, 30.0)
+    assert front.pid is not None
+    front_cpu0 = process_cpu_s(front.pid)
     cpu0 = cpu_seconds()
     renders0 = state["renderer"].renders
     process = await asyncio.create_subprocess_exec(
@@ -345,7 +356,12 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
     with contextlib.suppress(asyncio.CancelledError):
         await refresher
     cpu = cpu_seconds() - cpu0
-    await api.stop()
+    front_cpu = process_cpu_s(front.pid) - front_cpu0
+    front_rss = process_rss_bytes(front.pid)
+    supervisor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await supervisor
+    await front.stop()
     scraped = json.loads(out)
     return {
         "scrape": summarise_ms(scraped["plain"]),
@@ -355,8 +371,41 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
         "renders": state["renderer"].renders - renders0,
         "poll_load_cpu_s": round(burned, 3),
         "agent_cpu_s": round(cpu, 3),
+        "front_cpu_s": round(front_cpu, 3),
         "rss_bytes_serving": rss_bytes(),
+        "front_rss_bytes": front_rss,
+        "served_by": "http_front",
     }
+
+
+def _wait_serving(url: str, within_s: float) -> None:
+    """Block until ``url`` answers 200 (the front process is up), or raise after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            msg = f"{url} did not answer within {within_s} s"
+            raise TimeoutError(msg)
+        time.sleep(0.05)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123 — procfs read
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` (from /proc/<pid>/statm)."""
+    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:  # noqa: PTH123 — procfs read
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

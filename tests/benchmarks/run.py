@@ -294,6 +294,16 @@ def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
+def _front(serving: dict[str, Any]) -> str:
+    """The HTTP front's share of a serving run, for the summary ('' from older results)."""
+    if "front_rss_bytes" not in serving:
+        return ""
+    return (
+        f"; served through the HTTP front: front CPU {serving['front_cpu_s']:.1f} s, "
+        f"front RSS {serving['front_rss_bytes'] / 2**20:.0f} MiB"
+    )
+
+
 def measure_exposition(plan: Plan, agent_poll_ms: float | None, log: Any) -> list[dict[str, Any]]:
     """Run the exposition benchmark for each size in its own process."""
     results = []
@@ -652,6 +662,7 @@ def table(results: dict[str, Any]) -> str:
                 f"registry median {_fmt(expo['generate_latest'].get('median_ms'), '.1f')} ms, p99 "
                 f"{_fmt(expo['generate_latest'].get('p99_ms'), '.1f')} ms; RSS {expo['rss_bytes_with_state'] / 2**20:.0f} MiB "
                 f"(state built), {expo['serving']['rss_bytes_serving'] / 2**20:.0f} MiB (serving)"
+                f"{_front(expo['serving'])}"
             ),
         ]
     sus = results.get("sustained")
