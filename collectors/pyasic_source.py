@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import h11
 import httpx
 import pydantic
 import structlog
@@ -118,7 +119,7 @@ _PROBE_TIMEOUT_S = 1.0
 #: Most bytes the detection probe reads from a ``version`` reply (real ones are under 1 KiB).
 _PROBE_REPLY_LIMIT = 64 * 1024
 #: What a web-only miner's port is asked when pyasic got nothing (AxeOS serves JSON here).
-_HTTP_PROBE = b"GET /api/system/info HTTP/1.0\r\nHost: miner\r\nConnection: close\r\n\r\n"
+_HTTP_PROBE = b"GET /api/system/info HTTP/1.1\r\nHost: miner\r\nConnection: close\r\n\r\n"
 _MAX_PLAUSIBLE_TEMP_C = 200.0
 _MIN_PLAUSIBLE_INLET_C = -60.0
 
@@ -790,19 +791,36 @@ async def _ask(
 def _http_reply_failure(reply: bytes, where: str, answered: FailureReason) -> CollectorError:
     """What a web-only miner's complete HTTP reply says: a 2xx body is judged as JSON.
 
-    Bytes that are not an HTTP response are PARSE_ERROR; any other status is ``answered``.
+    The reply is parsed by h11 (httpx's parser) as the answer to ``_HTTP_PROBE``: bytes that
+    are not a complete HTTP response are PARSE_ERROR; a status other than 2xx is ``answered``.
     """
-    head, separator, body = reply.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split()
-    if not separator or len(status) < 2 or not status[0].startswith(b"HTTP/"):  # noqa: PLR2004
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/api/system/info", headers=[("Host", "miner")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(reply)
+    conn.receive_data(b"")  # the peer closed: the reply is all there is
+    status: int | None = None
+    body = bytearray()
+    try:
+        while True:  # until the end of the message (or of the bytes)
+            event = conn.next_event()
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            else:
+                break
+    except h11.RemoteProtocolError as exc:
+        detail = f"{where} answered with {len(reply)} bytes that are not HTTP ({exc})"
+        return CollectorError(FailureReason.PARSE_ERROR, detail)
+    if status is None:
         detail = f"{where} answered with {len(reply)} bytes that are not HTTP"
         return CollectorError(FailureReason.PARSE_ERROR, detail)
-    if not status[1].startswith(b"2"):
-        code = status[1].decode("ascii", "replace")
+    if not 200 <= status < 300:  # noqa: PLR2004 - the 2xx range
         if answered is FailureReason.UNKNOWN_MODEL:
-            return CollectorError(answered, f"detection found no known miner (HTTP {code})")
-        return CollectorError(answered, f"{where} answers HTTP {code}")
-    return _reply_failure(body, where, answered)
+            return CollectorError(answered, f"detection found no known miner (HTTP {status})")
+        return CollectorError(answered, f"{where} answers HTTP {status}")
+    return _reply_failure(bytes(body), where, answered)
 
 
 def _reply_failure(reply: bytes, where: str, answered: FailureReason) -> CollectorError:

@@ -232,6 +232,11 @@ def test_pyasic_source_version_reply_names_the_failure(reply, answered, reason):
             "unknown_model",
         ),
         (b"HTTP/1.1 200 OK\r\n\r\n{}", "protocol_error", "protocol_error"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "unknown_model",
+            "unknown_model",
+        ),
         (b"HTTP/1.0 404 Not Found\r\n\r\n<html>no</html>", "unknown_model", "unknown_model"),
         (b"HTTP/1.0 500 Oops\r\n\r\n", "protocol_error", "protocol_error"),
         (b"HTTP/1.1 200 OK\r\n\r\n<html>\xff\x00\x00", "unknown_model", "parse_error"),
