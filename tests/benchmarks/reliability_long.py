@@ -1,6 +1,6 @@
 """Long versions of the reliability tests (issue 8); minutes each, so not in ``make test``.
 
-``python -m tests.benchmarks.reliability_long {miners,load,kill,all} [--out FILE.json]``
+``python -m tests.benchmarks.reliability_long {miners,load,kill,drift,all} [--out FILE.json]``
 
 * ``miners``: 500 healthy emulated miners + 8 misbehaving ones (hang, drip, garbage, truncated,
   reset, 50 MB reply, refuse, model change). The same agent process is measured for a window
@@ -16,6 +16,8 @@
   lateness against the quiet windows' with a bootstrap interval.
 * ``kill``: ten SIGKILLs at random points while alarms rise and clear (the integration test's
   scenario with ``kills=10``): produced vs delivered alarm events.
+* ``drift`` (not in ``all``): 2,000 quiet miners at 15 s for ``--minutes`` (25): the agent's CPU
+  per poll and RSS minute by minute, first minutes against last.
 
 Everything binds to 127.91-127.93.x.y (reliability's loopback range) and stops by itself.
 """
@@ -54,6 +56,7 @@ from tests.support.ports import free_port
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+DRIFT_MINUTES = 25
 LOAD_GENERATOR_NICE = 19
 EMULATOR_NICE = 10
 LOAD_INTERVAL_S = 15.0
@@ -546,10 +549,75 @@ def bench_kill(tmp: Path, log: Callable[[str], None], kills: int = 10) -> dict[s
         emulator.stop()
 
 
+def _polls_total(text: str) -> float:
+    """Sum of ``altiwatch_polls_total`` over its tiers."""
+    return sum(parse_flat(text).get("altiwatch_polls_total", {}).values())
+
+
+def _drift_summary(minutes: list[dict[str, Any]], edge: int = 5) -> dict[str, Any]:
+    """Mean CPU per poll of the first and last ``edge`` minutes, range, RSS range, polls."""
+    cpu = [m["cpu_ms_per_poll"] for m in minutes if m["cpu_ms_per_poll"] is not None]
+    rss = [m["rss_mb"] for m in minutes if m["rss_mb"] is not None]
+    edge = max(1, min(edge, len(cpu) // 2))
+    return {
+        "minutes": len(minutes),
+        "polls": sum(m["polls"] for m in minutes),
+        "cpu_ms_per_poll_first": round(statistics.fmean(cpu[:edge]), 3) if cpu else None,
+        "cpu_ms_per_poll_last": round(statistics.fmean(cpu[-edge:]), 3) if cpu else None,
+        "cpu_ms_per_poll_range": [min(cpu), max(cpu)] if cpu else None,
+        "rss_mb_range": [min(rss), max(rss)] if rss else None,
+    }
+
+
+def bench_drift(
+    tmp: Path, log: Callable[[str], None], minutes: int = DRIFT_MINUTES
+) -> dict[str, Any]:
+    """2,000 miners at 15 s, quiet, for ``minutes``: agent CPU per poll and RSS minute by minute.
+
+    A cost that grows with uptime (a list that only grows, a cache never pruned) shows as a
+    rising CPU per poll or RSS; the first and last minutes are compared.
+    """
+    emulator = start_emulator(
+        _scenario(2000, "reliability-drift"), base_address="127.93.0.1", tmp_dir=tmp
+    )
+    os.setpriority(os.PRIO_PROCESS, emulator.process.pid, EMULATOR_NICE)
+    agent = None
+    try:
+        agent = Agent(tmp / "agent-drift", _config(emulator, 15.0))
+        _all_up(agent, 2000, timeout=600)
+        pid = agent.process.proc.pid
+        rows: list[dict[str, Any]] = []
+        cpu0, polls0 = _cpu_s(pid), _polls_total(agent.metrics())
+        for minute in range(1, minutes + 1):
+            time.sleep(60)  # a measurement window, not a wait for a condition
+            cpu1, polls1 = _cpu_s(pid), _polls_total(agent.metrics())
+            polls = polls1 - polls0
+            used = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            rss_kb = _status_kb(pid, "VmRSS")
+            rows.append(
+                {
+                    "minute": minute,
+                    "polls": polls,
+                    "cpu_ms_per_poll": round(1000 * used / polls, 3) if used and polls else None,
+                    "rss_mb": None if rss_kb is None else rss_kb // 1024,
+                }
+            )
+            log(f"drift: {rows[-1]}")
+            cpu0, polls0 = cpu1, polls1
+        return {"per_minute": rows, **_drift_summary(rows)}
+    finally:
+        if agent is not None:
+            agent.stop()
+        emulator.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen long benchmarks; print JSON and write it to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["miners", "load", "kill", "all"])
+    parser.add_argument("which", choices=["miners", "load", "kill", "drift", "all"])
+    parser.add_argument(
+        "--minutes", type=int, default=DRIFT_MINUTES, help="drift: how long to watch the agent"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--interval-s",
@@ -584,8 +652,10 @@ def main(argv: list[str] | None = None) -> int:
             cycles={k: int(v) for k, _, v in (p.partition("=") for p in args.cycles.split(","))},
         ),
         "kill": bench_kill,
+        "drift": functools.partial(bench_drift, minutes=args.minutes),
     }
-    chosen = list(benches) if args.which == "all" else [args.which]
+    # "all" is what make bench runs; drift (25 minutes more) only when asked for.
+    chosen = [n for n in benches if n != "drift"] if args.which == "all" else [args.which]
     tmp = Path(tempfile.mkdtemp(prefix="altiwatch-reliability-"))
     try:
         for name in chosen:

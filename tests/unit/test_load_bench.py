@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.benchmarks.reliability_long import _load_windows, _storm_ratio
+from tests.benchmarks.reliability_long import _drift_summary, _load_windows, _storm_ratio
 
 
 def _window(kind: str, mean_ms: float, polls: int = 1000) -> dict[str, Any]:
@@ -49,3 +49,18 @@ def test_load_bench_storm_ratio_pools_polls_and_brackets_the_noise():
     low, high = noisy["ratio_90pct_interval"]
     assert low == 1.0
     assert high > 1.5
+
+
+def test_drift_summary_compares_first_and_last_minutes():
+    """The drift summary: mean CPU per poll of the first and last minutes, ranges, polls."""
+    rows = [
+        {"minute": i, "polls": 100, "cpu_ms_per_poll": cpu, "rss_mb": rss}
+        for i, (cpu, rss) in enumerate([(1.0, 140), (2.0, 150), (None, None), (3.0, 160)], 1)
+    ]
+    summary = _drift_summary(rows, edge=1)
+    assert summary["cpu_ms_per_poll_first"] == 1.0
+    assert summary["cpu_ms_per_poll_last"] == 3.0
+    assert summary["cpu_ms_per_poll_range"] == [1.0, 3.0]
+    assert summary["rss_mb_range"] == [140, 160]
+    assert summary["polls"] == 400
+    assert _drift_summary(rows)["cpu_ms_per_poll_first"] == 1.0  # edge capped at half the minutes
