@@ -256,7 +256,7 @@ class AgentService:
             return
         if outcome.tier is Tier.FAST:  # one observation per slot: the fast poll follows the slow
             self._outcomes.append(outcome)
-        for site, old in self.fleet.drain_renamed():
+        for site, old in self.fleet.drain_renamed() if self.fleet.renamed else ():
             log.info(
                 "miner_renamed", site=site, old=old, miner=record.miner_id, address=record.address
             )

@@ -118,8 +118,6 @@ _REDETECT_AFTER_EMPTY = 3
 _PROBE_TIMEOUT_S = 1.0
 #: Most bytes the detection probe reads from a ``version`` reply (real ones are under 1 KiB).
 _PROBE_REPLY_LIMIT = 64 * 1024
-#: What a web-only miner's port is asked when pyasic got nothing (AxeOS serves JSON here).
-_HTTP_PROBE = b"GET /api/system/info HTTP/1.1\r\nHost: miner\r\nConnection: close\r\n\r\n"
 _MAX_PLAUSIBLE_TEMP_C = 200.0
 _MIN_PLAUSIBLE_INLET_C = -60.0
 
@@ -742,7 +740,7 @@ async def _probe_failure(address: str, api: ApiPort, deadline: float, stage: str
     except OSError as exc:
         return CollectorError(FailureReason.UNREACHABLE, f"{stage}: {exc.strerror or exc}")
     answered = FailureReason.UNKNOWN_MODEL if stage == "detection" else FailureReason.PROTOCOL_ERROR
-    request = _HTTP_PROBE if api.web else b'{"command":"version"}'
+    request = _http_probe()[1] if api.web else b'{"command":"version"}'
     where = f"{stage}: port {port}"
     return await _ask(
         reader, writer, request, where=where, deadline=deadline, answered=answered, web=api.web
@@ -788,15 +786,24 @@ async def _ask(
     return _reply_failure(bytes(reply), where, answered)
 
 
+def _http_probe() -> tuple[h11.Connection, bytes]:
+    """The request asked of a web-only miner's port when pyasic got nothing, and its sender.
+
+    AxeOS serves JSON at ``/api/system/info``; the h11 connection parses the reply.
+    """
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("Host", "miner"), ("Connection", "close")]
+    request = conn.send(h11.Request(method="GET", target="/api/system/info", headers=headers))
+    return conn, (request or b"") + (conn.send(h11.EndOfMessage()) or b"")
+
+
 def _http_reply_failure(reply: bytes, where: str, answered: FailureReason) -> CollectorError:
     """What a web-only miner's complete HTTP reply says: a 2xx body is judged as JSON.
 
-    The reply is parsed by h11 (httpx's parser) as the answer to ``_HTTP_PROBE``: bytes that
+    The reply is parsed by h11 (httpx's parser) as the answer to ``_http_probe``: bytes that
     are not a complete HTTP response are PARSE_ERROR; a status other than 2xx is ``answered``.
     """
-    conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method="GET", target="/api/system/info", headers=[("Host", "miner")]))
-    conn.send(h11.EndOfMessage())
+    conn, _request = _http_probe()
     conn.receive_data(reply)
     conn.receive_data(b"")  # the peer closed: the reply is all there is
     status: int | None = None

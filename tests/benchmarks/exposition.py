@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import random
 import shutil
 import statistics
@@ -42,7 +41,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.benchmarks.poll_worker import cpu_seconds, rss_bytes
+from tests.benchmarks.poll_worker import cpu_seconds, process_cpu_s, rss_bytes
 
 SITE = "bench"
 MODELS = ("antminer:Antminer S19j Pro", "antminer:Antminer S21", "vnish:Antminer S19j Pro")
@@ -333,7 +332,7 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
     url = f"http://{args.listen}:{front.port}/metrics"
     await asyncio.to_thread(_wait_serving, url, 30.0)
     assert front.pid is not None
-    front_cpu0 = process_cpu_s(front.pid)
+    front_cpu0 = process_cpu_s(front.pid) or 0.0
     cpu0 = cpu_seconds()
     renders0 = state["renderer"].renders
     process = await asyncio.create_subprocess_exec(
@@ -356,8 +355,8 @@ async def serve_and_scrape(state: dict[str, Any], args: argparse.Namespace) -> d
     with contextlib.suppress(asyncio.CancelledError):
         await refresher
     cpu = cpu_seconds() - cpu0
-    front_cpu = process_cpu_s(front.pid) - front_cpu0
-    front_rss = process_rss_bytes(front.pid)
+    front_cpu = (process_cpu_s(front.pid) or front_cpu0) - front_cpu0
+    front_rss = rss_bytes(front.pid)
     supervisor.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await supervisor
@@ -392,20 +391,6 @@ def _wait_serving(url: str, within_s: float) -> None:
             msg = f"{url} did not answer within {within_s} s"
             raise TimeoutError(msg)
         time.sleep(0.05)
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123 — procfs read
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` (from /proc/<pid>/statm)."""
-    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:  # noqa: PTH123 — procfs read
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

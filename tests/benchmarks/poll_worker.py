@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import resource
 import sys
 import time
@@ -40,11 +42,20 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process (from /proc)."""
-    with open("/proc/self/statm", encoding="ascii") as statm:  # noqa: PTH123 — tiny procfs read
+def rss_bytes(pid: int | str = "self") -> int:
+    """Current resident set size of process ``pid``, this one by default (from /proc)."""
+    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:  # noqa: PTH123 — procfs read
         pages = int(statm.read().split()[1])
     return pages * resource.getpagesize()
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads), None if it is gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123 — procfs read
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
 
 
 def _no_tuning(miner: Any) -> None:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.pyasic_source import miner_from_hint
 from collectors.source import CollectorError
+from tests.benchmarks.poll_worker import process_cpu_s
 from tests.benchmarks.run import histogram_quantiles
 from tests.benchmarks.run import parse_metrics as parse_flat
 from tests.integration.test_reliability_kill import assert_kill_report, run_kill_scenario
@@ -107,14 +108,6 @@ def _status_kb(pid: int, key: str) -> int | None:
     return None
 
 
-def _cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (all its threads), None if it is gone."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
-
-
 def _children(pid: int) -> list[int]:
     with contextlib.suppress(OSError, ValueError):
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
@@ -135,7 +128,7 @@ def _window(
     probe whose oversleep over the window is reported.
     """
     pids = {"agent": agent.process.proc.pid, "bench": os.getpid(), **(others or {})}
-    cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+    cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
     probe_before = probe.read() if probe is not None else None
     before = parse_flat(agent.metrics())
     began = time.monotonic()
@@ -162,7 +155,7 @@ def _window(
     elapsed = time.monotonic() - began
     cpu: dict[str, float | None] = {}
     for name, pid in pids.items():
-        first, last = cpu_before[name], _cpu_s(pid)
+        first, last = cpu_before[name], process_cpu_s(pid)
         cpu[name] = None if first is None or last is None else round((last - first) / elapsed, 3)
     agent_cpu = cpu.get("agent")
     if agent_cpu is not None and polls:
@@ -587,10 +580,10 @@ def bench_drift(
         _all_up(agent, 2000, timeout=600)
         pid = agent.process.proc.pid
         rows: list[dict[str, Any]] = []
-        cpu0, polls0 = _cpu_s(pid), _polls_total(agent.metrics())
+        cpu0, polls0 = process_cpu_s(pid), _polls_total(agent.metrics())
         for minute in range(1, minutes + 1):
             time.sleep(60)  # a measurement window, not a wait for a condition
-            cpu1, polls1 = _cpu_s(pid), _polls_total(agent.metrics())
+            cpu1, polls1 = process_cpu_s(pid), _polls_total(agent.metrics())
             polls = polls1 - polls0
             used = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
             rss_kb = _status_kb(pid, "VmRSS")
