@@ -3,20 +3,55 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup sysdeps check lint typecheck test bench bench-smoke demo clean
+# Python dependencies are installed from uv.lock (resolved for Linux x86_64 and aarch64, with
+# hashes) by uv. uv itself is bootstrapped into .tools/ by pip, pinned by version and by the
+# sha256 of its two Linux wheels, so the only prerequisites are Python 3.11+ and make.
+UV_VERSION := 0.13.9
+UV_HASHES := \
+  --hash=sha256:d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19 \
+  --hash=sha256:5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+SYNCED := $(VENV)/.synced
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
 
-setup: $(STAMP) sysdeps
+.PHONY: setup sysdeps lock lock-upgrade dist check lint typecheck test bench bench-smoke demo clean
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+setup: $(SYNCED) sysdeps
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
-	rm -f $(VENV)/.installed-*
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	echo 'uv==$(UV_VERSION) $(UV_HASHES)' > $(TOOLS)/requirements.txt
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r $(TOOLS)/requirements.txt
+
+# Exactly the lock: packages not in it are removed, a stale lock is an error (never re-resolved).
+$(SYNCED): pyproject.toml uv.lock | $(UV)
+	@$(UV) lock --check --quiet || { \
+	  echo "error: uv.lock is stale against pyproject.toml. Run 'make lock', then" \
+	       "'make test', and commit pyproject.toml and uv.lock together." >&2; exit 1; }
+	$(UV) sync --locked --all-extras --quiet
 	touch $@
+
+# Refresh the lock on purpose: `make lock` after editing pyproject.toml keeps every other pin;
+# `make lock-upgrade` takes the newest releases pyproject.toml allows (PACKAGE=name: just one).
+lock: | $(UV)
+	$(UV) lock
+
+lock-upgrade: | $(UV)
+	$(UV) lock $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
+
+# For a site server: the wheel and sdist, and the runtime requirements exported from the lock
+# with hashes (pip install --require-hashes -r dist/requirements.txt; then the wheel, --no-deps).
+dist: setup
+	rm -rf dist
+	PATH="$(abspath $(TOOLS))/bin:$$PATH" $(PY) -m build --installer uv --outdir dist .
+	$(UV) export --frozen --no-dev --no-emit-project --no-header \
+	  --output-file dist/requirements.txt --quiet
 
 # Debian's mosquitto (broker for tests and the demo) and prometheus (+promtool) when root and missing.
 sysdeps:
@@ -55,4 +90,4 @@ demo: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m agent.demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) dist .mypy_cache .ruff_cache .pytest_cache

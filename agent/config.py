@@ -27,7 +27,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, cast
 
 import yaml
 from pydantic import (
@@ -171,6 +171,9 @@ class PollingSettings(_Section):
     jitter_ratio: float = Field(default=0.1, ge=0, le=0.5)
     stale_after_s: float = Field(default=600.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
+    # auto: collectors/pyasic_tuning only on the pyasic release it was written for (0.79.0);
+    # on: always; off: pyasic as released. Never blocks a pyasic upgrade.
+    pyasic_tuning: Literal["auto", "on", "off"] = "auto"
 
     @model_validator(mode="before")
     @classmethod

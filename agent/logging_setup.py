@@ -4,7 +4,10 @@
 ``structlog.stdlib.ProcessorFormatter`` renders both our structlog events and foreign stdlib
 records (pyasic, aiomqtt, aiohttp). The last step before rendering is ``redact``: values of keys
 that look like secrets (pass, pwd, secret, token, auth, credential) become ``**********``, and
-any string has URL userinfo and ``password=...``-style pairs masked. Under journald
+any string has URL userinfo and ``password=...``-style pairs masked. Python warnings
+(``warnings.warn``) are logged as ``python_warning`` on the ``py.warnings`` logger: at warning
+level when raised from the project's own code, at debug when raised from a library (a
+third-party deprecation is the library's business, not the operator's). Under journald
 (``$JOURNAL_STREAM`` matching stdout) each JSON line gets a ``<N>`` syslog priority prefix so
 ``journalctl -p warning`` works.
 """
@@ -15,7 +18,9 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import structlog
@@ -36,6 +41,11 @@ _KEY_VALUE = re.compile(
 _ROOT_HANDLER_NAME = "altiwatch"
 _SYSLOG_PRIORITY = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "info": 6, "debug": 7}
 _QUIET_LIBRARIES = ("pyasic", "aiomqtt", "aiohttp.access", "httpx", "httpcore", "asyncio")
+
+_OWN_CODE = tuple(
+    f"{Path(__file__).resolve().parent.parent / package}{os.sep}"
+    for package in ("agent", "collectors")
+)
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -114,6 +124,27 @@ class _RootLibraryFilter(logging.Filter):
         return record.msg != ""  # structlog's own records carry a dict here, never ""
 
 
+def _show_warning(  # noqa: PLR0917 — warnings.showwarning's signature
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,  # noqa: ARG001 — always the log, never a file
+    line: str | None = None,  # noqa: ARG001 — the source line is not logged
+) -> None:
+    """``warnings.showwarning``: own code's warnings at WARNING, libraries' at DEBUG."""
+    own = os.path.abspath(filename).startswith(_OWN_CODE)  # noqa: PTH100 — a plain string test
+    logging.getLogger("py.warnings").log(
+        logging.WARNING if own else logging.DEBUG,
+        "python_warning",
+        extra={
+            "category": category.__name__,
+            "warning": str(message),
+            "source": f"{filename}:{lineno}",
+        },
+    )
+
+
 def _drop_color_message(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)  # uvicorn-style duplicates of the message
     return event_dict
@@ -180,7 +211,7 @@ def configure_logging(
     for name in _QUIET_LIBRARIES:
         # Libraries speak at WARNING and above unless we debug.
         logging.getLogger(name).setLevel(library_level)
-    logging.captureWarnings(capture=True)
+    warnings.showwarning = _show_warning
 
     structlog.configure(
         processors=[

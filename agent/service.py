@@ -188,9 +188,13 @@ class AgentService:
 
     @staticmethod
     def _make_source(config: AgentConfig) -> MinerSource:
+        from collectors import pyasic_tuning  # noqa: PLC0415 - see run()
         from collectors.pyasic_source import PyasicSource  # noqa: PLC0415 - see run()
 
-        return PyasicSource(timeout_s=config.polling.timeout_s)
+        return PyasicSource(
+            timeout_s=config.polling.timeout_s,
+            tuning=pyasic_tuning.select(config.polling.pyasic_tuning),
+        )
 
     def _make_engine(self, config: AgentConfig) -> AlarmEngine:
         store = None

@@ -549,6 +549,8 @@ class PyasicSource:
         verify_model_every: re-run detection on every N-th slow poll of a detected miner, to
             notice hardware swapped in place (same MAC, same family, another model); 12 slow
             polls at the default 300 s is once an hour (~6 ms of CPU per S19).
+        tuning: apply `collectors.pyasic_tuning` (the caller decides, with
+            ``pyasic_tuning.select``); False reads with pyasic exactly as released.
     """
 
     def __init__(
@@ -559,8 +561,12 @@ class PyasicSource:
         clock: Callable[[], float] = time.time,
         on_new_miner: Callable[[Any], object] | None = None,
         verify_model_every: int = 12,
+        tuning: bool = True,
     ) -> None:
         """Create an empty detection cache."""
+        self._tuning = tuning
+        if tuning:
+            pyasic_tuning.install()  # before any detection: its read caps are process-wide
         self.on_new_miner = on_new_miner
         self._verify_every = verify_model_every
         self._timeout_s = timeout_s
@@ -632,7 +638,8 @@ class PyasicSource:
                 raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
             cached = _Cached(miner=miner, from_hint=False)
         _apply_credentials(cached.miner, target)
-        pyasic_tuning.tune(cached.miner)  # perf: issue 7 (lean transport, Digest reuse, RPC)
+        if self._tuning:
+            pyasic_tuning.tune(cached.miner)  # perf: issue 7 (lean transport, Digest reuse, RPC)
         if self.on_new_miner is not None:
             self.on_new_miner(cached.miner)
         self._cache[target.address] = cached

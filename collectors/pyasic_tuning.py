@@ -38,6 +38,13 @@ stock Antminer S19 spends most of its CPU (measured with cProfile, see tests/ben
 Everything else (which data, how it is parsed, errors raised) is pyasic's own code. Where a
 pyasic method is replaced rather than configured, the replacement says why next to it.
 
+Everything here is written against pyasic **0.79.0** (`WRITTEN_FOR`) and must never block a
+pyasic upgrade: ``polling.pyasic_tuning`` (`select`) is ``auto`` by default, which applies the
+module only to that release and otherwise leaves pyasic exactly as released (logged once as
+``pyasic_tuning_disabled``); ``on`` forces it, ``off`` never applies it. Nothing is patched at
+import: `install` (the process-wide parts) and `tune` (per miner) do it, `uninstall` undoes
+the process-wide parts.
+
 Usage (once per miner object; the first call also installs the transport)::
 
     miner = BMMinerS19jPro("10.0.0.5")
@@ -50,14 +57,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import secrets
 import types  # reliability: detection read cap
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.request import parse_http_list, parse_keqv_list
 
 import httpx
+import structlog
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from pyasic import settings as pyasic_settings
@@ -78,17 +87,54 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_RPC_BYTES",
     "TRANSPORT_STATS",
+    "WRITTEN_FOR",
     "DigestChallenge",
     "LeanHTTPTransport",
     "TransportStats",
+    "TuningMode",
     "TuningState",
     "exchange",
     "install",
     "installed",
+    "select",
     "tune",
     "tuning_of",
     "uninstall",
 ]
+
+WRITTEN_FOR: Final = "0.79.0"
+"""The pyasic release whose internals this module adapts; ``auto`` applies it to no other."""
+
+TuningMode = Literal["auto", "on", "off"]
+"""``polling.pyasic_tuning``: ``auto`` (only on `WRITTEN_FOR`), ``on`` (always), ``off``."""
+
+log = structlog.get_logger("altiwatch.pyasic_tuning")
+_disabled_logged = False
+
+
+def select(mode: TuningMode, pyasic_version: str | None = None) -> bool:
+    """Whether to apply the tuning under ``mode``; logs ``pyasic_tuning_disabled`` once if not.
+
+    ``auto`` compares ``pyasic_version`` (the installed pyasic's by default) with
+    `WRITTEN_FOR`. When the answer is no, pyasic runs exactly as released: none of the CPU
+    savings, and none of the read caps of issue 8 (a miner's replies are then bounded by the
+    poll deadline only), which the log line says so an operator knows what was given up.
+    """
+    global _disabled_logged  # noqa: PLW0603 — one line per process, like the decision itself
+    version = pyasic_version or importlib.metadata.version("pyasic")
+    apply = mode == "on" or (mode == "auto" and version == WRITTEN_FOR)
+    if not apply and not _disabled_logged:
+        _disabled_logged = True
+        event = log.warning if mode == "auto" else log.info
+        event(
+            "pyasic_tuning_disabled",
+            mode=mode,
+            pyasic_version=version,
+            written_for=WRITTEN_FOR,
+            effect="pyasic as released: no CPU savings, no read caps on port 4028 or detection",
+        )
+    return apply
+
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 """A miner's web reply larger than this is a protocol error (pyasic would read it all)."""
@@ -325,6 +371,8 @@ class TuningState:
     """What `install` replaced, so that `uninstall` can put it back."""
 
     original_transport: Callable[..., httpx.AsyncBaseTransport]
+    original_factory_asyncio: types.ModuleType
+    original_socket_ping: Any
 
 
 _state: TuningState | None = None
@@ -339,18 +387,28 @@ def install() -> None:
     """Point pyasic's ``settings.transport`` hook at `LeanHTTPTransport` (idempotent).
 
     Process-wide: every pyasic web request made afterwards, including detection, uses it.
+    Also caps detection's reads and makes its ping survive a non-UTF-8 reply
+    (`_cap_detection_reads`, `_detection_ping_survives_non_utf8`).
     """
     global _state  # noqa: PLW0603 — one process-wide hook, like pyasic's own settings
     if _state is None:
-        _state = TuningState(original_transport=pyasic_settings.transport)
+        _state = TuningState(
+            original_transport=pyasic_settings.transport,
+            original_factory_asyncio=pyasic_factory.asyncio,
+            original_socket_ping=vars(pyasic_factory.MinerFactory)["_socket_ping"],
+        )
         pyasic_settings.transport = _lean_transport
+        _cap_detection_reads()
+        _detection_ping_survives_non_utf8()
 
 
 def uninstall() -> None:
-    """Restore pyasic's own transport factory (for benchmarks and tests)."""
+    """Restore pyasic's own transport factory and detection (for benchmarks and tests)."""
     global _state  # noqa: PLW0603 — see install()
     if _state is not None:
         pyasic_settings.transport = _state.original_transport
+        pyasic_factory.asyncio = _state.original_factory_asyncio
+        pyasic_factory.MinerFactory._socket_ping = _state.original_socket_ping  # noqa: SLF001
         _state = None
 
 
@@ -499,9 +557,6 @@ def _cap_detection_reads() -> None:
     pyasic_factory.asyncio = proxy
 
 
-_cap_detection_reads()  # at import: the agent imports this module before any detection
-
-
 def _detection_ping_survives_non_utf8() -> None:
     """Make pyasic's detection ping return None on a reply that is not UTF-8, not raise.
 
@@ -528,7 +583,6 @@ def _detection_ping_survives_non_utf8() -> None:
     factory._socket_ping = staticmethod(socket_ping)  # noqa: SLF001
 
 
-_detection_ping_survives_non_utf8()  # at import, like the read cap
 # --- reliability (issue 8): RPC read cap; end --------------------------------------------------
 
 

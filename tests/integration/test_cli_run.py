@@ -1,7 +1,8 @@
-"""``altiwatch run``: a bad config exits 78; planted secrets never reach the agent's logs."""
+"""``altiwatch run``: a bad config exits 78; planted secrets never reach the logs; warnings stay quiet."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -87,3 +88,23 @@ def test_cli_run_planted_secrets_never_logged(tmp_path, emulator_factory, agent_
             data = path.read_bytes()
             for secret in (MINER_SECRET, MQTT_SECRET, INLINE_SECRET):
                 assert secret.encode() not in data, f"{secret} written to {path}"
+
+
+def test_cli_run_logs_no_third_party_warning(emulator_factory, agent_factory):
+    """A start that imports pyasic (asyncssh's DSA deprecation) logs no py.warnings line at info."""
+    emulator = emulator_factory(SCENARIO, base_address="127.60.11.1")
+    config = {
+        "agent": {"id": "warnings", "log_format": "json", "log_level": "info"},
+        "sites": [{"name": "golmud", "altitude_m": 2800}],
+        "miners": [{"address": m["address"]} for m in emulator.miners()],
+        "polling": {"interval_s": 2, "slow_interval_s": 4, "timeout_s": 1.5},
+    }
+    agent = agent_factory(config)
+    agent.wait_for(lambda: _polls_total(agent.metrics()) >= 6, "two poll cycles", timeout=90)
+    assert agent.stop() == 0
+    lines = agent.output().splitlines()
+    assert any('"event": "agent_stopped"' in line for line in lines)  # the log was captured
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, f"lines that are not JSON log lines (stderr?): {not_json[:3]}"
+    warned = [json.loads(line) for line in lines if '"py.warnings"' in line]
+    assert not warned, warned

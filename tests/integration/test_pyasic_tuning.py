@@ -1,6 +1,7 @@
 """pyasic_tuning against the emulator: same data as pyasic alone, fewer round trips, faults mapped."""
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -18,7 +19,9 @@ from pyasic.miners.data import DataOptions
 
 from collectors import pyasic_tuning
 from collectors.emulator.profiles import PROFILES
-from collectors.pyasic_source import FAST_OPTIONS
+from collectors.pyasic_source import FAST_OPTIONS, PyasicSource
+from collectors.snapshot import Tier
+from collectors.source import MinerTarget
 from tests.support.emulator import EmulatorError, start_emulator
 
 S19 = "127.80.1.1"
@@ -331,3 +334,49 @@ async def test_detection_through_lean_transport_finds_the_class(emulator, key, a
     pyasic_tuning.tune(miner)
     data = await miner.get_data(include=list(FAST_OPTIONS))
     assert data.hashrate is not None
+
+
+#: One miner of every emulated family, for the tuning off/on comparison through PyasicSource.
+EVERY_FAMILY = {key: f"127.80.2.{index}" for index, key in enumerate(PROFILES, start=1)}
+
+
+@pytest.fixture(scope="module")
+def every_family(tmp_path_factory):
+    """One paused emulator with a miner of each profile: two reads see the same truth."""
+    scenario = {
+        "name": "tuning-families",
+        "site": {"name": "tuning", "altitude_m": 2800},
+        "miners": [
+            {"model": key, "count": 1, "addresses": [address]}
+            for key, address in EVERY_FAMILY.items()
+        ],
+    }
+    handle = start_emulator(
+        scenario, base_address="127.80.2.1", tmp_dir=tmp_path_factory.mktemp("emu")
+    )
+    handle.pause()
+    yield handle
+    handle.stop()
+
+
+async def _read_all(source: PyasicSource) -> dict[tuple[str, Tier], Any]:
+    """Both tiers of every miner, without ``collected_at`` (the only field allowed to differ)."""
+    out: dict[tuple[str, Tier], Any] = {}
+    for key, address in EVERY_FAMILY.items():
+        for tier in (Tier.SLOW, Tier.FAST):
+            snapshot = await source.fetch(MinerTarget(address=address), tier)
+            out[key, tier] = dataclasses.replace(snapshot, collected_at=0.0)
+    return out
+
+
+async def test_tuning_off_and_on_read_identical_snapshots(every_family):
+    """PyasicSource reads every family identically with pyasic as released and with the tuning."""
+    assert not pyasic_tuning.installed()
+    plain = await _read_all(PyasicSource(timeout_s=10.0, tuning=False))
+    assert not pyasic_tuning.installed(), "tuning=False must patch nothing"
+    tuned = await _read_all(PyasicSource(timeout_s=10.0, tuning=True))
+    assert pyasic_tuning.installed()
+    for key in EVERY_FAMILY:
+        assert plain[key, Tier.FAST].hashrate_hs is not None, key
+        assert tuned[key, Tier.FAST] == plain[key, Tier.FAST], key
+        assert tuned[key, Tier.SLOW] == plain[key, Tier.SLOW], key

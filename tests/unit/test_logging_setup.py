@@ -6,10 +6,13 @@ import io
 import json
 import logging
 import os
+import warnings
+from pathlib import Path
 
 import pytest
 import structlog
 
+from agent import logging_setup
 from agent.logging_setup import MASK, configure_logging, redact_text
 
 SECRET = "Xq9-planted-s3cret-7781"  # noqa: S105 - the planted secret to hunt for
@@ -19,7 +22,9 @@ SECRET = "Xq9-planted-s3cret-7781"  # noqa: S105 - the planted secret to hunt fo
 def _restore_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    showwarning = warnings.showwarning
     yield
+    warnings.showwarning = showwarning
     root.handlers[:] = handlers
     root.setLevel(level)
     for name in ("pyasic", "aiomqtt"):
@@ -156,3 +161,31 @@ def test_logging_pyasic_root_records_are_named_and_held_to_library_level():
     configure_logging("json", "debug", stream=out, environ={})
     logging.getLogger().handle(_pyasic_root_record(logging.DEBUG, "Send Bytes chatter"))
     assert json.loads(out.getvalue())["event"] == "Send Bytes chatter"
+
+
+def test_logging_library_warnings_are_debug_own_warnings_are_warning():
+    """A Python warning raised in a library's file logs at debug; one in the agent's code at warning."""
+    out = io.StringIO()
+    library_file = str(Path("/venv/site-packages/asyncssh/crypto/misc.py"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        configure_logging("json", "debug", stream=out)
+        warnings.warn_explicit("DSA is deprecated", UserWarning, library_file, 32)
+        warnings.warn_explicit("own code warns", UserWarning, logging_setup.__file__, 1)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["warning"], line["level"]) for line in lines] == [
+        ("DSA is deprecated", "debug"),
+        ("own code warns", "warning"),
+    ]
+    assert {line["logger"] for line in lines} == {"py.warnings"}
+    assert lines[0]["source"] == f"{library_file}:32"
+
+
+def test_logging_library_warning_absent_at_info():
+    """At the default info level a library's warning prints nothing, on the log or elsewhere."""
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        configure_logging("json", "info", stream=out)
+        warnings.warn_explicit("DSA is deprecated", UserWarning, "/venv/asyncssh/misc.py", 32)
+    assert out.getvalue() == ""
