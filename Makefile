@@ -96,7 +96,7 @@ docs-refs: setup
 	$(PY) docs/generate.py
 
 docs: setup
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) $(TOOLS) dist site .mypy_cache .ruff_cache .pytest_cache
