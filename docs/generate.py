@@ -28,6 +28,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from pydantic import BaseModel, SecretStr
 
 if TYPE_CHECKING:
@@ -104,6 +105,11 @@ _SCALARS: dict[Any, str] = {
 }
 
 
+def yaml_scalar(value: str) -> str:
+    """A string as YAML needs it written: quoted only where YAML would read something else."""
+    return value if isinstance(yaml.safe_load(value), str) else json.dumps(value)
+
+
 def type_text(annotation: Any) -> str:
     """The YAML-facing type of a field, e.g. ``number``, ``path or null``, ``list of mappings``."""
     if annotation in _SCALARS:
@@ -113,7 +119,7 @@ def type_text(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Literal:
-        return " or ".join(f"`{json.dumps(a) if isinstance(a, str) else a}`" for a in args)
+        return " or ".join(f"`{yaml_scalar(a) if isinstance(a, str) else a}`" for a in args)
     if origin in {list, tuple}:
         item = type_text(args[0])
         return "list of mappings" if item == "mapping" else f"list of {item}"
@@ -147,8 +153,8 @@ def default_text(info: FieldInfo) -> str:  # noqa: PLR0911 - one return per kind
     if isinstance(value, list | tuple):
         return "`[]`" if not value else f"`{json.dumps(list(value))}`"
     if isinstance(value, enum.Enum):
-        return f"`{value.value}`"
-    return f"`{value}`"
+        value = value.value
+    return f"`{yaml_scalar(str(value))}`"
 
 
 _BOUNDS = (

@@ -40,7 +40,9 @@ class OverrideMatch(_Strict):
         description="Model (`S19K Pro` == `S19k Pro` == `s19kpro`) or preset name (`s19`, "
         "`s21`, `whatsminer`, `avalon`, `bitaxe`).",
     )
-    miner: str | None = Field(default=None, description="Stable miner id (MAC, serial, name).")
+    miner: str | None = Field(
+        default=None, description="Stable miner id (MAC, else serial, name, address)."
+    )
 
     @property
     def specificity(self) -> int:
