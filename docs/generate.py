@@ -16,7 +16,6 @@ parsers of ``agent/cli.py``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import enum
 import functools
 import json
@@ -356,8 +355,6 @@ def _sample_exposition() -> tuple[str, dict[str, tuple[str, ...]]]:
         }
         if service.publisher is not None:
             service.publisher.close()
-        service.engine.commit()
-        asyncio.run(asyncio.sleep(0))
     return text, labelnames
 
 
