@@ -19,7 +19,7 @@ export UV_PYTHON := $(shell command -v $(PYTHON))
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
-.PHONY: setup sysdeps lock lock-upgrade dist check lint typecheck test bench bench-smoke demo clean
+.PHONY: setup sysdeps lock lock-upgrade dist check lint typecheck test bench bench-smoke demo docs docs-refs clean
 
 setup: $(SYNCED) sysdeps
 
@@ -89,5 +89,14 @@ bench: setup
 demo: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m agent.demo
 
+# The reference pages (docs/reference/*.md) are generated from the code: config models, metric
+# families, MQTT topics and schemas, alarm rules, CLI parsers. Commit them with the change;
+# a test fails when they are stale. `make docs` renders docs/ to site/ (strict: warnings fail).
+docs-refs: setup
+	$(PY) docs/generate.py
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) $(TOOLS) dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) dist site .mypy_cache .ruff_cache .pytest_cache

@@ -92,21 +92,52 @@ def _default_agent_id() -> str:
 class AgentSection(_Section):
     """``agent:`` — who this agent is and where it keeps state."""
 
-    id: str = Field(default_factory=_default_agent_id, pattern=_NAME)
-    state_dir: Path = DEFAULT_STATE_DIR
-    shutdown_grace_s: float = Field(default=10.0, gt=0, le=300)
-    log_format: LogFormat = "auto"
-    log_level: LogLevel = "info"
-    event_loop: EventLoop = "uvloop"
+    id: str = Field(
+        default_factory=_default_agent_id,
+        pattern=_NAME,
+        description="Stable agent id: the MQTT client id (`altiwatch-<id>`) and the agent status "
+        "topic. Default: the host name.",
+    )
+    state_dir: Path = Field(
+        default=DEFAULT_STATE_DIR,
+        description="Alarm state (`alarms.sqlite3`) and the MQTT outbox. Default: systemd's "
+        "`$STATE_DIRECTORY` when set, else `/var/lib/altiwatch`.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds allowed for a clean stop."
+    )
+    log_format: LogFormat = Field(
+        default="auto",
+        description="`auto` (console on a TTY, JSON lines otherwise), `json` or `console`.",
+    )
+    log_level: LogLevel = Field(default="info", description="Lowest level logged.")
+    event_loop: EventLoop = Field(
+        default="uvloop",
+        description="Event loop of the agent and its HTTP front: `uvloop` (less CPU per poll) or "
+        "`asyncio` (the standard library's); the logs `agent_ready` and `http_front_serving` "
+        "say which one runs.",
+    )
 
 
 class SiteConfig(_Section):
     """One mine site: its name, altitude and optional station-pressure source."""
 
-    name: str = Field(pattern=_NAME)
-    altitude_m: float = Field(ge=-500, le=6000)
-    station_pressure_kpa: float | None = Field(default=None, gt=30, le=110)
-    pressure_file: Path | None = None
+    name: str = Field(pattern=_NAME, description="Site name, used in labels and MQTT topics.")
+    altitude_m: float = Field(
+        ge=-500, le=6000, description="Site altitude; drives δ and every derated threshold."
+    )
+    station_pressure_kpa: float | None = Field(
+        default=None,
+        gt=30,
+        le=110,
+        description="Measured station pressure (QFE); used when within ±5 % of ISA for the "
+        "altitude, else R9 warns.",
+    )
+    pressure_file: Path | None = Field(
+        default=None,
+        description="File holding the current station pressure in kPa (its first number, "
+        "30-110), re-read every 60 s; unreadable: ISA pressure for the altitude.",
+    )
 
 
 def _check_address(value: str) -> str:
@@ -122,12 +153,29 @@ def _check_address(value: str) -> str:
 class MinerConfig(_Section):
     """One statically configured miner."""
 
-    address: str
-    site: str | None = None  # defaults to the only site; required when there are several
-    name: str | None = Field(default=None, pattern=_NAME)
-    model: str | None = None  # model hint: skips detection
-    username: str | None = None
-    password: SecretStr | None = None  # or ``password_file:`` / ``password_credential:`` in YAML
+    address: str = Field(description="IP address or host name (resolved at each detection).")
+    site: str | None = Field(
+        default=None,
+        description="Site the miner belongs to. Default: the only site; required when there "
+        "are several.",
+    )
+    name: str | None = Field(
+        default=None, pattern=_NAME, description="Identity fallback after MAC and serial."
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model hint, skips detection: `S19j Pro`, `M30S+ VE40`, `BM1366`, or with "
+        "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="Web/API user for this miner, set on its own client. Default: pyasic's.",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="Web/API password for this miner (or `password_file: PATH`, "
+        "`password_credential: NAME`). Default: pyasic's.",
+    )
 
     @field_validator("address")
     @classmethod
@@ -138,9 +186,13 @@ class MinerConfig(_Section):
 class DiscoveryConfig(_Section):
     """A CIDR range scanned periodically for miners."""
 
-    cidr: str
-    site: str | None = None
-    interval_s: float = Field(default=3600.0, ge=10)
+    cidr: str = Field(description="Range scanned for miners, at most a /16.")
+    site: str | None = Field(
+        default=None,
+        description="Site of the miners found. Default: the only site; required when there are "
+        "several.",
+    )
+    interval_s: float = Field(default=3600.0, ge=10, description="Seconds between scans.")
 
     @field_validator("cidr")
     @classmethod
@@ -164,16 +216,42 @@ def parse_cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 class PollingSettings(_Section):
     """``polling:`` — how often and how hard miners are polled."""
 
-    interval_s: float = Field(default=30.0, gt=0, le=3600)
-    slow_interval_s: float = Field(default=300.0, gt=0, le=86400)
-    timeout_s: float = Field(default=24.0, gt=0)  # default 0.8 × interval_s
-    concurrency: int = Field(default=200, ge=1, le=10_000)
-    jitter_ratio: float = Field(default=0.1, ge=0, le=0.5)
-    stale_after_s: float = Field(default=600.0, gt=0)
-    backoff_max_s: float = Field(default=300.0, gt=0)
-    # auto: collectors/pyasic_tuning only on the pyasic release it was written for (0.79.0);
-    # on: always; off: pyasic as released. Never blocks a pyasic upgrade.
-    pyasic_tuning: Literal["auto", "on", "off"] = "auto"
+    interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Fast tier: hashrate, boards, temperatures, fans, power, uptime.",
+    )
+    slow_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="Slow tier: identity, pools, errors, firmware. At least `interval_s`.",
+    )
+    timeout_s: float = Field(
+        default=24.0,
+        gt=0,
+        description="Per-poll deadline; must be less than `interval_s`. Default: "
+        "0.8 × `interval_s`.",
+    )
+    concurrency: int = Field(
+        default=200, ge=1, le=10_000, description="Polls in flight at once, for the whole agent."
+    )
+    jitter_ratio: float = Field(
+        default=0.1, ge=0, le=0.5, description="Per-slot jitter as a share of the interval."
+    )
+    stale_after_s: float = Field(
+        default=600.0, gt=0, description="A miner gone this long loses its series."
+    )
+    backoff_max_s: float = Field(
+        default=300.0, gt=0, description="Cap of the retry backoff for unreachable miners."
+    )
+    pyasic_tuning: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="`auto`: the CPU savings and read caps of `collectors/pyasic_tuning.py` "
+        "apply only to pyasic 0.79.0, the release they were written for (another release runs "
+        "as released, logged once as `pyasic_tuning_disabled`); `on` always; `off` never.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -227,8 +305,16 @@ def _ip_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 class HttpSettings(_Section):
     """``http:`` — where /metrics and the JSON API listen."""
 
-    listen: str = DEFAULT_LISTEN
-    web_config_file: Path | None = None  # exporter-toolkit web-config.yml (TLS, basic auth)
+    listen: str = Field(
+        default=DEFAULT_LISTEN,
+        description="`host:port` of `/metrics`, `/healthz`, `/readyz` and `/api/v1/*` (host: an "
+        "IPv4 address, `[IPv6]` or `localhost`).",
+    )
+    web_config_file: Path | None = Field(
+        default=None,
+        description="Prometheus exporter-toolkit `web-config.yml`: TLS (incl. client "
+        "certificates) and bcrypt basic auth.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -250,14 +336,27 @@ class HttpSettings(_Section):
 class AgentConfig(_Section):
     """The whole agent configuration (one YAML file)."""
 
-    agent: AgentSection = AgentSection()
-    sites: list[SiteConfig] = Field(min_length=1)
-    miners: list[MinerConfig] = []
-    discovery: list[DiscoveryConfig] = []
-    polling: PollingSettings = PollingSettings()
-    http: HttpSettings = HttpSettings()
-    mqtt: MqttSettings = MqttSettings()
-    thermal: ThermalSettings = ThermalSettings()
+    agent: AgentSection = Field(
+        default=AgentSection(), description="Who this agent is and where it keeps state."
+    )
+    sites: list[SiteConfig] = Field(min_length=1, description="The mine sites this agent watches.")
+    miners: list[MinerConfig] = Field(default=[], description="Statically configured miners.")
+    discovery: list[DiscoveryConfig] = Field(
+        default=[],
+        description="Ranges scanned for miners; those found are polled like configured ones.",
+    )
+    polling: PollingSettings = Field(
+        default=PollingSettings(), description="How often and how hard miners are polled."
+    )
+    http: HttpSettings = Field(
+        default=HttpSettings(), description="Where `/metrics` and the JSON API listen."
+    )
+    mqtt: MqttSettings = Field(
+        default=MqttSettings(), description="MQTT events: broker, TLS, topics, outbox."
+    )
+    thermal: ThermalSettings = Field(
+        default=ThermalSettings(), description="The altitude-aware thermal alarm engine."
+    )
 
     @model_validator(mode="before")
     @classmethod

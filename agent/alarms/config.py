@@ -34,9 +34,15 @@ class OverrideMatch(_Strict):
     or a preset name (``s19``, ``s21``, ``whatsminer``, ``avalon``, ``bitaxe``).
     """
 
-    site: str | None = None
-    model: str | None = None
-    miner: str | None = None
+    site: str | None = Field(default=None, description="Site name.")
+    model: str | None = Field(
+        default=None,
+        description="Model (`S19K Pro` == `S19k Pro` == `s19kpro`) or preset name (`s19`, "
+        "`s21`, `whatsminer`, `avalon`, `bitaxe`).",
+    )
+    miner: str | None = Field(
+        default=None, description="Stable miner id (MAC, else serial, name, address)."
+    )
 
     @property
     def specificity(self) -> int:
@@ -48,66 +54,139 @@ class PresetValues(_Strict):
     """Preset fields an operator may override (None = keep the preset's value)."""
 
     preset: Literal["s19", "s19-die", "s21", "whatsminer", "avalon", "bitaxe", "generic"] | None = (
-        None
+        Field(default=None, description="Force a preset instead of detecting it from the model.")
     )
-    """Force a preset instead of detecting it from the model."""
-    sensor: Literal["board", "die"] | None = None
-    critical_c: float | None = Field(default=None, ge=30, le=150)
-    """Sea-level critical temperature C0 of the preset's sensor."""
-    hysteresis_k: float | None = Field(default=None, gt=0, le=40)
-    """Sea-level warning headroom H0 below critical (scaled by M(δ) at altitude)."""
-    inlet_max_c: float | None = Field(default=None, ge=5, le=60)
-    """Sea-level maximum inlet temperature (the vendor rule's base)."""
-    inlet_derate_from_m: float | None = Field(default=None, ge=0, le=6000)
-    """Altitude above which the maximum inlet is derated."""
-    inlet_derate_m_per_k: float | None = Field(default=None, gt=0, le=10000)
-    """Metres of altitude per 1 K of inlet derating."""
-    t_min_c: float | None = Field(default=None, ge=-60, le=40)
-    """Minimum inlet for a cold start."""
-    rpm_max: int | None = Field(default=None, gt=0, le=30000)
-    expected_boards: int | None = Field(default=None, ge=1, le=16)
-    expected_chips: int | None = Field(default=None, ge=1, le=10000)
-    """Expected chips per board (when the firmware does not say)."""
-    pcb_critical_c: float | None = Field(default=None, ge=30, le=150)
-    """Enable the optional PCB rule for die presets: critical C, warning C − 5·M(δ)."""
+    sensor: Literal["board", "die"] | None = Field(
+        default=None, description="Sensor the temperature thresholds apply to."
+    )
+    critical_c: float | None = Field(
+        default=None,
+        ge=30,
+        le=150,
+        description="Sea-level critical temperature C0 of the preset's sensor.",
+    )
+    hysteresis_k: float | None = Field(
+        default=None,
+        gt=0,
+        le=40,
+        description="Sea-level warning headroom H0 below critical (scaled by M(δ) at altitude).",
+    )
+    inlet_max_c: float | None = Field(
+        default=None,
+        ge=5,
+        le=60,
+        description="Sea-level maximum inlet temperature (the vendor rule's base).",
+    )
+    inlet_derate_from_m: float | None = Field(
+        default=None,
+        ge=0,
+        le=6000,
+        description="Altitude above which the maximum inlet is derated.",
+    )
+    inlet_derate_m_per_k: float | None = Field(
+        default=None,
+        gt=0,
+        le=10000,
+        description="Metres of altitude per 1 K of inlet derating.",
+    )
+    t_min_c: float | None = Field(
+        default=None, ge=-60, le=40, description="Minimum inlet for a cold start."
+    )
+    rpm_max: int | None = Field(
+        default=None,
+        gt=0,
+        le=30000,
+        description="Rated maximum fan speed (fan duty = fastest fan ÷ this; R3 needs it).",
+    )
+    expected_boards: int | None = Field(
+        default=None, ge=1, le=16, description="Hashboards the miner should have (R6)."
+    )
+    expected_chips: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description="Expected chips per board (when the firmware does not say).",
+    )
+    pcb_critical_c: float | None = Field(
+        default=None,
+        ge=30,
+        le=150,
+        description="Enable the optional PCB rule for die presets: critical C, warning C − 5·M(δ).",
+    )
 
 
 class ThresholdOverride(PresetValues):
     """One override: a match and the values it sets."""
 
-    match: OverrideMatch = Field(default_factory=OverrideMatch)
+    match: OverrideMatch = Field(
+        default_factory=OverrideMatch,
+        description="Which miners the override applies to; empty: every miner. The most "
+        "specific match wins (miner, then model, then site).",
+    )
 
 
 class SiteThermal(_Strict):
     """Per-site inputs the alarm engine needs beyond altitude and pressure."""
 
-    name: str
-    relative_humidity_pct: float | None = Field(default=None, gt=0, le=100)
-    """Inlet relative humidity for the condensation rule (R8); None disables it."""
-    hashrate_profile_factor: float = Field(default=1.0, gt=0, le=2)
-    """Expected share of nameplate hashrate at this site (R5), e.g. 0.9 when underclocked."""
+    name: str = Field(description="A site of `sites[]`.")
+    relative_humidity_pct: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Inlet relative humidity for the condensation rule (R8); none disables it.",
+    )
+    hashrate_profile_factor: float = Field(
+        default=1.0,
+        gt=0,
+        le=2,
+        description="Expected share of nameplate hashrate at this site (R5), e.g. 0.9 when "
+        "underclocked.",
+    )
 
 
 class ThermalSettings(_Strict):
     """The ``thermal:`` section of the agent config."""
 
-    enabled: bool = True
-    sites: tuple[SiteThermal, ...] = ()
-    overrides: tuple[ThresholdOverride, ...] = ()
-    site_outage_ratio: float = Field(default=0.30, gt=0, lt=1)
-    """R7: more than this share of a site dropping within the window is one site alarm."""
-    site_outage_window_s: float = Field(default=120.0, gt=0)
-    site_outage_min_miners: int = Field(default=3, ge=1)
-    """R7: a site outage needs at least this many miners down (tiny sites alert per miner)."""
-    warm_up_s: float = Field(default=600.0, ge=0)
-    """R4: rate-of-rise on chips is not evaluated while uptime is below this (boot warm-up)."""
-    learn_chip_inlet_rise: bool = False
-    """R2: learn ΔT_ci0 at full fan and use the physics bound when it is lower than the vendor's.
-
-    Off by default: a miner whose airflow is already degraded (dust, a clogged filter) while it
-    is learned teaches a too-large rise and so a too-low inlet maximum. The learned value is the
-    *smallest* rise seen after 5 min at full fan (degradation only ever raises it).
-    """
+    enabled: bool = Field(default=True, description="Alarm engine on/off.")
+    sites: tuple[SiteThermal, ...] = Field(
+        default=(),
+        description="Per-site humidity (condensation rule) and hashrate profile factor.",
+    )
+    overrides: tuple[ThresholdOverride, ...] = Field(
+        default=(),
+        description="Sea-level preset values per `match: {site, model, miner}` (most specific "
+        "wins), derated like the presets.",
+    )
+    site_outage_ratio: float = Field(
+        default=0.30,
+        gt=0,
+        lt=1,
+        description="R7: more than this share of a site dropping within the window is one site "
+        "alarm.",
+    )
+    site_outage_window_s: float = Field(
+        default=120.0, gt=0, description="R7: the window of a site outage."
+    )
+    site_outage_min_miners: int = Field(
+        default=3,
+        ge=1,
+        description="R7: a site outage needs at least this many miners down (tiny sites alert "
+        "per miner).",
+    )
+    warm_up_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="R4: rate-of-rise on chips is not evaluated while uptime is below this "
+        "(boot warm-up).",
+    )
+    learn_chip_inlet_rise: bool = Field(
+        default=False,
+        description="R2: learn ΔT_ci0 at full fan and use the physics bound when it is lower "
+        "than the vendor's. Off by default: a miner whose airflow is already degraded (dust, a "
+        "clogged filter) while it is learned teaches a too-large rise and so a too-low inlet "
+        "maximum. The learned value is the *smallest* rise seen after 5 min at full fan "
+        "(degradation only ever raises it).",
+    )
 
     def site(self, name: str) -> SiteThermal:
         """The settings of ``name`` (defaults when the site is not listed)."""

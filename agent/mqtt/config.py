@@ -30,10 +30,19 @@ class TlsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_hostname_check: bool = False
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle the broker's certificate is checked against."
+    )
+    cert_file: Path | None = Field(
+        default=None, description="Client certificate for mutual TLS (with `key_file`)."
+    )
+    key_file: Path | None = Field(
+        default=None, description="Client key for mutual TLS (with `cert_file`)."
+    )
+    insecure_skip_hostname_check: bool = Field(
+        default=False,
+        description="Accept a broker certificate that does not name the host (testing only).",
+    )
 
     @model_validator(mode="after")
     def _cert_needs_key(self) -> TlsSettings:
@@ -48,8 +57,10 @@ class HomeAssistantSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = False
-    prefix: str = "homeassistant"
+    enabled: bool = Field(
+        default=False, description="Announce each miner as a Home Assistant device."
+    )
+    prefix: str = Field(default="homeassistant", description="Home Assistant discovery prefix.")
 
 
 class MqttSettings(BaseModel):
@@ -57,31 +68,69 @@ class MqttSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    protocol: Literal["3.1.1", "5"] = "5"
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    tls: TlsSettings | None = None
-    persistent_session: bool = False
-    session_expiry_s: int = Field(default=14 * 24 * 3600, ge=0)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    topic_prefix: str = "altiwatch/v1"
+    enabled: bool = Field(default=False, description="Publish MQTT events.")
+    host: str = Field(default="127.0.0.1", description="Broker host.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="5",
+        description='MQTT version, `"5"` or `"3.1.1"` (quoted in YAML). Only MQTT 5 reports a '
+        "publish the broker refused (e.g. by ACL).",
+    )
+    username: str | None = Field(default=None, description="Broker user.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Broker password (or `password_credential: NAME`). With a username and no "
+        "password, the systemd credential `mqtt_password` is used when present.",
+    )
+    password_file: Path | None = Field(
+        default=None, description="File holding the broker password (needs `username`)."
+    )
+    tls: TlsSettings | None = Field(
+        default=None, description="TLS towards the broker; none: plain MQTT."
+    )
+    persistent_session: bool = Field(
+        default=False, description="Persistent session for the agent's client."
+    )
+    session_expiry_s: int = Field(
+        default=14 * 24 * 3600, ge=0, description="Session expiry of a persistent session."
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
+    topic_prefix: str = Field(default="altiwatch/v1", description="Prefix of every topic.")
     site: str | None = Field(
         default=None,
-        description="site segment of the agent status topic; default: the first configured site",
+        description="Site segment of the agent status topic. Default: the first configured site.",
     )
-    telemetry: bool = True
-    telemetry_expiry_s: int = Field(default=120, ge=1)
-    outbox_max_messages: int = Field(default=100_000, ge=10)
-    memory_max_messages: int = Field(default=10_000, ge=10)
-    publish_timeout_s: float = Field(default=10.0, gt=0)
-    inflight_window: int = Field(default=20, ge=1, le=1000)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=60.0, gt=0)
-    home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+    telemetry: bool = Field(
+        default=True, description="Publish per-miner telemetry (QoS 0, message expiry)."
+    )
+    telemetry_expiry_s: int = Field(
+        default=120,
+        ge=1,
+        description="MQTT 5 message expiry of telemetry; telemetry still queued after this is "
+        "dropped rather than sent late.",
+    )
+    outbox_max_messages: int = Field(
+        default=100_000,
+        ge=10,
+        description="Durable outbox bound; when full the oldest telemetry is dropped first, "
+        "alarm, status and removal messages never.",
+    )
+    memory_max_messages: int = Field(
+        default=10_000,
+        ge=10,
+        description="In-memory bound while storage fails (telemetry dropped first).",
+    )
+    publish_timeout_s: float = Field(default=10.0, gt=0, description="PUBACK wait.")
+    inflight_window: int = Field(default=20, ge=1, le=1000, description="QoS 1 messages in flight.")
+    reconnect_min_s: float = Field(
+        default=0.5, gt=0, description="Shortest reconnect delay (capped, jittered backoff)."
+    )
+    reconnect_max_s: float = Field(
+        default=60.0, gt=0, description="Longest reconnect delay; at least `reconnect_min_s`."
+    )
+    home_assistant: HomeAssistantSettings = Field(
+        default=HomeAssistantSettings(), description="Home Assistant device discovery."
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSettings:
