@@ -103,7 +103,8 @@ async def test_publisher_mutual_tls_with_password_file_v311(
     assert any("not authori" in e.lower() for e in disconnects(logs)), disconnects(logs)
     # ...and says why in its own log.
     assert "not authorised" in broker.log.read_text(errors="replace")
-    assert (pub.stats().connected, pub.stats().outbox_depth) == (False, 4)  # started, event, state, stopped: all kept
+    # agent_started, the event, its retained state and agent_stopped: all kept.
+    assert (pub.stats().connected, pub.stats().outbox_depth) == (False, 4)
 
     no_cert = MqttSettings.model_validate({**base, "tls": {"ca_file": pki.ca_cert}})
     before = broker.log.read_text(errors="replace")
