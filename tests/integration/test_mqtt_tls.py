@@ -19,7 +19,7 @@ from tests.support.mosquitto import wait_until
 from tests.unit.test_web_security import Pki, make_pki
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, MutableMapping
     from pathlib import Path
 
 pytestmark = pytest.mark.broker
@@ -36,7 +36,7 @@ def broker_files(directory: Path) -> tuple[Pki, Path]:
 
 async def publish_one(
     settings: MqttSettings, state: Path, until: Callable[[EventPublisher, list[Any]], bool]
-) -> tuple[EventPublisher, list[dict[str, Any]]]:
+) -> tuple[EventPublisher, list[MutableMapping[str, Any]]]:
     """Queue one alarm, run the publisher until ``until(pub, logs)``; return it and its logs."""
     pub = EventPublisher(settings, agent_id="tls-agent", state_dir=state)
     pub.alarm_transitions([transition(TransitionKind.RAISED, miner="m1", rule="R1")])
@@ -52,7 +52,7 @@ async def publish_one(
     return pub, logs
 
 
-def disconnects(logs: list[dict[str, Any]]) -> list[str]:
+def disconnects(logs: list[MutableMapping[str, Any]]) -> list[str]:
     """The errors of the publisher's ``mqtt_disconnected`` log lines."""
     return [str(e["error"]) for e in logs if e["event"] == "mqtt_disconnected"]
 
