@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.mosquitto",
     "tests.support.prometheus",
     "tests.support.agent",
+    "tests.support.strict_skips",
 ]

@@ -9,6 +9,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 
 from agent.alarms.model import TransitionKind
 from agent.mqtt.config import MqttSettings
@@ -18,7 +19,7 @@ from tests.support.mosquitto import wait_until
 from tests.unit.test_web_security import Pki, make_pki
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, MutableMapping
     from pathlib import Path
 
 pytestmark = pytest.mark.broker
@@ -33,26 +34,33 @@ def broker_files(directory: Path) -> tuple[Pki, Path]:
     return pki, passwd
 
 
-async def publish_one(settings: MqttSettings, state: Path, within: float) -> tuple[bool, int]:
-    """Queue one alarm, run the publisher up to ``within`` s; return (connected, outbox depth)."""
+async def publish_one(
+    settings: MqttSettings, state: Path, until: Callable[[EventPublisher, list[Any]], bool]
+) -> tuple[EventPublisher, list[MutableMapping[str, Any]]]:
+    """Queue one alarm, run the publisher until ``until(pub, logs)``; return it and its logs."""
     pub = EventPublisher(settings, agent_id="tls-agent", state_dir=state)
     pub.alarm_transitions([transition(TransitionKind.RAISED, miner="m1", rule="R1")])
-    task = asyncio.create_task(pub.run(), name="test.publisher")
-    try:
-        with contextlib.suppress(AssertionError):
-            await wait_until(lambda: pub.stats().outbox_depth == 0, within=within, what="drain")
-        return pub.stats().connected, pub.stats().outbox_depth
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        pub.close()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(pub.run(), name="test.publisher")
+        try:
+            await wait_until(lambda: until(pub, logs), within=20, what="the expected outcome")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            pub.close()
+    return pub, logs
+
+
+def disconnects(logs: list[MutableMapping[str, Any]]) -> list[str]:
+    """The errors of the publisher's ``mqtt_disconnected`` log lines."""
+    return [str(e["error"]) for e in logs if e["event"] == "mqtt_disconnected"]
 
 
 async def test_publisher_mutual_tls_with_password_file_v311(
     mosquitto_factory: Callable[..., Any], tmp_path: Path
 ):
-    """Right CA, client cert and password: delivered; wrong password or no client cert: kept queued."""
+    """Right CA, cert and password: delivered; wrong password or no client cert: refused (reason code, broker log), kept queued."""
     pki, passwd = await asyncio.to_thread(broker_files, tmp_path)
     broker = mosquitto_factory(
         extra=[
@@ -79,15 +87,36 @@ async def test_publisher_mutual_tls_with_password_file_v311(
         "reconnect_min_s": 0.2,
         "reconnect_max_s": 0.5,
     }
-    connected, depth = await publish_one(MqttSettings.model_validate(base), tmp_path / "ok", 20)
-    assert (connected, depth) == (True, 0)
+    pub, _ = await publish_one(
+        MqttSettings.model_validate(base), tmp_path / "ok", lambda p, _: p.stats().outbox_depth == 0
+    )
+    assert pub.stats().outbox_depth == 0
+    assert pub.stats().published_total >= 3  # agent_started + event + retained state (+ stopped)
 
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
     bad_pw = MqttSettings.model_validate({**base, "password_file": wrong})
-    connected, depth = await publish_one(bad_pw, tmp_path / "badpw", 3)
-    assert (connected, depth) == (False, 3)  # agent_started + event + retained state, all kept
+    pub, logs = await publish_one(
+        bad_pw, tmp_path / "badpw", lambda _, logs: bool(disconnects(logs))
+    )
+    # The broker refused the CONNECT with a reason code (3.1.1 CONNACK 5: not authorised)...
+    assert any("not authori" in e.lower() for e in disconnects(logs)), disconnects(logs)
+    # ...and says why in its own log.
+    assert "not authorised" in broker.log.read_text(errors="replace")
+    # agent_started, the event, its retained state and agent_stopped: all kept.
+    assert (pub.stats().connected, pub.stats().outbox_depth) == (False, 4)
 
     no_cert = MqttSettings.model_validate({**base, "tls": {"ca_file": pki.ca_cert}})
-    connected, depth = await publish_one(no_cert, tmp_path / "nocert", 3)
-    assert (connected, depth) == (False, 3)
+    before = broker.log.read_text(errors="replace")
+    pub, logs = await publish_one(
+        no_cert,
+        tmp_path / "nocert",
+        lambda _, logs: (
+            bool(disconnects(logs))
+            and "certificate" in broker.log.read_text(errors="replace")[len(before) :]
+        ),
+    )
+    # The broker refused the TLS handshake for want of a client certificate.
+    refusal = broker.log.read_text(errors="replace")[len(before) :]
+    assert "peer did not return a certificate" in refusal, refusal
+    assert (pub.stats().connected, pub.stats().outbox_depth) == (False, 4)

@@ -195,23 +195,40 @@ def _wait_bad_reported(
 
 
 def _assert_polled_every_cycle(agent: AgentProcess, healthy_ids: list[str], cycles: int) -> None:
-    """Each healthy miner is up with a success younger than ~2 intervals, cycle after cycle."""
+    """Cycle after cycle, every healthy miner has a new successful poll, and none goes down.
+
+    Each cycle waits for the condition (every miner's last-success timestamp moved on) under a
+    deadline of two intervals plus 2 s, instead of sleeping an interval and checking ages.
+    """
+    previous: dict[str, float] = {}
+    pending: dict[str, float] = {}
     for cycle in range(cycles):
-        time.sleep(INTERVAL_S)
-        samples = parse_metrics(agent.metrics())
-        up = per_miner(samples, "asic_up")
-        last = per_miner(samples, "asic_last_poll_success_timestamp_seconds")
-        now = time.time()
-        reasons = {
-            labels["miner"]: labels["reason"]
-            for labels, value in samples.get("asic_last_poll_error_info", [])
-            if value == 1
-        }
-        down = {m: (up.get(m), reasons.get(m)) for m in healthy_ids if up.get(m) != 1}
-        assert not down, f"cycle {cycle}: healthy miners down, (asic_up, reason): {down}"
-        ages = {m: round(now - last.get(m, 0), 1) for m in healthy_ids}
-        late = {m: age for m, age in ages.items() if age > 2 * INTERVAL_S + 2}
-        assert not late, f"cycle {cycle}: healthy miners not polled this cycle: {late}"
+
+        def polled_again(cycle: int = cycle) -> bool:
+            samples = parse_metrics(agent.metrics())
+            up = per_miner(samples, "asic_up")
+            last = per_miner(samples, "asic_last_poll_success_timestamp_seconds")
+            reasons = {
+                labels["miner"]: labels["reason"]
+                for labels, value in samples.get("asic_last_poll_error_info", [])
+                if value == 1
+            }
+            down = {m: (up.get(m), reasons.get(m)) for m in healthy_ids if up.get(m) != 1}
+            assert not down, f"cycle {cycle}: healthy miners down, (asic_up, reason): {down}"
+            pending.clear()
+            pending.update(
+                {m: last.get(m, 0.0) for m in healthy_ids if last.get(m, 0.0) <= previous.get(m, 0)}
+            )
+            if pending:
+                return False
+            previous.update({m: last[m] for m in healthy_ids})
+            return True
+
+        try:
+            agent.wait_for(polled_again, f"cycle {cycle}: a new poll of every healthy miner",
+                           timeout=2 * INTERVAL_S + 2)  # fmt: skip
+        except pytest.fail.Exception:
+            pytest.fail(f"cycle {cycle}: healthy miners not polled again: {sorted(pending)}")
 
 
 @pytest.mark.slow

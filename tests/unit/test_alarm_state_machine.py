@@ -1,4 +1,10 @@
-"""Hypothesis state machine over random temperature walks fed to the engine (R1 and R2)."""
+"""Hypothesis state machine over random temperature walks fed to the engine (R1 and R2).
+
+The oracle is the design note (altitude-thermal.md), transcribed below as literals, never the
+implementation's tables (``SPECS``, ``AlarmEngine.thresholds``). Safety: every transition was
+earned by the note's durations. Liveness: a condition held for its duration has raised its
+severity (a machine that can never raise an alarm fails).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,27 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from agent.alarms.model import Severity, TransitionKind
-from agent.alarms.rules import SPECS
 from agent.alarms.testing import Driver
 
 W, C = Severity.WARNING, Severity.CRITICAL
+
+# altitude-thermal.md §5 "Proposed rule set": (raise for_s, raise polls, clear for_s) per severity.
+# R1 — WARN ≥ warn for 2 min, CRIT ≥ crit for 2 polls, clears 3 K below after 2 min.
+# R2 — WARN ≥ T_in,max − 3 for 10 min, CRIT ≥ T_in,max for 5 min, clears 2 K below (held 5 min).
+DURATIONS: dict[str, dict[Severity, tuple[float, int, float]]] = {
+    "R1": {W: (120.0, 1, 120.0), C: (0.0, 2, 120.0)},
+    "R2": {W: (600.0, 1, 300.0), C: (300.0, 1, 300.0)},
+}
+CLEAR_K = {"R1": 3.0, "R2": 2.0}
+# S21 thresholds (raise at) by site altitude. 0 m: §5 preset table with δ = 1 (crit C0 = 95,
+# warn C0 − H0 = 85; T_in,max 40 °C, the vendor rule below 900 m). 3,000 m: §6 vector 4 (warn
+# 81.9, die crit not derated, 95) and vector 2 / §2 A3 column (T_in,max 28.0, warn 25.0).
+THRESHOLDS: dict[float, dict[str, dict[Severity, float]]] = {
+    0.0: {"R1": {W: 85.0, C: 95.0}, "R2": {W: 37.0, C: 40.0}},
+    3000.0: {"R1": {W: 81.9, C: 95.0}, "R2": {W: 25.0, C: 28.0}},
+}
+# The note's figures are to 0.1 K, so the walks move on a 0.1 K grid: on it, ``≥ 81.9`` and
+# the engine's unrounded 81.8998 agree.
 
 
 class Run:
@@ -36,33 +59,26 @@ class Run:
 
 
 class TemperatureWalk(RuleBasedStateMachine):
-    """Random walks of die (R1) and inlet (R2) temperatures at 3,000 m, polled at random gaps."""
+    """Random walks of die (R1) and inlet (R2) temperatures at 0 or 3,000 m, polled at random gaps."""
 
-    @initialize(die=st.floats(60, 100), inlet=st.floats(15, 32))
-    def start(self, die: float, inlet: float) -> None:
-        """A fresh engine and fresh bookkeeping."""
-        self.drv = Driver(3000, preset="s21")
-        th = self.drv.engine.site_air("site")
-        assert th.delta > 0
-        self.die, self.inlet = die, inlet
+    @initialize(
+        altitude=st.sampled_from(sorted(THRESHOLDS)),
+        die=st.floats(60, 100),
+        inlet=st.floats(15, 42),
+    )
+    def start(self, altitude: float, die: float, inlet: float) -> None:
+        """A fresh engine and fresh bookkeeping at a site of the note's tables."""
+        self.drv = Driver(altitude, preset="s21")
+        self.levels = THRESHOLDS[altitude]
+        self.die, self.inlet = round(die, 1), round(inlet, 1)
         self.firing: dict[str, Severity | None] = {"R1": None, "R2": None}
         self.raise_runs = {(r, s): Run() for r in ("R1", "R2") for s in (W, C)}
         self.clear_runs = {(r, s): Run() for r in ("R1", "R2") for s in (W, C)}
 
     def _levels(self, rule: str) -> dict[Severity, tuple[float, float]]:
-        th = self.drv.engine.thresholds("m1")
-        if th is None:  # before the first poll: the S21 figures at 3,000 m
-            return (
-                {W: (81.9, 78.9), C: (95.0, 92.0)}
-                if rule == "R1"
-                else {W: (25.0, 23.0), C: (28.0, 26.0)}
-            )
-        if rule == "R1":
-            return {W: (th.warning_c, th.warning_c - 3), C: (th.critical_c, th.critical_c - 3)}
-        return {
-            W: (th.inlet_warning_c, th.inlet_warning_c - 2),
-            C: (th.inlet_max_c, th.inlet_max_c - 2),
-        }
+        """(raise at, clear below) per severity, from the note."""
+        k = CLEAR_K[rule]
+        return {sev: (thr, round(thr - k, 1)) for sev, thr in self.levels[rule].items()}
 
     @rule(
         d_die=st.floats(-4, 4),
@@ -71,8 +87,8 @@ class TemperatureWalk(RuleBasedStateMachine):
     )
     def poll(self, d_die: float, d_inlet: float, gap: float) -> None:
         """Walk both temperatures, poll, and check every transition against the bookkeeping."""
-        self.die = min(110.0, max(50.0, self.die + d_die))
-        self.inlet = min(35.0, max(10.0, self.inlet + d_inlet))
+        self.die = round(min(110.0, max(50.0, self.die + d_die)), 1)
+        self.inlet = round(min(45.0, max(10.0, self.inlet + d_inlet)), 1)
         self.drv.step_s = gap
         t = self.drv.t
         values = {"R1": self.die, "R2": self.inlet}
@@ -85,6 +101,17 @@ class TemperatureWalk(RuleBasedStateMachine):
             if tr.rule not in ("R1", "R2"):
                 continue  # R4 (rate of rise) and R9 (site altitude) are not under test here
             self.check(tr.rule, tr.kind, tr.severity, tr.previous_severity, t, values[tr.rule])
+        self.check_liveness(t)
+
+    def check_liveness(self, t: float) -> None:
+        """A raise condition held for the note's duration has raised (at least) its severity."""
+        for r in ("R1", "R2"):
+            for sev in (W, C):
+                for_s, polls, _ = DURATIONS[r][sev]
+                if self.raise_runs[r, sev].held(t, for_s, polls):
+                    current = self.firing[r]
+                    assert current is not None, f"{r} held ≥ {sev.label} for {for_s} s: not raised"
+                    assert current >= sev, f"{r} held ≥ {sev.label}: still {current.label}"
 
     def check(
         self,
@@ -96,14 +123,14 @@ class TemperatureWalk(RuleBasedStateMachine):
         value: float,
     ) -> None:
         """Assert one transition is legal and was earned by its durations."""
-        spec = SPECS[r].levels
+        spec = DURATIONS[r]
         current = self.firing[r]
         if kind is TransitionKind.RAISED:
             assert current is None, f"{r} raised twice in a row"
         if kind in (TransitionKind.RAISED, TransitionKind.ESCALATED):
             assert current is None or sev > current, "escalation must go up"
-            lvl = spec[sev]
-            assert self.raise_runs[r, sev].held(t, lvl.for_s, lvl.for_polls), (
+            for_s, polls, _ = spec[sev]
+            assert self.raise_runs[r, sev].held(t, for_s, polls), (
                 f"{r} {sev.label} raised without its for duration"
             )
             self.firing[r] = sev
@@ -111,8 +138,7 @@ class TemperatureWalk(RuleBasedStateMachine):
             assert current is not None, "only a firing alarm de-escalates"
             assert sev < current, "de-escalation must go down"
             assert prev == current
-            lvl = spec[current]
-            assert self.clear_runs[r, current].held(t, lvl.clear_for_s, lvl.clear_polls), (
+            assert self.clear_runs[r, current].held(t, spec[current][2], 1), (
                 f"{r} left {current.label} inside the hysteresis band or too early ({value})"
             )
             self.firing[r] = sev
@@ -120,8 +146,7 @@ class TemperatureWalk(RuleBasedStateMachine):
             assert current is not None, "only a firing alarm clears"
             assert sev == current, "a clear names the severity that cleared"
             for level in (s for s in (W, C) if s <= current):
-                lv = spec[level]
-                assert self.clear_runs[r, level].held(t, lv.clear_for_s, lv.clear_polls), (
+                assert self.clear_runs[r, level].held(t, spec[level][2], 1), (
                     f"{r} cleared inside the hysteresis band or too early ({value})"
                 )
             self.firing[r] = None

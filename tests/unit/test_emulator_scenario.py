@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
+from collectors.emulator import fleet
 from collectors.emulator.fleet import Fleet, SimClock, addresses
 from collectors.emulator.profiles import PROFILES, FirmwareFamily
 from collectors.emulator.scenario import FaultSpec, Scenario, load_scenario
@@ -73,19 +74,17 @@ def test_fleet_identities_are_deterministic_per_seed():
     assert len(set(a)) == len(a)
 
 
-def test_sim_clock_speedup_and_pause():
-    """The clock runs ``speedup`` times real time and stands still while paused."""
+def test_sim_clock_speedup_and_pause(monkeypatch: pytest.MonkeyPatch):
+    """The clock runs ``speedup`` times real time and stands still while paused (exactly)."""
+    real = [500.0]
+    monkeypatch.setattr(fleet, "time", SimpleNamespace(monotonic=lambda: real[0]))
     clock = SimClock(1_000.0, 3600.0)
-    deadline = time.monotonic() + 5
-    while clock.now() < 1_036.0:
-        assert time.monotonic() < deadline, "simulated clock did not advance"
-        time.sleep(0.01)
+    real[0] += 0.01
+    assert clock.now() == pytest.approx(1_036.0)
     clock.pause()
     frozen = clock.now()
-    time.sleep(0.05)
+    real[0] += 60.0
     assert clock.now() == frozen
     clock.resume()
-    deadline = time.monotonic() + 5
-    while clock.now() <= frozen:
-        assert time.monotonic() < deadline, "simulated clock did not resume"
-        time.sleep(0.01)
+    real[0] += 0.5
+    assert clock.now() == pytest.approx(frozen + 0.5 * 3600.0)

@@ -1,7 +1,18 @@
-"""The poller: fixed-rate schedule, isolation of hanging miners, backoff, tiers, first cycle."""
+"""The poller: fixed-rate schedule, isolation of hanging miners, backoff, tiers, first cycle.
+
+Every test runs on a virtual clock (:mod:`tests.support.virtual_time`): the fake source answers
+after ``asyncio.sleep`` and the poller schedules with ``loop.time()``, so the schedule is observed
+exactly, with no real waiting and no slack for load. Figures measured in real time (lateness and
+drift under load, the spread of a fleet's first cycle) are in ``tests/benchmarks/poll_schedule.py``.
+"""
+
+from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import random
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -9,6 +20,10 @@ from agent.fleet_state import FleetState
 from agent.poller import IDENTITY_RETRIES, Poller, PollOutcome, Schedule
 from collectors.snapshot import Identity, MinerSnapshot, Tier
 from collectors.source import CollectorError, FailureReason, MinerTarget
+from tests.support.virtual_time import run_virtual
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
 
 
 class FakeSource:
@@ -89,57 +104,94 @@ def make(
     return poller, fleet, outcomes
 
 
+def virtual(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on a fresh virtual-clock loop."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        run_virtual(test())
+
+    return run
+
+
+async def until(condition: Callable[[], bool], *, within: float = 60.0) -> None:
+    """Wait (virtual time) until ``condition()`` holds; fail after ``within`` virtual seconds."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - a condition on a fake's call log, deadline above
+            await asyncio.sleep(0.001)
+
+
 async def calls_reach(source: FakeSource, count: int) -> None:
-    """Wait (under the caller's deadline) until the source saw ``count`` fetches."""
-    while len(source.calls) < count:  # noqa: ASYNC110 - a condition polled under a deadline
-        await asyncio.sleep(0.02)
+    """Wait until the source saw ``count`` fetches."""
+    await until(lambda: len(source.calls) >= count)
 
 
-async def run_for(poller: Poller, addresses: list[str], seconds: float) -> None:
-    """Run every miner's loop for ``seconds``."""
-    async with asyncio.timeout(seconds + 5):
-        tasks = [
-            asyncio.create_task(poller.run_miner("s", MinerTarget(address=a))) for a in addresses
-        ]
-        await asyncio.sleep(seconds)
+async def run_until(poller: Poller, addresses: list[str], at: float) -> None:
+    """Run every miner's loop from now until virtual time ``at`` (exact), then stop them."""
+    tasks = [asyncio.create_task(poller.run_miner("s", MinerTarget(address=a))) for a in addresses]
+    try:
+        await asyncio.sleep(at - asyncio.get_running_loop().time())  # the clock jumps there
+    finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def now() -> float:
+    """The virtual clock."""
+    return asyncio.get_running_loop().time()
+
+
+def grid(t0: float, interval: float, slots: int) -> list[float]:
+    """The first ``slots`` slot times of a fixed-rate grid starting at ``t0``."""
+    return [t0 + k * interval for k in range(slots)]
+
+
+@virtual
 async def test_poller_first_poll_is_slow_then_fast():
-    """The slow tier runs first (identity before telemetry), then the fast tier."""
+    """The slow tier runs first (identity before telemetry), then the fast tier, in one slot."""
     source = FakeSource()
     poller, _, _ = make(source, ["a"])
-    await run_for(poller, ["a"], 0.1)
-    assert [tier for _, tier, _ in source.calls[:2]] == [Tier.SLOW, Tier.FAST]
+    t0 = now()
+    await run_until(poller, ["a"], t0 + 0.1)
+    assert [(tier, t) for _, tier, t in source.calls] == [(Tier.SLOW, t0), (Tier.FAST, t0)]
 
 
+@virtual
 async def test_poller_fixed_rate_does_not_drift():
-    """Fast polls start on the k·interval grid: 60 ms polls do not push later slots back."""
+    """Fast polls start exactly on the k·interval grid: 60 ms polls push no later slot back."""
     source = FakeSource(delay_s=0.06)
     poller, _, _ = make(source, ["a"], interval=0.2)
-    await run_for(poller, ["a"], 1.5)
+    t0 = now()
+    await run_until(poller, ["a"], t0 + 1.5)
     starts = [t for _, tier, t in source.calls if tier is Tier.FAST]
-    assert len(starts) >= 6
-    # A drifting scheduler would be ≥ 5 × 60 ms late by the 6th slot; allow 150 ms of load.
-    assert starts[5] - starts[0] == pytest.approx(5 * 0.2, abs=0.15)
+    # Slot 0 is the slow poll (60 ms) then the fast one; every later slot is on the grid.
+    assert starts[0] == pytest.approx(t0 + 0.06)
+    assert starts[1:] == pytest.approx(grid(t0, 0.2, 8)[1:])
 
 
+@virtual
 async def test_poller_hanging_miner_never_delays_another():
-    """A miner that hangs until its deadline does not delay the healthy miner's polls."""
+    """A miner that hangs until its deadline does not delay the healthy miner's polls at all."""
     source = FakeSource(hang=frozenset({"bad"}), timeout_s=0.5)
     poller, _, _ = make(source, ["bad", "good"], interval=0.2, concurrency=1 + 1)
-    await run_for(poller, ["bad", "good"], 1.1)
+    t0 = now()
+    await run_until(poller, ["bad", "good"], t0 + 1.1)
     good = [t for a, tier, t in source.calls if a == "good" and tier is Tier.FAST]
-    assert len(good) >= 4  # 6 slots; a delayed one would be cut to 1 per 0.5 s hang
+    assert good == pytest.approx(grid(t0, 0.2, 6))
 
 
+@virtual
 async def test_poller_records_failures_as_data():
     """A refused miner is down with its reason, and the sink sees the failure."""
     source = FakeSource(down=frozenset({"a"}))
     poller, fleet, outcomes = make(source, ["a"])
-    await run_for(poller, ["a"], 0.1)
+    task = asyncio.create_task(poller.run_miner("s", MinerTarget(address="a")))
+    try:
+        await until(lambda: bool(outcomes))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     record = fleet.get("a")
     assert record is not None
     assert (record.up, record.last_error) == (False, "refused")
@@ -147,54 +199,67 @@ async def test_poller_records_failures_as_data():
     assert outcomes[0].reason == "refused"
 
 
+@virtual
 async def test_poller_backs_off_unreachable_miner():
-    """A miner that keeps failing is polled less and less often, not every interval."""
+    """A miner that keeps failing is polled less and less often (on its grid), not every interval."""
     source = FakeSource(down=frozenset({"a"}))
     poller, _, _ = make(source, ["a"], interval=0.1, backoff_max=10.0)
-    await run_for(poller, ["a"], 1.6)
+    t0 = now()
+    await run_until(poller, ["a"], t0 + 1.6)
     attempts = [t for _, _, t in source.calls]
-    assert 3 <= len(attempts) <= 8  # 16 slots without backoff
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) < 16  # one per slot without backoff
+    assert gaps == sorted(gaps), f"gaps between attempts shrank: {gaps}"
+    assert gaps[-1] >= 4 * 0.1, f"no backoff: {gaps}"
+    assert all(round((t - t0) / 0.1, 6) % 1 == 0 for t in attempts), "attempts left the grid"
 
 
+@virtual
 async def test_poller_spreads_first_polls_over_the_interval():
     """With a spread, miners start at different phases within the interval, not in one burst."""
     source = FakeSource()
     addresses = [f"m{i}" for i in range(20)]
     poller, _, _ = make(source, addresses, interval=1.0, spread=1.0)
-    await run_for(poller, addresses, 0.5)
-    first = {a: t for a, _, t in reversed(source.calls)}
-    assert 3 <= len(first) <= 17  # about half of them started in the first half interval
+    t0 = now()
+    await run_until(poller, addresses, t0 + 1.0)
+    first = {a: t - t0 for a, _, t in reversed(source.calls)}
+    assert len(first) == 20, "every miner starts within its first interval"
+    assert all(0.0 <= offset < 1.0 for offset in first.values())
+    assert len(set(first.values())) == 20, "two miners started at the same instant"
+    assert max(first.values()) - min(first.values()) > 0.5
 
 
+@virtual
 async def test_poller_unreachable_slot_is_one_slow_attempt_then_identity_first_on_return():
     """While a miner is unreachable each slot is one (slow) attempt; back, slow runs first."""
     source = FakeSource(down=frozenset({"a"}))
     poller, fleet, outcomes = make(source, ["a"], interval=0.1, backoff_max=0.1)
     task = asyncio.create_task(poller.run_miner("s", MinerTarget(address="a")))
     try:
-        async with asyncio.timeout(10):
-            await calls_reach(source, 3)
-            assert {tier for _, tier, _ in source.calls} == {Tier.SLOW}
-            assert all(o.tier is Tier.FAST and o.snapshot is None for o in outcomes)
-            record = fleet.get("a")
-            assert record is not None
-            assert record.up is False
-            source.down = frozenset()
-            seen = len(source.calls)
-            await calls_reach(source, seen + 2)
+        await calls_reach(source, 3)
+        assert {tier for _, tier, _ in source.calls} == {Tier.SLOW}
+        assert all(o.tier is Tier.FAST and o.snapshot is None for o in outcomes)
+        record = fleet.get("a")
+        assert record is not None
+        assert record.up is False
+        source.down = frozenset()
+        seen = len(source.calls)
+        await calls_reach(source, seen + 2)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert [tier for _, tier, _ in source.calls[seen : seen + 2]] == [Tier.SLOW, Tier.FAST]
 
 
+@virtual
 async def test_poller_reachable_miner_with_broken_slow_tier_still_gets_fast_polls():
     """A miner whose slow tier answers garbage is still polled for telemetry every slot."""
     source = FakeSource(bad_slow=frozenset({"a"}))
     poller, fleet, _ = make(source, ["a"], interval=0.1)
-    await run_for(poller, ["a"], 0.55)
+    t0 = now()
+    await run_until(poller, ["a"], t0 + 0.55)
     fast = [t for _, tier, t in source.calls if tier is Tier.FAST]
-    assert len(fast) >= 4
+    assert fast == pytest.approx(grid(t0, 0.1, 6))
     record = fleet.get("a")
     assert record is not None
     assert record.up is True
@@ -209,40 +274,50 @@ def test_poller_backoff_grows_and_is_capped():
     assert poller.backoff_s(10) == 60.0
 
 
+@virtual
 async def test_poller_first_cycle_completes_when_every_miner_polled():
-    """first_cycle is set once every expected miner finished its first poll."""
+    """first_cycle is set once every expected miner finished its first poll (one up, one down)."""
     source = FakeSource(down=frozenset({"b"}))
     poller, _, _ = make(source, ["a", "b"])
     poller.expect({"a", "b"})
     assert not poller.first_cycle.is_set()
-    await run_for(poller, ["a", "b"], 0.1)
-    assert poller.first_cycle.is_set()
+    tasks = [asyncio.create_task(poller.run_miner("s", MinerTarget(address=a))) for a in "ab"]
+    try:
+        async with asyncio.timeout(60):
+            await poller.first_cycle.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert {a for a, _, _ in source.calls} == {"a", "b"}
 
 
+@virtual
 async def test_poller_spreads_slow_tier_over_the_slow_interval():
     """Miners started together do not all repeat their slow tier in the same fast interval."""
     source = FakeSource()
     addresses = [f"m{i}" for i in range(20)]
     poller, _, _ = make(source, addresses, interval=0.1, slow=2.0, spread=0.0)
-    await run_for(poller, addresses, 2.4)
+    t0 = now()
+    await run_until(poller, addresses, t0 + 2.05)
     slow_at: dict[str, list[float]] = {}
     for address, tier, t in source.calls:
         if tier is Tier.SLOW:
             slow_at.setdefault(address, []).append(t)
     second = sorted(times[1] for times in slow_at.values() if len(times) > 1)
-    assert len(second) >= 10  # most miners had a second slow poll within 2.4 s
+    assert len(second) == 20, "every miner repeats its slow tier within the slow interval"
     # Unspread, every second slow poll would fall within one 0.1 s fast interval.
     assert second[-1] - second[0] > 0.5
 
 
+@virtual
 async def test_poller_repeats_a_slow_poll_without_identity_a_few_slots_only():
     """A slow poll without MAC or serial is read again in the next slots, then on the slow interval."""
     source = FakeSource(anonymous=frozenset({"a"}))
     poller, _, _ = make(source, ["a", "b"], interval=0.1, slow=100.0)
-    await run_for(poller, ["a", "b"], 1.05)
+    t0 = now()
+    await run_until(poller, ["a", "b"], t0 + 1.05)
     tiers = {a: [tier for addr, tier, _ in source.calls if addr == a] for a in ("a", "b")}
-    assert tiers["b"][:3] == [Tier.SLOW, Tier.FAST, Tier.FAST]
-    assert tiers["b"].count(Tier.SLOW) == 1
-    expected = [Tier.SLOW, Tier.FAST] * (1 + IDENTITY_RETRIES) + [Tier.FAST]
-    assert tiers["a"][: len(expected)] == expected
-    assert tiers["a"].count(Tier.SLOW) == 1 + IDENTITY_RETRIES
+    assert tiers["b"] == [Tier.SLOW] + [Tier.FAST] * 11
+    expected = [Tier.SLOW, Tier.FAST] * (1 + IDENTITY_RETRIES) + [Tier.FAST] * 7
+    assert tiers["a"] == expected
