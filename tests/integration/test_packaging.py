@@ -33,7 +33,7 @@ def _run(*argv: str | Path, cwd: Path = ROOT) -> str:
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist and the wheel built from it, and the runtime requirements exported from the lock."""
     out = tmp_path_factory.mktemp("dist")
     _run(sys.executable, "-m", "build", "--installer", "uv", "--outdir", out, ROOT)
