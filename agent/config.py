@@ -231,6 +231,10 @@ class HttpSettings(_Section):
 
     listen: str = DEFAULT_LISTEN
     web_config_file: Path | None = None  # exporter-toolkit web-config.yml (TLS, basic auth)
+    # Open connections to the port, all clients together and from one client (an IPv4 address
+    # or an IPv6 /64); more are closed at once. Behind a reverse proxy, every client is one.
+    max_connections: int = Field(default=256, ge=1, le=10_000)
+    max_connections_per_client: int = Field(default=32, ge=1, le=10_000)
 
     @field_validator("listen")
     @classmethod

@@ -291,3 +291,29 @@ def test_load_config_still_accepts_modest_anchors_and_aliases():
     )
     assert len(load_config_text(text).miners) == 2
 
+
+def test_warn_cleartext_passwords_names_basic_auth_and_mqtt_without_tls(tmp_path):
+    """Basic auth or an MQTT password without TLS, off loopback: one warning each; on loopback none."""
+    from structlog.testing import capture_logs  # noqa: PLC0415 - this test only
+
+    from agent.service import warn_cleartext_passwords  # noqa: PLC0415 - pulls in the service
+
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  p: '$2y$04$" + "a" * 53 + "'\n")
+    web.chmod(0o600)
+    exposed = (
+        "sites: [{name: a, altitude_m: 1}]\n"
+        f"http: {{listen: '0.0.0.0:9847', web_config_file: {web}}}\n"
+        "mqtt: {enabled: true, host: broker.site.lan, username: u, password: pw}\n"
+    )
+    local = exposed.replace("0.0.0.0", "127.0.0.1").replace("broker.site.lan", "localhost")  # noqa: S104 - parsed, never bound
+    with capture_logs() as logs:
+        warn_cleartext_passwords(load_config_text(exposed, env={}))
+    assert [e["event"] for e in logs] == [
+        "http_basic_auth_without_tls",
+        "mqtt_password_without_tls",
+    ]
+    assert "pw" not in repr(logs)
+    with capture_logs() as logs:
+        warn_cleartext_passwords(load_config_text(local, env={}))
+    assert logs == []
