@@ -4,7 +4,9 @@ The front accepts connections itself (:class:`GuardedServer`) rather than throug
 site, so every limit applies before aiohttp parses a byte, and to TLS handshakes too:
 
 * connections: at most ``max_connections`` open at once, ``max_per_client`` of them from one
-  client (an IPv4 address, or an IPv6 /64); one over the limit is closed at once;
+  client (an IPv4 address, or an IPv6 /64); one over the per-client limit is closed at once;
+  when all are taken, a new one displaces the connection that has waited longest for a request
+  (never one being answered), so many attackers cannot keep a scraper out;
 * time: a TLS handshake gets ``HANDSHAKE_TIMEOUT_S``; a request's line and headers must arrive
   within ``HEADER_TIMEOUT_S`` of its first byte (of the connection's start for the first one),
   its answer within ``RESPONSE_TIMEOUT_S``, and an idle keep-alive connection is closed after
@@ -27,6 +29,7 @@ import ipaddress
 import ssl
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -230,12 +233,26 @@ class _GuardedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._phase = "headers"
+        self._phase_since = time.monotonic()
         self._lost = False
         self._received = 0  # bytes since the current request was handled (or the idle phase)
 
     # -- deadlines
 
+    def waiting_since(self) -> float | None:
+        """When this connection began to wait for a request (headers or idle), else None."""
+        return self._phase_since if self._phase in {"headers", "idle"} else None
+
+    def evict(self) -> None:
+        """Close this waiting connection now, to make room (its slot is free at once)."""
+        self._server.log.note("http_connection_evicted", self._slot.client, phase=self._phase)
+        self._slot.release()
+        if self._transport is not None:
+            self._transport.abort()
+
     def _arm(self, phase: str, timeout_s: float) -> None:
+        if phase != self._phase or phase == "response":
+            self._phase_since = time.monotonic()
         self._phase = phase
         if self._timer is not None:
             self._timer.cancel()
@@ -336,7 +353,7 @@ class GuardedServer:
         self.idle_timeout_s = idle_timeout_s
         self.max_header_bytes = max_header_bytes
         self._connections: dict[RequestHandler, _GuardedProtocol] = {}
-        self._opening: set[asyncio.Task[None]] = set()
+        self._opening: dict[asyncio.Task[None], tuple[float, _Slot]] = {}
 
     def connected(self, handler: RequestHandler, protocol: _GuardedProtocol) -> None:
         """``protocol`` guards ``handler`` (called on connection_made)."""
@@ -365,16 +382,48 @@ class GuardedServer:
                     continue
                 client = client_key(peer)
                 refused = self.limits.admit(client)
+                if refused == "max_connections" and self._evict_longest_waiting():
+                    refused = self.limits.admit(client)
                 if refused is not None:
                     sock.close()
                     self.log.note("http_connection_refused", client, level="warning", limit=refused)
                     continue
-                task = asyncio.create_task(self._open(sock, _Slot(self.limits, client)))
-                self._opening.add(task)
-                task.add_done_callback(self._opening.discard)
+                slot = _Slot(self.limits, client)
+                task = asyncio.create_task(self._open(sock, slot))
+                self._opening[task] = (time.monotonic(), slot)
+                task.add_done_callback(self._opened)
         finally:
             for task in list(self._opening):
                 task.cancel()
+
+    def _opened(self, task: asyncio.Task[None]) -> None:
+        self._opening.pop(task, None)
+
+    def _evict_longest_waiting(self) -> bool:
+        """Close the connection that has waited longest for a request; False if none waits.
+
+        With every slot taken, a new client displaces a connection sending nothing (a slow
+        or half-sent request, an idle keep-alive), never one whose request is being answered:
+        attackers holding slots from many addresses cannot keep a scraper out.
+        """
+        oldest: Callable[[], None] | None = None
+        oldest_since = 0.0
+        for protocol in self._connections.values():
+            since = protocol.waiting_since()
+            if since is not None and (oldest is None or since < oldest_since):
+                oldest, oldest_since = protocol.evict, since
+        for task, (since, slot) in self._opening.items():  # TLS handshakes under way
+            if oldest is None or since < oldest_since:
+                oldest, oldest_since = partial(self._evict_opening, task, slot), since
+        if oldest is None:
+            return False
+        oldest()
+        return True
+
+    def _evict_opening(self, task: asyncio.Task[None], slot: _Slot) -> None:
+        self.log.note("http_connection_evicted", slot.client, phase="handshake")
+        slot.release()
+        task.cancel()
 
     async def _open(self, sock: socket.socket, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()

@@ -518,11 +518,12 @@ class AgentService:
                 # changed: a new front reads them; the old one is gone when this returns.
                 self._front_stale = False
                 http = self.config.http
-                await self.front.reload(
-                    web_config_file=http.web_config_file,
-                    max_connections=http.max_connections,
-                    max_connections_per_client=http.max_connections_per_client,
-                )
+                with _guard("http_front_reload_failed"):  # the running front stays
+                    await self.front.reload(
+                        web_config_file=http.web_config_file,
+                        max_connections=http.max_connections,
+                        max_connections_per_client=http.max_connections_per_client,
+                    )
 
     def request_reload(self) -> None:
         """SIGHUP handler: reload in the loop, not in the handler."""

@@ -167,8 +167,10 @@ def test_http_front_limits_connections_per_client_and_a_scraper_still_gets_200(a
     assert len(refused) == 1  # one line for the client (the rest counted in the next one)
 
 
-def test_http_front_limits_connections_in_all(agent_factory):
-    """Ten clients holding 5 connections each against max_connections 30: 20 refused."""
+def test_http_front_limits_connections_in_all_and_a_new_client_displaces_a_waiting_one(
+    agent_factory,
+):
+    """Ten clients holding 5 half-sent requests each against max_connections 30: 30 stay, and a scraper still gets 200."""
     agent = _start(agent_factory, http={"max_connections": 30})
     with _sockets() as held:
         for client in range(10):
@@ -176,10 +178,12 @@ def test_http_front_limits_connections_in_all(agent_factory):
                 sock = _connect(agent, f"127.94.1.{client + 1}")
                 sock.sendall(b"GET /metrics HTTP/1.1\r\n")
                 held.append(sock)
-        wait_until(lambda: sum(_closed_by_server(s) for s in held) >= 20, "20 refused")
+        wait_until(lambda: sum(_closed_by_server(s) for s in held) >= 20, "20 closed")
         assert sum(_closed_by_server(s) for s in held) == 20
-    assert {e["limit"] for e in _events(agent, "http_connection_refused")} == {"max_connections"}
-    wait_until(lambda: _request(agent, "/metrics")[0] == 200, "a scrape once they left")
+        assert _request(agent, "/metrics")[0] == 200  # displaces the longest-waiting one
+        wait_until(lambda: sum(_closed_by_server(s) for s in held) == 21, "one more displaced")
+    assert _events(agent, "http_connection_evicted")[0]["phase"] == "headers"
+    assert _events(agent, "http_connection_refused") == []
 
 
 # ---------------------------------------------------------------------------------- finding 7
