@@ -441,7 +441,11 @@ def bench_load(
     agent = None
     probe = None
     try:
-        agent = Agent(tmp / "agent-load", _config(emulator, interval))
+        config = _config(emulator, interval)
+        # The 100 scrapers stand for 100 Prometheus servers, but share one source address:
+        # lift the per-client connection limit (32 by default) above their number.
+        config["http"] = {"max_connections_per_client": 2 * scrapers}
+        agent = Agent(tmp / "agent-load", config)
         _all_up(agent, miners, timeout=600)
         url = agent.process.url + "/metrics"
         front = _children(agent.process.proc.pid)
