@@ -231,10 +231,20 @@ class HttpSettings(_Section):
 
     listen: str = DEFAULT_LISTEN
     web_config_file: Path | None = None  # exporter-toolkit web-config.yml (TLS, basic auth)
-    # Open connections to the port, all clients together and from one client (an IPv4 address
-    # or an IPv6 /64); more are closed at once. Behind a reverse proxy, every client is one.
-    max_connections: int = Field(default=256, ge=1, le=10_000)
-    max_connections_per_client: int = Field(default=32, ge=1, le=10_000)
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Open connections to the port, all clients together; when all are taken, a "
+        "new one displaces the connection that has waited longest for a request.",
+    )
+    max_connections_per_client: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Open connections from one client (an IPv4 address or an IPv6 /64); more "
+        "are closed at once. Behind a reverse proxy, every client is the proxy.",
+    )
 
     @field_validator("listen")
     @classmethod
