@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Coroutine, Sequence
 
+    from aiohttp.typedefs import Handler
+
     from agent.fleet_state import FleetState, MinerRecord
     from agent.metrics import AlarmView, Exposition, MetricsRenderer
 
@@ -163,12 +165,14 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 async def send_chunks(
-    request: web.Request, chunks: Sequence[bytes], headers: dict[str, str]
+    request: web.Request, chunks: Sequence[bytes], headers: dict[str, str], *, status: int = 200
 ) -> web.StreamResponse:
     """Send ``chunks`` back to back as one body, in slices, without a copy."""
-    response = web.StreamResponse(headers=headers)
+    response = web.StreamResponse(status=status, headers=headers)
     response.content_length = sum(len(chunk) for chunk in chunks)
     await response.prepare(request)
+    if request.method == "HEAD":  # the length of the body it would get, not the body
+        chunks = ()
     for chunk in chunks:
         view = memoryview(chunk)
         for start in range(0, len(view), WRITE_SLICE):
@@ -191,14 +195,19 @@ class HttpApi:
         alarms: AlarmView | None = None,
         middlewares: Sequence[Any] = (),
         ssl_context: ssl.SSLContext | None = None,
+        on_request: Callable[[str], object] = lambda _path: None,
     ) -> None:
-        """Build the routes; nothing listens until ``start``."""
+        """Build the routes; nothing listens until ``start``.
+
+        ``on_request(path)`` is called for every request answered (the agent counts them).
+        """
         self.fleet = fleet
         self.renderer = renderer
         self.alarms = alarms
         self._ready = ready
         self._ssl = ssl_context
-        self.app = web.Application(middlewares=list(middlewares))
+        self._on_request = on_request
+        self.app = web.Application(middlewares=[*middlewares, self._count])
         self.app.add_routes(
             [
                 web.get("/metrics", self.metrics),
@@ -218,6 +227,13 @@ class HttpApi:
         #: Per-miner renders deflated so far (once each, however many gzip scrapes).
         self.gzip_renders = 0
         self.port: int | None = None
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Count the request under its route (unrouted paths under one label)."""
+        route = request.match_info.route.resource
+        self._on_request(route.canonical if route is not None else "other")
+        return await handler(request)
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (port 0 = a free port, see ``.port``) from the server thread."""

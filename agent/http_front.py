@@ -2,22 +2,27 @@
 
 Why a process: the polling loop is busy (2,000 miners at 15 s take ~75 % of a core) and the
 threads of one CPython process share one GIL and one garbage collector, so scrapes served from a
-thread of the agent delay polls, however little Python each one runs. The front serves every
-scrape from a copy of the exposition fetched at most ``MAX_AGE_S`` before, from the agent over a
-private Unix socket (concurrent scrapes share one fetch), and gzips it itself; 100 clients
-scraping back to back cost the agent one plain-text answer a second. It runs at the lowest CPU
-priority (``FRONT_NICE``): when the cores are short, polls come first and scrapes wait.
+thread of the agent delay polls, however little Python each one runs. The front answers an
+allow-list of exact paths (``PATHS``: /metrics, /healthz, /readyz, /api/v1/fleet,
+/api/v1/alarms; anything else is its own 404), each from a copy fetched at most ``MAX_AGE_S``
+before, from the agent over a private Unix socket (concurrent requests share one fetch), and
+gzips it itself; 100 clients scraping back to back cost the agent one answer a second per path.
+It runs at the lowest CPU priority (``FRONT_NICE``): when the cores are short, polls come first
+and scrapes wait. Connections, header bytes and time per client are bounded by
+`agent.http_guard`; bcrypt work by `agent.web_security`.
 
 Parent side, :class:`HttpFront` (used by ``AgentService``): binds the public socket itself (so a
 port in use fails start-up in the agent, as before), serves the agent's :class:`HttpApi` on a
 Unix socket in a private 0700 directory, spawns ``python -m agent.http_front`` with the listening
-socket inherited and its settings on stdin, restarts it when it exits (``http_front_exited``),
-and stops it by closing that stdin, with SIGKILL after ``STOP_DEADLINE_S``. The listening socket
-stays open in the agent meanwhile, so connections wait in its backlog rather than being refused.
+socket inherited, its settings on stdin and a minimal environment (``front_environment``: no
+``ALTIWATCH_*`` secrets), restarts it when it exits (``http_front_exited``), replaces it when the
+web config changes (:meth:`HttpFront.reload`, on SIGHUP), and stops it by closing that stdin,
+with SIGKILL after ``STOP_DEADLINE_S``. The listening socket stays open in the agent meanwhile,
+so connections wait in its backlog rather than being refused.
 
 Child side, :func:`main`: reads :class:`FrontSettings`, lowers its priority, builds the same
 middlewares and TLS context from the exporter-toolkit web config (``agent.web_security``),
-serves ``/metrics`` from its cache and passes every other request through, and exits when its
+serves each allowed path from its cache (nothing is passed through), and exits when its
 stdin reaches EOF: the agent stopped it, or is gone, even by SIGKILL. It ignores SIGTERM and
 SIGINT, which systemd and a terminal send to every process of the agent: the agent stops it.
 """
@@ -34,8 +39,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
 import structlog
@@ -46,11 +52,21 @@ from zlib_ng import gzip_ng
 from agent import event_loop
 from agent.event_loop import EventLoop
 from agent.http_api import accepts_gzip, send_chunks
+from agent.http_guard import (
+    HANDLER_ARGS,
+    LOG_WINDOW_S,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    ConnectionLimits,
+    GuardedServer,
+    ThrottledLog,
+    phase_middleware,
+)
 from agent.logging_setup import LogFormat, LogLevel
 from agent.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from aiohttp.typedefs import Middleware
 
@@ -73,7 +89,10 @@ RESTART_DELAYS_S = (0.2, 1.0, 5.0)
 """Delays before restarting an exited front: the first restart is quick, a crash loop is not."""
 UPSTREAM_HOST = "http://altiwatch"
 """The host part of upstream URLs (the Unix socket decides where they go)."""
-_PASSED_HEADERS = ("Content-Type", "Content-Encoding", "Vary", "Retry-After")
+PATHS = ("/metrics", "/healthz", "/readyz", "/api/v1/fleet", "/api/v1/alarms")
+"""The only paths the front answers (exactly; anything else is a 404 from the front)."""
+_MUST_SUCCEED = frozenset({"/metrics"})  # another status is an agent failure: 503, logged
+_GZIP_MIN_BYTES = 1024  # "ok\n" is not worth a gzip member
 
 
 class FrontSettings(BaseModel):
@@ -89,17 +108,29 @@ class FrontSettings(BaseModel):
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     event_loop: EventLoop = "uvloop"
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT
 
 
 # ---------------------------------------------------------------------------------- the cache
 
 
+class Reply(NamedTuple):
+    """What the agent answered for one path."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
 @dataclass(slots=True)
 class CachedExposition:
-    """One fetched exposition; its gzip form is made once, on first demand."""
+    """One fetched answer (an exposition, or JSON); its gzip form is made once, on demand."""
 
     plain: bytes
     fetched_at: float
+    status: int = 200
+    content_type: str = CONTENT_TYPE
     _gzipped: asyncio.Future[bytes] | None = field(default=None, repr=False)
 
     async def gzipped(self) -> bytes:
@@ -112,30 +143,30 @@ class CachedExposition:
 
 
 class UpstreamError(Exception):
-    """The agent did not answer /metrics usefully."""
+    """The agent did not answer usefully."""
 
 
 class ExpositionCache:
-    """The latest exposition, fetched anew when older than ``max_age_s``; one fetch at a time."""
+    """The latest answer for one path, fetched anew when older than ``max_age_s``; one at a time."""
 
     def __init__(
         self,
-        fetch: Callable[[], Awaitable[bytes]],
+        fetch: Callable[[], Awaitable[bytes | Reply]],
         *,
         max_age_s: float = MAX_AGE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``fetch`` returns the agent's plain-text exposition or raises :class:`UpstreamError`."""
+        """``fetch`` returns the agent's answer (bytes: a 200 exposition), or UpstreamError."""
         self._fetch = fetch
         self._max_age_s = max_age_s
         self._clock = clock
         self._latest: CachedExposition | None = None
         self._pending: asyncio.Future[CachedExposition] | None = None
-        #: Fetches made so far (concurrent scrapes share one).
+        #: Fetches made so far (concurrent requests share one).
         self.fetches = 0
 
     async def get(self) -> CachedExposition:
-        """An exposition at most ``max_age_s`` old; :class:`UpstreamError` if none can be had."""
+        """An answer at most ``max_age_s`` old; :class:`UpstreamError` if none can be had."""
         latest = self._latest
         if latest is not None and self._clock() - latest.fetched_at < self._max_age_s:
             return latest
@@ -147,8 +178,11 @@ class ExpositionCache:
         try:
             self.fetches += 1
             started = self._clock()
-            body = await self._fetch()
-            self._latest = CachedExposition(body, started)
+            got = await self._fetch()
+            if isinstance(got, Reply):
+                self._latest = CachedExposition(got.body, started, got.status, got.content_type)
+            else:
+                self._latest = CachedExposition(got, started)
             return self._latest
         finally:
             self._pending = None
@@ -158,7 +192,13 @@ class ExpositionCache:
 
 
 class Front:
-    """The front's aiohttp application: /metrics from the cache, the rest passed through."""
+    """The front's aiohttp application: an allow-list of paths, each served from its cache.
+
+    ``PATHS`` are the only paths answered (GET and HEAD); anything else, ``/./metrics`` and
+    ``/%2E/metrics`` included, is a 404 from the front itself, never seen by the agent. Each
+    path's answer is fetched from the agent at most once per ``max_age_s`` whatever the number
+    of clients, and shared by all of them (gzip made once per answer).
+    """
 
     def __init__(
         self,
@@ -169,53 +209,43 @@ class Front:
     ) -> None:
         """Serve through ``upstream`` (a session bound to the agent's Unix socket)."""
         self._upstream = upstream
-        self.cache = ExpositionCache(self._fetch_metrics, max_age_s=max_age_s)
+        self.caches = {
+            path: ExpositionCache(partial(self._fetch, path), max_age_s=max_age_s) for path in PATHS
+        }
+        self.cache = self.caches["/metrics"]
         self.app = web.Application(middlewares=list(middlewares))
-        self.app.add_routes(
-            [web.get("/metrics", self.metrics), web.route("*", "/{tail:.*}", self.passthrough)]
-        )
+        self.app.add_routes([web.get(path, self.cached) for path in PATHS])
 
-    async def _fetch_metrics(self) -> bytes:
-        """The agent's plain-text exposition; one log line per failed fetch, not per scrape."""
+    async def _fetch(self, path: str) -> Reply:
+        """The agent's answer for ``path``; one log line per failed fetch, not per request."""
         headers = {"Accept-Encoding": "identity"}
         try:
-            async with self._upstream.get(f"{UPSTREAM_HOST}/metrics", headers=headers) as resp:
-                if resp.status == 200:  # noqa: PLR2004 - HTTP OK
-                    return await resp.read()
-                error = f"agent answered /metrics with {resp.status}"
+            async with self._upstream.get(
+                f"{UPSTREAM_HOST}{path}", headers=headers, allow_redirects=False
+            ) as resp:
+                if resp.status == 200 or path not in _MUST_SUCCEED:  # noqa: PLR2004 - HTTP OK
+                    content_type = resp.headers.get("Content-Type", "text/plain")
+                    return Reply(resp.status, content_type, await resp.read())
+                error = f"agent answered {path} with {resp.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"agent not answering: {exc!r}"
-        log.warning("http_front_upstream_failed", path="/metrics", error=error)
+        log.warning("http_front_upstream_failed", path=path, error=error)
         raise UpstreamError(error)
 
-    async def metrics(self, request: web.Request) -> web.StreamResponse:
-        """The cached exposition, gzip-compressed when the client accepts it; 503 without one."""
+    async def cached(self, request: web.Request) -> web.StreamResponse:
+        """The path's cached answer, gzip-compressed when the client accepts it; 503 without one."""
         try:
-            exposition = await self.cache.get()
+            reply = await self.caches[request.path].get()
         except UpstreamError:
             return web.Response(status=503, text="agent not answering\n")
-        headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
-        body = exposition.plain
-        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            body = await exposition.gzipped()
+        headers = {"Content-Type": reply.content_type, "Vary": "Accept-Encoding"}
+        body = reply.plain
+        if len(body) >= _GZIP_MIN_BYTES and accepts_gzip(
+            request.headers.get("Accept-Encoding", "")
+        ):
+            body = await reply.gzipped()
             headers["Content-Encoding"] = "gzip"
-        return await send_chunks(request, (body,), headers)
-
-    async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        """Any other request, sent to the agent as is; its status, type and body sent back."""
-        try:
-            async with self._upstream.request(
-                request.method,
-                f"{UPSTREAM_HOST}{request.rel_url}",
-                headers={"Accept-Encoding": "identity"},
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                headers = {k: resp.headers[k] for k in _PASSED_HEADERS if k in resp.headers}
-                return web.Response(status=resp.status, body=body, headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("http_front_upstream_failed", path=request.path, error=repr(exc))
-            return web.Response(status=503, text="agent not answering\n")
+        return await send_chunks(request, (body,), headers, status=reply.status)
 
 
 async def _stdin_closed() -> None:
@@ -228,30 +258,58 @@ async def _stdin_closed() -> None:
 
 
 async def serve(settings: FrontSettings) -> None:
-    """Serve on the inherited socket until stdin closes."""
+    """Serve on the inherited socket, within `agent.http_guard`'s limits, until stdin closes."""
     from agent import web_security  # noqa: PLC0415 - bcrypt and TLS only in the front
 
+    throttled = ThrottledLog()
+    listener = socket.socket(fileno=settings.listen_fd)
+    limits = ConnectionLimits(
+        total=settings.max_connections, per_client=settings.max_connections_per_client
+    )
     middlewares: tuple[Middleware, ...] = ()
     ssl_context = None
     if settings.web_config_file is not None:
         web_cfg = web_security.load_web_config(settings.web_config_file)
-        middlewares = tuple(web_security.web_security_middlewares(web_cfg))
+        middlewares = tuple(web_security.web_security_middlewares(web_cfg, throttled_log=throttled))
         ssl_context = web_security.ssl_context(web_cfg)
-    listener = socket.socket(fileno=settings.listen_fd)
+    guarded = GuardedServer(
+        listener, ssl_context=ssl_context, limits=limits, throttled_log=throttled
+    )
     connector = aiohttp.UnixConnector(path=settings.upstream_socket, limit=20)
     timeout = aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as upstream:
-        front = Front(upstream, max_age_s=settings.max_age_s, middlewares=middlewares)
-        runner = web.AppRunner(front.app, access_log=None, handle_signals=False)
+        front = Front(
+            upstream,
+            max_age_s=settings.max_age_s,
+            middlewares=(phase_middleware(guarded), *middlewares),
+        )
+        runner = web.AppRunner(front.app, access_log=None, handle_signals=False, **HANDLER_ARGS)
         await runner.setup()
+        assert runner.server is not None
         try:
-            await web.SockSite(runner, listener, ssl_context=ssl_context).start()
-            log.info(
-                "http_front_serving", pid=os.getpid(), nice=os.nice(0), loop=event_loop.running()
-            )
-            await _stdin_closed()
+            async with asyncio.TaskGroup() as tg:
+                accepting = tg.create_task(guarded.serve(runner.server), name="http_accept")
+                flushing = tg.create_task(_flush_every(throttled), name="http_log_flush")
+                log.info(
+                    "http_front_serving",
+                    pid=os.getpid(),
+                    nice=os.nice(0),
+                    loop=event_loop.running(),
+                    max_connections=limits.total,
+                    max_connections_per_client=limits.per_client,
+                )
+                await _stdin_closed()
+                accepting.cancel()
+                flushing.cancel()
         finally:
             await runner.cleanup()
+            throttled.flush(everything=True)
+
+
+async def _flush_every(throttled: ThrottledLog) -> None:
+    while True:
+        await asyncio.sleep(LOG_WINDOW_S)
+        throttled.flush()
 
 
 def main() -> int:
@@ -302,12 +360,16 @@ class HttpFront:
         log_level: LogLevel = "info",
         event_loop: EventLoop = "uvloop",
         nice: int = FRONT_NICE,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
         on_restart: Callable[[], object] = lambda: None,
     ) -> None:
         """Nothing is bound or spawned until :meth:`start`; ``on_restart`` counts restarts."""
         self.api = api
         self._host, self._port = host, port
         self._web_config_file = web_config_file
+        self._limits = (max_connections, max_connections_per_client)
+        self._swap = asyncio.Lock()  # a reload's stop-then-spawn, against run()'s restarts
         self._log = (log_format, log_level)
         self._event_loop: EventLoop = event_loop
         self._nice = nice
@@ -343,6 +405,8 @@ class HttpFront:
             log_format=self._log[0],
             log_level=self._log[1],
             event_loop=self._event_loop,
+            max_connections=self._limits[0],
+            max_connections_per_client=self._limits[1],
         )
 
     async def _spawn(self) -> None:
@@ -353,6 +417,7 @@ class HttpFront:
             "agent.http_front",
             stdin=asyncio.subprocess.PIPE,
             pass_fds=(settings.listen_fd,),
+            env=front_environment(os.environ),
         )
         assert self._proc.stdin is not None
         self._proc.stdin.write(settings.model_dump_json().encode() + b"\n")
@@ -361,28 +426,43 @@ class HttpFront:
     async def run(self) -> None:
         """Restart the front whenever it exits, until cancelled (then :meth:`stop` it)."""
         while True:
-            assert self._proc is not None, "start() first"
-            code = await self._proc.wait()
-            delay = RESTART_DELAYS_S[min(self.restarts, len(RESTART_DELAYS_S) - 1)]
-            log.error("http_front_exited", code=code, restart_in_s=delay)
-            await asyncio.sleep(delay)
-            self.restarts += 1
-            self._on_restart()
+            proc = self._proc
+            assert proc is not None, "start() first"
+            code = await proc.wait()
+            async with self._swap:
+                if self._proc is not proc:
+                    continue  # replaced by reload()
+                delay = RESTART_DELAYS_S[min(self.restarts, len(RESTART_DELAYS_S) - 1)]
+                log.error("http_front_exited", code=code, restart_in_s=delay)
+                await asyncio.sleep(delay)
+                self.restarts += 1
+                self._on_restart()
+                await self._spawn()
+
+    async def reload(
+        self,
+        *,
+        web_config_file: Path | None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    ) -> None:
+        """Replace the front by one with these settings (the web config read anew).
+
+        The old front is stopped first (it finishes the requests under way), so once this
+        returns no request is answered under the old web config; connections arriving in
+        between wait in the listening socket's backlog.
+        """
+        async with self._swap:
+            self._web_config_file = web_config_file
+            self._limits = (max_connections, max_connections_per_client)
+            await _stop_process(self._proc)
             await self._spawn()
+        log.info("http_front_reloaded", front_pid=self.pid)
 
     async def stop(self) -> None:
         """Stop the front (close its stdin; SIGKILL after the deadline), the API, the sockets."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                async with asyncio.timeout(STOP_DEADLINE_S):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await _stop_process(proc)
         await self.api.stop()
         if self._listener is not None:
             self._listener.close()
@@ -390,6 +470,39 @@ class HttpFront:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+async def _stop_process(proc: asyncio.subprocess.Process | None) -> None:
+    """Close the front's stdin and wait for it to exit; SIGKILL after ``STOP_DEADLINE_S``."""
+    if proc is None or proc.returncode is not None:
+        return
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        async with asyncio.timeout(STOP_DEADLINE_S):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+_FRONT_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "JOURNAL_STREAM", "SYSTEMD_EXEC_PID"})
+_FRONT_ENV_PREFIXES = ("LC_", "PYTHON", "COVERAGE_")
+
+
+def front_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The front's environment: the locale, Python's and logging's variables, nothing else.
+
+    In particular no ``ALTIWATCH_*`` override (``ALTIWATCH_MQTT__PASSWORD``), no
+    ``CREDENTIALS_DIRECTORY`` and no ``NOTIFY_SOCKET``: the front needs none of them, and its
+    ``/proc/<pid>/environ`` is then free of the agent's secrets.
+    """
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in _FRONT_ENV or name.startswith(_FRONT_ENV_PREFIXES)
+    }
 
 
 def _runtime_dir() -> str | None:

@@ -416,6 +416,12 @@ class AgentMetrics:
             "Times the HTTP front process exited and was started again.",
             registry=registry,
         )
+        self.http_api_requests = Counter(
+            "altiwatch_http_api_requests",
+            "Requests the agent itself answered, by path (behind the HTTP front: its fetches).",
+            ["path"],
+            registry=registry,
+        )
         for tier in ("fast", "slow"):
             self.polls.labels(tier=tier)
             self.poll_duration.labels(tier=tier)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
+import ipaddress
 import math
 import os
 import signal
@@ -152,11 +154,14 @@ class AgentService:
         )
         self.poller = self._make_poller(config)
         security = self._web_security(config)  # validated here either way: exit 78 if invalid
+        self._web_print = web_fingerprint(config)
+        warn_cleartext_passwords(config)
         self.http = HttpApi(
             fleet=self.fleet,
             renderer=self.renderer,
             ready=lambda: self._ready_sent,
             alarms=self.engine,
+            on_request=lambda path: self.metrics.http_api_requests.labels(path=path).inc(),
             **({} if http_front else security),
         )
         self.front = (
@@ -168,6 +173,8 @@ class AgentService:
                 log_format=config.agent.log_format,
                 log_level=config.agent.log_level,
                 event_loop=config.agent.event_loop,
+                max_connections=config.http.max_connections,
+                max_connections_per_client=config.http.max_connections_per_client,
                 on_restart=self.metrics.http_front_restarts.inc,
             )
             if http_front
@@ -183,6 +190,7 @@ class AgentService:
         self._ready_sent = False
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
+        self._front_stale = False
 
     # ------------------------------------------------------------------ construction
 
@@ -505,7 +513,17 @@ class AgentService:
         while True:
             await self._reload_requested.wait()
             self._reload_requested.clear()
-            self.reload()
+            if self.reload() and self._front_stale and self.front is not None:
+                # The web config (users, passwords, TLS files) or the connection limits
+                # changed: a new front reads them; the old one is gone when this returns.
+                self._front_stale = False
+                http = self.config.http
+                with _guard("http_front_reload_failed"):  # the running front stays
+                    await self.front.reload(
+                        web_config_file=http.web_config_file,
+                        max_connections=http.max_connections,
+                        max_connections_per_client=http.max_connections_per_client,
+                    )
 
     def request_reload(self) -> None:
         """SIGHUP handler: reload in the loop, not in the handler."""
@@ -518,10 +536,12 @@ class AgentService:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path, env=self._env)
+            web_print = web_fingerprint(new)  # the web config validated as at start
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))  # noqa: TRY400 - not a traceback case
             self.notifier.ready()
             return False
+        self._note_web_changes(new, web_print)
         configure_logging(new.agent.log_format, new.agent.log_level)
         restart_all = new.polling != self.config.polling
         if restart_all:
@@ -530,16 +550,9 @@ class AgentService:
             self.source = self._make_source(new)
             self.poller = self._make_poller(new)
             self.poller.expect(set())
-        old = self.config
-        changed = [
-            name
-            for name in ("http", "mqtt", "thermal", "sites")
-            if getattr(new, name) != getattr(old, name)
-        ]
-        if (new.agent.id, new.agent.state_dir) != (old.agent.id, old.agent.state_dir):
-            changed.append("agent")
-        for section in changed:
-            # Live: inventory, polling, logging, shutdown_grace_s. The rest at the next start.
+        for section in _sections_needing_restart(self.config, new):
+            # Live: inventory, polling, logging, shutdown_grace_s, the HTTP front's web config
+            # and limits. The rest at the next start.
             log.warning("config_reload_section_needs_restart", section=section)
         wanted = {**self._discovered, **{t.address: (s.name, t) for s, t in new.targets()}}
         removed = [a for a in self._targets if a not in wanted]
@@ -561,6 +574,17 @@ class AgentService:
         self.notifier.ready()
         self._schedule_refreeze()
         return True
+
+    def _note_web_changes(self, new: AgentConfig, web_print: tuple[object, ...]) -> None:
+        """The front is to be replaced (by ``_reloader``) when what it is made of changed."""
+        if web_print == self._web_print:
+            return
+        self._web_print = web_print
+        self._front_stale = self.front is not None
+        if self.front is None:
+            log.warning("config_reload_section_needs_restart", section="http")
+        else:
+            warn_cleartext_passwords(new, mqtt=False)
 
     def _schedule_refreeze(self) -> None:
         """After a reload: unfreeze, collect, freeze again once the replaced tasks are gone.
@@ -625,6 +649,75 @@ class AgentService:
             if callable(close):
                 with _guard("close_failed"):
                     close()
+
+
+def _sections_needing_restart(old: AgentConfig, new: AgentConfig) -> list[str]:
+    changed = [
+        name for name in ("mqtt", "thermal", "sites") if getattr(new, name) != getattr(old, name)
+    ]
+    if new.http.listen != old.http.listen:  # the rest of http: see web_fingerprint
+        changed.append("http")
+    if (new.agent.id, new.agent.state_dir) != (old.agent.id, old.agent.state_dir):
+        changed.append("agent")
+    return changed
+
+
+def web_fingerprint(config: AgentConfig) -> tuple[object, ...]:
+    """What the HTTP front is made from: limits, web config and TLS files (by content).
+
+    Reading the web config validates it (and its certificate and key) as start-up does:
+    ``ConfigError`` when it is invalid.
+    """
+    http = config.http
+    digest = hashlib.sha256()
+    path = http.web_config_file
+    if path is not None:
+        from agent import web_security  # noqa: PLC0415 - only with a web config
+
+        web_cfg = web_security.load_web_config(path)
+        web_security.ssl_context(web_cfg)
+        files = [path]
+        tls = web_cfg.tls_server_config
+        if tls is not None:
+            files += [f for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f]
+        for file in files:
+            try:
+                digest.update(file.read_bytes())
+            except OSError as exc:
+                msg = f"cannot read {file}: {exc.strerror}"
+                raise ConfigError(msg) from None
+    return (path, http.max_connections, http.max_connections_per_client, digest.digest())
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_cleartext_passwords(config: AgentConfig, *, mqtt: bool = True) -> None:
+    """Warn when passwords would cross the network in clear: basic auth or MQTT without TLS."""
+    path = config.http.web_config_file
+    if path is not None and not _loopback(config.http.host):
+        from agent import web_security  # noqa: PLC0415 - only with a web config
+
+        with contextlib.suppress(ConfigError):  # reported where it is loaded
+            web_cfg = web_security.load_web_config(path)
+            if web_cfg.basic_auth_users and web_cfg.tls_server_config is None:
+                log.warning("http_basic_auth_without_tls", listen=config.http.listen)
+    settings = config.mqtt
+    has_password = settings.password is not None or settings.password_file is not None
+    if (
+        mqtt
+        and settings.enabled
+        and has_password
+        and settings.tls is None
+        and not _loopback(settings.host)
+    ):
+        log.warning("mqtt_password_without_tls", host=settings.host, port=settings.port)
 
 
 def read_pressure_kpa(path: Path) -> float | None:

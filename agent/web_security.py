@@ -20,11 +20,13 @@ Public API: ``load_web_config(path) -> WebConfig``, ``ssl_context(cfg) -> SSLCon
 headers, client-SAN and basic-auth middlewares, in order; what the HTTP server installs).
 
 Basic auth follows exporter-toolkit: every path needs credentials once users are configured; an
-unknown user is checked against a fixed dummy hash so timing does not reveal which users exist;
-one bcrypt comparison runs at a time (in a worker thread, so the event loop keeps polling), and its
-outcome is cached in memory under an HMAC of (user, hash, password) with a per-process random key,
-so bcrypt's ~70 ms are paid once per credential, not per scrape. The plain password is never
-stored or logged.
+unknown user is checked against a dummy hash of the highest configured cost so timing does not
+reveal which users exist; one bcrypt comparison runs at a time (in a worker thread, so the event
+loop keeps polling), and its outcome is cached in memory under an HMAC of (user, hash, password)
+with a per-process random key, so bcrypt's ~70 ms are paid once per credential, not per scrape.
+The comparisons waiting are bounded, in all (503 beyond) and per client (429 beyond, with a
+per-client rate), and dropped when their client leaves. Failures are logged once per client a
+minute (``agent.http_guard.ThrottledLog``). The plain password is never stored or logged.
 
 Differences from Go's toolkit, rejected at load time with a message naming the field rather than
 silently weakened: ``client_auth_type`` ``RequestClientCert``/``RequireAnyClientCert`` (request a
@@ -41,10 +43,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import ssl
+import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -55,14 +62,17 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.errors import ConfigError, ConfigProblem
+from agent.http_guard import ThrottledLog, client_key
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from aiohttp.typedefs import Handler, Middleware
 
 __all__ = [
+    "AuthBusy",
     "BasicAuthVerifier",
+    "ClientGone",
     "HttpServerConfig",
     "TlsServerConfig",
     "WebConfig",
@@ -79,6 +89,15 @@ _BCRYPT_RE = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
 # exporter-toolkit's dummy: bcrypt("fakepassword"), cost 10, compared for unknown users.
 _DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 _CACHE_MAX = 1024
+_BUCKETS_MAX = 4096
+BCRYPT_QUEUE = 16
+"""Distinct credentials that may wait for a bcrypt comparison (~1 s at cost 10); then 503."""
+BCRYPT_QUEUE_PER_CLIENT = 2
+"""Of those, from one client (an IPv4 address or an IPv6 /64); then 429."""
+BCRYPT_CLIENT_BURST = 10
+"""Comparisons a client may ask for at once (a scraper needs one per credential, ever)."""
+BCRYPT_CLIENT_RATE = 1.0
+"""Comparisons a client may ask for per second after its burst; then 429."""
 
 _TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -396,21 +415,87 @@ def ssl_context(cfg: WebConfig) -> ssl.SSLContext | None:
     return context
 
 
+class AuthBusy(Exception):  # noqa: N818 - a refusal, not an error
+    """A bcrypt comparison cannot be queued now: answer ``status`` with ``Retry-After``."""
+
+    def __init__(self, status: int, retry_after_s: int, reason: str) -> None:
+        """429 (this client asked too much) or 503 (the queue is full)."""
+        super().__init__(reason)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+
+
+class ClientGone(Exception):  # noqa: N818 - a condition, not an error
+    """The client left before its credentials were checked: the check was skipped."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+def hash_cost(hashed: str | bytes) -> int:
+    """The cost (log2 rounds) of a bcrypt hash: 10 for ``$2y$10$...``."""
+    text = hashed.decode("ascii") if isinstance(hashed, bytes) else hashed
+    return int(text.split("$")[2])
+
+
 class BasicAuthVerifier:
     """Checks basic-auth credentials against bcrypt hashes, caching outcomes (not passwords).
 
     The cache maps HMAC-SHA256(key, user ‖ hash ‖ password) (``key`` random per process) to the
     outcome; it is bounded (least recently used entries go first). A cache hit costs one HMAC;
-    a miss costs one bcrypt comparison, run in a thread, one at a time.
+    a miss costs one bcrypt comparison, run in a worker thread, one at a time.
+
+    Misses are bounded, so a flood of guesses costs a legitimate client at most a short wait:
+    at most ``max_queue`` distinct credentials wait for bcrypt (beyond: :class:`AuthBusy` 503),
+    at most ``per_client_queue`` of them from one client, and each client gets ``client_burst``
+    comparisons then ``client_rate`` a second (beyond either: 429). Requests with credentials
+    already waiting share that check and count once. A request whose client left
+    (``alive()`` false, or its task cancelled) leaves the queue without a comparison.
+
+    An unknown user is compared with a dummy hash of the highest cost configured, so the time
+    a failure takes does not tell whether the user exists.
     """
 
-    def __init__(self, users: Mapping[str, str]) -> None:
-        """Keep the users' hashes; nothing is verified yet."""
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        *,
+        max_queue: int = BCRYPT_QUEUE,
+        per_client_queue: int = BCRYPT_QUEUE_PER_CLIENT,
+        client_burst: int = BCRYPT_CLIENT_BURST,
+        client_rate: float = BCRYPT_CLIENT_RATE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Keep the users' hashes; the dummy hash is made here when its cost is not 10."""
         self._users = {user: hashed.encode("ascii") for user, hashed in users.items()}
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._bcrypt_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
+        self._max_queue = max_queue
+        self._per_client_queue = per_client_queue
+        self._client_burst = client_burst
+        self._client_rate = client_rate
+        self._clock = clock
+        self._waiting: dict[bytes, int] = {}  # credential key -> requests waiting on its check
+        self._queued = 0  # distinct credentials waiting
+        self._queued_by_client: dict[str, int] = {}
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        cost = max((hash_cost(h) for h in self._users.values()), default=hash_cost(_DUMMY_HASH))
+        #: The hash unknown users are compared with (cost: the highest configured).
+        self.dummy_hash = (
+            _DUMMY_HASH
+            if cost == hash_cost(_DUMMY_HASH)
+            else bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+        )
         self.bcrypt_checks = 0
+        #: Requests refused with 429/503, and checks skipped because the client left.
+        self.refused = 0
+        self.skipped = 0
 
     def _cache_key(self, user: str, hashed: bytes, password: bytes) -> bytes:
         mac = hmac.new(self._key, digestmod=hashlib.sha256)
@@ -440,22 +525,102 @@ class BasicAuthVerifier:
         except ValueError:  # > 72 bytes (bcrypt ≥ 5) or a malformed hash: not a match
             return False
 
-    async def verify(self, user: str, password: str) -> bool:
-        """Return True when ``user`` exists and ``password`` matches its bcrypt hash."""
+    def _take_token(self, client: str) -> float:
+        """Take one comparison from ``client``'s bucket; 0, or the seconds until one is due."""
+        now = self._clock()
+        bucket = self._buckets.pop(client, None) or _Bucket(float(self._client_burst), now)
+        bucket.tokens = min(
+            float(self._client_burst), bucket.tokens + (now - bucket.at) * self._client_rate
+        )
+        bucket.at = now
+        self._buckets[client] = bucket
+        while len(self._buckets) > _BUCKETS_MAX:
+            self._buckets.popitem(last=False)
+        if bucket.tokens < 1.0:
+            return (1.0 - bucket.tokens) / self._client_rate
+        bucket.tokens -= 1.0
+        return 0.0
+
+    def _admit(self, client: str) -> None:
+        if self._queued_by_client.get(client, 0) >= self._per_client_queue:
+            self.refused += 1
+            raise AuthBusy(429, 1, "client_queue_full")
+        if self._queued >= self._max_queue:
+            self.refused += 1
+            raise AuthBusy(503, 1, "queue_full")
+        wait_s = self._take_token(client)
+        if wait_s > 0:
+            self.refused += 1
+            raise AuthBusy(429, math.ceil(wait_s), "client_rate")
+
+    def _checked(self, key: bytes, done: asyncio.Future[bool], *, known: bool) -> None:
+        """Cache a comparison's outcome, even when the request that asked for it left."""
+        if not done.cancelled() and done.exception() is None:
+            self._remember(key, outcome=known and done.result())
+
+    async def verify(
+        self,
+        user: str,
+        password: str,
+        *,
+        client: str = "",
+        alive: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Return True when ``user`` exists and ``password`` matches its bcrypt hash.
+
+        Raises:
+            AuthBusy: the comparison cannot be queued (429 for this ``client``, 503 for all).
+            ClientGone: ``alive()`` turned false while the request waited.
+        """
         known = user in self._users
-        hashed = self._users.get(user, _DUMMY_HASH)
+        hashed = self._users.get(user, self.dummy_hash)
         pw = password.encode("utf-8")
         key = self._cache_key(user, hashed, pw)
         outcome = self._cached(key)
         if outcome is None:
+            outcome = await self._queued_check(key, pw, hashed, client, alive, known=known)
+        return outcome and known
+
+    async def _queued_check(
+        self,
+        key: bytes,
+        pw: bytes,
+        hashed: bytes,
+        client: str,
+        alive: Callable[[], bool],
+        *,
+        known: bool,
+    ) -> bool:
+        first = key not in self._waiting  # later ones share the first one's check
+        if first:
+            self._admit(client)
+            self._queued += 1
+            self._queued_by_client[client] = self._queued_by_client.get(client, 0) + 1
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
             async with self._bcrypt_lock:
                 outcome = self._cached(key)
-                if outcome is None:
-                    self.bcrypt_checks += 1
-                    matched = await asyncio.to_thread(self._checkpw, pw, hashed)
-                    outcome = known and matched
-                    self._remember(key, outcome=outcome)
-        return outcome and known
+                if outcome is not None:
+                    return outcome
+                if not alive():
+                    self.skipped += 1
+                    raise ClientGone
+                self.bcrypt_checks += 1
+                # One worker thread: a cancelled request never lets two comparisons overlap.
+                check = asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._checkpw, pw, hashed
+                )
+                check.add_done_callback(partial(self._checked, key, known=known))
+                return known and await check
+        finally:
+            left = self._waiting.pop(key) - 1
+            if left:
+                self._waiting[key] = left
+            if first:
+                self._queued -= 1
+                count = self._queued_by_client.pop(client) - 1
+                if count:
+                    self._queued_by_client[client] = count
 
 
 def _parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -482,26 +647,62 @@ def _unauthorized() -> web.Response:
     )
 
 
+def _alive(request: web.Request) -> Callable[[], bool]:
+    def alive() -> bool:
+        transport = request.transport
+        return transport is not None and not transport.is_closing()
+
+    return alive
+
+
 def basic_auth_middleware(
-    cfg: WebConfig, *, verifier: BasicAuthVerifier | None = None
+    cfg: WebConfig,
+    *,
+    verifier: BasicAuthVerifier | None = None,
+    throttled_log: ThrottledLog | None = None,
 ) -> Middleware | None:
     """Return an aiohttp middleware requiring basic auth, or None if no users are configured.
 
-    ``verifier`` defaults to a new ``BasicAuthVerifier(cfg.basic_auth_users)``.
+    ``verifier`` defaults to a new ``BasicAuthVerifier(cfg.basic_auth_users)``; failures are
+    logged through ``throttled_log`` (one ``http_auth_failed`` line per client a minute).
     """
     if not cfg.basic_auth_users:
         return None
     if verifier is None:
         verifier = BasicAuthVerifier(cfg.basic_auth_users)
+    if throttled_log is None:
+        throttled_log = ThrottledLog()
 
     @web.middleware
     async def require_basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        client = client_key(
+            request.transport.get_extra_info("peername") if request.transport else None
+        )
         credentials = _parse_basic(request.headers.get("Authorization"))
-        if credentials is None or not await verifier.verify(*credentials):
-            log.info(
+        try:
+            ok = credentials is not None and await verifier.verify(
+                *credentials, client=client, alive=_alive(request)
+            )
+        except AuthBusy as busy:
+            throttled_log.note(
+                "http_auth_throttled",
+                client,
+                level="warning",
+                status=busy.status,
+                reason=busy.reason,
+            )
+            return web.Response(
+                status=busy.status,
+                text=f"{busy.status} busy checking credentials\n",
+                headers={"Retry-After": str(busy.retry_after_s)},
+            )
+        except ClientGone:
+            return web.Response(status=499, text="client gone\n")  # never read by anyone
+        if not ok:
+            throttled_log.note(
                 "http_auth_failed",
-                path=request.path,
-                remote=request.remote,
+                client,
+                path=request.path[:64],
                 user_known=credentials is not None and credentials[0] in cfg.basic_auth_users,
             )
             return _unauthorized()
@@ -535,28 +736,35 @@ def _peer_sans(request: web.Request) -> set[str]:
     return sans
 
 
-def _san_middleware(allowed: tuple[str, ...]) -> Middleware:
+def _san_middleware(allowed: tuple[str, ...], throttled_log: ThrottledLog) -> Middleware:
     allowed_set = set(allowed)
 
     @web.middleware
     async def require_client_san(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not (_peer_sans(request) & allowed_set):
-            log.info("http_client_san_rejected", path=request.path, remote=request.remote)
+            client = client_key(
+                request.transport.get_extra_info("peername") if request.transport else None
+            )
+            throttled_log.note("http_client_san_rejected", client, path=request.path[:64])
             return web.Response(status=403, text="403 Forbidden: client certificate SAN\n")
         return await handler(request)
 
     return require_client_san
 
 
-def web_security_middlewares(cfg: WebConfig) -> list[Middleware]:
+def web_security_middlewares(
+    cfg: WebConfig, *, throttled_log: ThrottledLog | None = None
+) -> list[Middleware]:
     """Every middleware ``cfg`` asks for, outermost first: headers, client SANs, basic auth."""
+    if throttled_log is None:
+        throttled_log = ThrottledLog()
     middlewares: list[Middleware] = []
     if cfg.http_server_config.headers:
         middlewares.append(_headers_middleware(cfg.http_server_config.headers))
     tls = cfg.tls_server_config
     if tls is not None and tls.client_allowed_sans:
-        middlewares.append(_san_middleware(tls.client_allowed_sans))
-    auth = basic_auth_middleware(cfg)
+        middlewares.append(_san_middleware(tls.client_allowed_sans, throttled_log))
+    auth = basic_auth_middleware(cfg, throttled_log=throttled_log)
     if auth is not None:
         middlewares.append(auth)
     return middlewares

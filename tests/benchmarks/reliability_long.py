@@ -16,6 +16,7 @@
   lateness against the quiet windows' with a bootstrap interval.
 * ``kill``: ten SIGKILLs at random points while alarms rise and clear (the integration test's
   scenario with ``kills=10``): produced vs delivered alarm events.
+* ``front``: the HTTP front under hostile clients (issue 15), see `tests.benchmarks.front_attacks`.
 * ``drift`` (not in ``all``): 2,000 quiet miners at 15 s for ``--minutes`` (25): the agent's CPU
   per poll and RSS minute by minute, first minutes against last.
 
@@ -25,6 +26,7 @@ Everything binds to 127.91-127.93.x.y (reliability's loopback range) and stops b
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import functools
 import json
@@ -38,17 +40,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collectors.pyasic_source import miner_from_hint
 from collectors.source import CollectorError
+from tests.benchmarks import front_attacks
 from tests.benchmarks.poll_worker import process_cpu_s
 from tests.benchmarks.run import histogram_quantiles
 from tests.benchmarks.run import parse_metrics as parse_flat
 from tests.integration.test_reliability_kill import assert_kill_report, run_kill_scenario
 from tests.integration.test_reliability_load import run_scrapers
 from tests.integration.test_reliability_miners import BAD, parse_metrics, per_miner
+from tests.support import agent as agent_support
 from tests.support.agent import AgentProcess, wait_until
 from tests.support.emulator import EmulatorHandle, start_emulator
 from tests.support.mosquitto import Mosquitto, MosquittoSub
@@ -78,18 +83,29 @@ def _scenario(total: int, name: str) -> dict[str, Any]:
 class Agent:
     """A real agent process with its own work dir (``tests.support.agent.AgentProcess``)."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
-        """Fill in state dir and listen address, start, wait for /readyz."""
+    def __init__(
+        self, workdir: Path, config: dict[str, Any], *, basic_auth: tuple[str, str] | None = None
+    ) -> None:
+        """Fill in state dir and listen address, start, wait for /readyz (unless basic_auth)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = {**config}
         config["agent"] = {"state_dir": str(workdir / "state"), **config.get("agent", {})}
         config["http"] = {"listen": f"127.0.0.1:{free_port()}", **config.get("http", {})}
+        self._auth = basic_auth
         self.process = AgentProcess(workdir, config, {})
-        self.process.wait_ready(timeout=600)
+        if basic_auth is None:
+            self.process.wait_ready(timeout=600)
 
     def metrics(self) -> str:
-        """The /metrics text."""
-        return self.process.metrics()
+        """The /metrics text (with the basic-auth credentials, when given)."""
+        if self._auth is None:
+            return self.process.metrics()
+        token = base64.b64encode(":".join(self._auth).encode()).decode()
+        request = urllib.request.Request(  # noqa: S310 - loopback bench URL
+            self.process.url + "/metrics", headers={"Authorization": f"Basic {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback bench URL
+            return str(resp.read().decode())
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL."""
@@ -425,7 +441,11 @@ def bench_load(
     agent = None
     probe = None
     try:
-        agent = Agent(tmp / "agent-load", _config(emulator, interval))
+        config = _config(emulator, interval)
+        # The 100 scrapers stand for 100 Prometheus servers, but share one source address:
+        # lift the per-client connection limit (32 by default) above their number.
+        config["http"] = {"max_connections_per_client": 2 * scrapers}
+        agent = Agent(tmp / "agent-load", config)
         _all_up(agent, miners, timeout=600)
         url = agent.process.url + "/metrics"
         front = _children(agent.process.proc.pid)
@@ -607,7 +627,12 @@ def bench_drift(
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen long benchmarks; print JSON and write it to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["miners", "load", "kill", "drift", "all"])
+    parser.add_argument("which", choices=["miners", "load", "kill", "drift", "front", "all"])
+    parser.add_argument(
+        "--altiwatch",
+        type=Path,
+        help="the altiwatch to run (default: this venv's), e.g. another checkout's to compare",
+    )
     parser.add_argument(
         "--minutes", type=int, default=DRIFT_MINUTES, help="drift: how long to watch the agent"
     )
@@ -624,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         help="load: quiet-storm-storm-quiet cycles per kind, e.g. gzip=6,plain=2",
     )
     args = parser.parse_args(argv)
+    if args.altiwatch is not None:
+        agent_support.ALTIWATCH = args.altiwatch
     # SIGTERM runs the finally blocks (emulator, agents and broker are stopped).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/bin")
@@ -646,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "kill": bench_kill,
         "drift": functools.partial(bench_drift, minutes=args.minutes),
+        "front": front_attacks.bench_front,
     }
     # "all" is what make bench runs; drift (25 minutes more) only when asked for.
     chosen = [n for n in benches if n != "drift"] if args.which == "all" else [args.which]

@@ -255,7 +255,7 @@ def test_security_check_config_validates_the_web_config(tmp_path):
 async def test_security_wrong_password_flood_does_not_delay_known_credentials(
     tmp_path, pki, served
 ):
-    """30 distinct wrong passwords (bcrypt each, one at a time) never queue a cached scraper."""
+    """30 concurrent wrong passwords from one client: at most 2 queue for bcrypt (others 429), a cached scraper never waits."""
     cfg = load_web_config(_web_config(tmp_path, pki, mtls=False, users=True))
     verifier = BasicAuthVerifier(cfg.basic_auth_users)
     served.append(await _serve(tmp_path / "web-config.yml", verifier=verifier))
@@ -276,7 +276,8 @@ async def test_security_wrong_password_flood_does_not_delay_known_credentials(
         legit = await asyncio.gather(*(timed(("prometheus", PASSWORD)) for _ in range(10)))
         guesses = await asyncio.gather(*flood)
     assert [status for status, _t in legit] == [200] * 10
-    assert [status for status, _t in guesses] == [401] * 30
-    assert verifier.bcrypt_checks == 31  # one per distinct credential
-    # Every known-credential scrape finished before the serialized guesses did.
-    assert max(t for _s, t in legit) < max(t for _s, t in guesses)
+    statuses = [status for status, _t in guesses]
+    assert set(statuses) == {401, 429}
+    assert verifier.bcrypt_checks == 1 + statuses.count(401)  # one per credential compared
+    # Every known-credential scrape finished before the compared guesses did.
+    assert max(t for _s, t in legit) < max(t for s, t in guesses if s == 401)

@@ -259,3 +259,61 @@ def test_config_thermal_site_must_be_configured():
     """thermal.sites entries must name a configured site."""
     message = _error(MINIMAL + "thermal:\n  sites:\n    - name: lhasa\n")
     assert "thermal.sites.0.name (line 8): unknown site 'lhasa'" in message
+
+
+def _laughs(levels: int, width: int = 9) -> str:
+    lines = ["a0: &a0 [lol]"]
+    for level in range(1, levels + 1):
+        refs = ", ".join([f"*a{level - 1}"] * width)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + "\nsites: [{name: a, altitude_m: 1}]\n"
+
+
+def test_load_config_refuses_aliases_that_expand_past_the_budget():
+    """Nested aliases (a "billion laughs") are refused at once, naming aliases, not expanded."""
+    with pytest.raises(ConfigError, match="YAML aliases expand the document"):
+        load_config_text(_laughs(6))  # 9**6 = 531,441 leaves from a 10-line file
+
+
+def test_load_config_billion_laughs_is_refused_without_expanding_it():
+    """The issue's 9-level bomb (387 million nodes) is refused within its own small size's work."""
+    with pytest.raises(ConfigError, match="YAML aliases expand the document"):
+        load_config_text(_laughs(9))
+
+
+def test_load_config_still_accepts_modest_anchors_and_aliases():
+    """An anchor reused a few times (shared settings) is fine."""
+    text = (
+        "sites: [{name: a, altitude_m: 1}]\n"
+        "miners:\n"
+        "  - &m {address: 10.0.0.1, username: root}\n"
+        "  - {<<: *m, address: 10.0.0.2}\n"
+    )
+    assert len(load_config_text(text).miners) == 2
+
+
+def test_warn_cleartext_passwords_names_basic_auth_and_mqtt_without_tls(tmp_path):
+    """Basic auth or an MQTT password without TLS, off loopback: one warning each; on loopback none."""
+    from structlog.testing import capture_logs  # noqa: PLC0415 - this test only
+
+    from agent.service import warn_cleartext_passwords  # noqa: PLC0415 - pulls in the service
+
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  p: '$2y$04$" + "a" * 53 + "'\n")
+    web.chmod(0o600)
+    exposed = (
+        "sites: [{name: a, altitude_m: 1}]\n"
+        f"http: {{listen: '0.0.0.0:9847', web_config_file: {web}}}\n"
+        "mqtt: {enabled: true, host: broker.site.lan, username: u, password: pw}\n"
+    )
+    local = exposed.replace("0.0.0.0", "127.0.0.1").replace("broker.site.lan", "localhost")  # noqa: S104 - parsed, never bound
+    with capture_logs() as logs:
+        warn_cleartext_passwords(load_config_text(exposed, env={}))
+    assert [e["event"] for e in logs] == [
+        "http_basic_auth_without_tls",
+        "mqtt_password_without_tls",
+    ]
+    assert "pw" not in repr(logs)
+    with capture_logs() as logs:
+        warn_cleartext_passwords(load_config_text(local, env={}))
+    assert logs == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import ssl
@@ -18,9 +19,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.errors import ConfigError
 from agent.web_security import (
+    AuthBusy,
     BasicAuthVerifier,
+    ClientGone,
     WebConfigError,
     basic_auth_middleware,
+    hash_cost,
     load_web_config,
     ssl_context,
     web_security_middlewares,
@@ -430,3 +434,71 @@ async def test_basic_auth_verifier_does_not_keep_passwords():
     stored = repr(vars(verifier)) + repr(list(verifier._cache))
     assert "planted-Pw-123" not in stored
     assert b"planted-Pw-123".hex() not in stored
+
+
+async def test_basic_auth_verifier_dummy_hash_has_the_highest_configured_cost():
+    """An unknown user is compared with a hash as costly as the costliest user's (no timing tell)."""
+    verifier = BasicAuthVerifier({"a": bcrypt_hash("x", rounds=4), "b": bcrypt_hash("y", rounds=6)})
+    assert hash_cost(verifier.dummy_hash) == 6
+    assert hash_cost(BasicAuthVerifier({"a": bcrypt_hash("x", rounds=10)}).dummy_hash) == 10
+    assert not await verifier.verify("mallory", "x")
+
+
+async def test_basic_auth_verifier_refuses_a_clients_guesses_beyond_its_queue_share():
+    """Concurrent distinct guesses from one client: 2 queue for bcrypt, the rest get 429."""
+    verifier = BasicAuthVerifier({"alice": bcrypt_hash("s3cret")})
+    results = await asyncio.gather(
+        *(verifier.verify("alice", f"guess-{i}", client="10.0.0.9") for i in range(6)),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, AuthBusy)]
+    assert [r.status for r in refused] == [429] * 4
+    assert results.count(False) == 2
+    assert verifier.bcrypt_checks == 2
+
+
+async def test_basic_auth_verifier_refuses_beyond_the_queue_bound_with_503():
+    """More distinct credentials waiting than the queue holds (many clients): 503 for the rest."""
+    verifier = BasicAuthVerifier({"alice": bcrypt_hash("s3cret")}, max_queue=4)
+    results = await asyncio.gather(
+        *(verifier.verify("alice", f"guess-{i}", client=f"10.0.1.{i}") for i in range(10)),
+        return_exceptions=True,
+    )
+    assert [r.status for r in results if isinstance(r, AuthBusy)] == [503] * 6
+    assert verifier.bcrypt_checks == 4
+
+
+async def test_basic_auth_verifier_rate_limits_a_client_after_its_burst():
+    """One client, one guess at a time: the burst passes, then 429 with the seconds to wait."""
+    now = [0.0]
+    verifier = BasicAuthVerifier(
+        {"alice": bcrypt_hash("s3cret")}, client_burst=3, client_rate=0.5, clock=lambda: now[0]
+    )
+    for i in range(3):
+        assert not await verifier.verify("alice", f"guess-{i}", client="10.0.0.7")
+    with pytest.raises(AuthBusy) as refused:
+        await verifier.verify("alice", "guess-3", client="10.0.0.7")
+    assert (refused.value.status, refused.value.retry_after_s) == (429, 2)
+    assert not await verifier.verify("alice", "guess-3", client="10.0.0.8")  # another client
+    assert await verifier.verify("alice", "s3cret", client="10.0.0.8")
+    now[0] += 2.0
+    assert not await verifier.verify("alice", "guess-4", client="10.0.0.7")
+
+
+async def test_basic_auth_verifier_skips_the_check_of_a_client_that_left():
+    """A request whose client is gone by its turn costs no bcrypt comparison."""
+    verifier = BasicAuthVerifier({"alice": bcrypt_hash("s3cret")})
+    with pytest.raises(ClientGone):
+        await verifier.verify("alice", "guess", client="10.0.0.6", alive=lambda: False)
+    assert (verifier.bcrypt_checks, verifier.skipped) == (0, 1)
+    assert await verifier.verify("alice", "s3cret", client="10.0.0.6")
+
+
+async def test_basic_auth_verifier_one_credential_from_many_requests_counts_once():
+    """50 concurrent requests with one credential from one client: one comparison, none refused."""
+    verifier = BasicAuthVerifier({"alice": bcrypt_hash("s3cret")})
+    results = await asyncio.gather(
+        *(verifier.verify("alice", "s3cret", client="10.0.0.5") for _ in range(50))
+    )
+    assert results == [True] * 50
+    assert verifier.bcrypt_checks == 1
