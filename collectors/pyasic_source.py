@@ -391,8 +391,11 @@ async def _vnish_refuses_password(miner: Any, deadline: float) -> bool:
     remaining = deadline - asyncio.get_running_loop().time()
     timeout = max(0.05, min(_PROBE_TIMEOUT_S * 2, remaining - 0.05))
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            response = await client.post(url, json={"pw": str(web.pwd)})
+        # The lean transport: the reply is capped in bytes (decoded too) and read whole within
+        # the timeout; httpx's own would read an endless or inflating body for ever.
+        transport = pyasic_tuning.LeanHTTPTransport()
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False, transport=transport) as c:
+            response = await c.post(url, json={"pw": str(web.pwd)})
     except httpx.HTTPError:
         return False
     return response.status_code in {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN}
