@@ -9,8 +9,10 @@ control API after a healthy first read; the real ``PyasicSource`` reads them in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
+import json
 import logging
 import time
 import tracemalloc
@@ -18,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.logging_setup import configure_logging
 from collectors.pyasic_source import PyasicSource
 from collectors.snapshot import Tier
 from collectors.source import CollectorError, FailureReason, MinerTarget
+from tests.support.agent import agent_config
 from tests.support.emulator import EmulatorError, start_emulator
+from tests.support.mosquitto import MosquittoSub
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -177,3 +182,137 @@ async def test_hostile_bos_session_token_never_logged_at_debug(emulator, debug_l
     assert token
     assert debug_log.getvalue(), "nothing was logged at debug"
     assert token not in debug_log.getvalue()
+
+
+HOSTILE_MAC = "A" * 70_000
+"""Longer than MQTT's 65,535-byte topic limit once it is a miner id."""
+
+
+@pytest.mark.parametrize("family", ["antminer", "whatsminer", "bitaxe"])
+async def test_hostile_identity_fields_are_cleaned_at_the_collector(clean, family):
+    """An oversized MAC is unknown; a serial and hostname with NULs come back cleaned and capped."""
+    address = ADDRESSES[family]
+    clean.inject(
+        address,
+        "identity",
+        mac=HOSTILE_MAC,
+        serial="SN\x00" + "9" * 100_000,
+        hostname="rig\x00-\u200b01" + "h" * 10_000,
+    )
+    source = PyasicSource(timeout_s=10.0)
+    began = time.monotonic()
+    snapshot = await source.fetch(MinerTarget(address=address), Tier.SLOW)
+    assert time.monotonic() - began < 5.0
+    ident = snapshot.identity
+    assert ident.mac is None
+    assert ident.serial is None or (len(ident.serial) <= 64 and "\x00" not in ident.serial)
+    assert ident.hostname is not None
+    assert ident.hostname.startswith("rig-01")
+    assert len(ident.hostname) <= 253
+
+
+def _events(sub: MosquittoSub, event: str) -> list[dict[str, Any]]:
+    return [e for e in sub.events() if e.get("event") == event]
+
+
+@pytest.mark.broker
+def test_hostile_identities_neither_stop_the_agent_nor_take_over_a_miner(
+    emulator_factory, agent_factory, mosquitto, tmp_path
+):
+    """A 70,000-char MAC, NULs in identity fields and a cloned MAC, with MQTT on.
+
+    1. Three healthy S19s are identified by their MACs.
+    2. One starts reporting a 70,000-char MAC and a serial and hostname with NULs; another
+       reports the first one's MAC.
+    3. The agent keeps running and polling: every miner stays up on /metrics under its own id,
+       no NUL byte reaches the exposition, and the clone is flagged
+       (``asic_duplicate_id_info``, a ``miner_duplicate_id`` warning and MQTT event).
+    """
+    scenario = {
+        "name": "hostile-identity",
+        "site": {"name": "golmud", "altitude_m": 2800},
+        "miners": [{"model": "antminer-s19jpro", "count": 3, "hostname_prefix": "s19"}],
+    }
+    emulator = emulator_factory(scenario, base_address="127.97.1.1")
+    victim, hostile, clone = emulator.addresses()
+    mqtt = {"enabled": True, "host": mosquitto.host, "port": mosquitto.port}
+    sub = MosquittoSub(mosquitto.host, mosquitto.port, tmp_path / "mqtt.log")
+    try:
+        agent = agent_factory(
+            agent_config(
+                [{"address": a} for a in (victim, hostile, clone)],
+                interval_s=3.0,
+                mqtt=mqtt,
+                polling={"slow_interval_s": 6.0, "timeout_s": 2.5},
+            )
+        )
+        mac = emulator.truth(victim)["mac"].upper()
+        agent.wait_for(lambda: f'miner="{mac}"' in agent.metrics(), "the victim by its MAC", 60)
+        emulator.inject(
+            hostile, "identity", mac=HOSTILE_MAC, serial="SN\x00evil", hostname="h\x00" * 5000
+        )
+        emulator.inject(clone, "identity", mac=mac)
+
+        def flagged() -> bool:
+            text = agent.metrics()
+            return f'asic_duplicate_id_info{{site="golmud",miner="{clone}"' in text
+
+        agent.wait_for(flagged, "the clone flagged under its address", 60)
+        agent.wait_for(lambda: _events(sub, "miner_duplicate_id"), "the MQTT event", 30)
+        agent.wait_for(
+            lambda: 'serial="SNevil"' in agent.metrics(), "the hostile miner's cleaned serial", 30
+        )
+        since = time.time()
+
+        def polled_since() -> dict[str, str] | None:
+            ids, _up, last = _per_address(agent.metrics())
+            fresh = all(last.get(ids.get(a, ""), 0) > since for a in (victim, hostile, clone))
+            return ids if fresh and len(ids) == 3 else None
+
+        ids = agent.wait_for(polled_since, "every miner polled again since", 30)
+        text = agent.metrics()
+        assert agent.proc.poll() is None, "the agent exited"
+        assert "\x00" not in text
+        _ids, up, _last = _per_address(text)
+        assert ids[victim] == mac
+        assert len(set(ids.values())) == 3, f"ids: {ids}"
+        assert {a: up.get(ids[a]) for a in ids} == dict.fromkeys(ids, 1.0)
+        warnings = [
+            e
+            for e in log_events(agent.output())
+            if e.get("event") == "miner_duplicate_id" and e.get("level") == "warning"
+        ]
+        assert warnings
+        assert warnings[0]["claimed"] == mac
+        assert warnings[0]["holder_address"] == victim
+        assert agent.stop() == 0
+    finally:
+        sub.close()
+
+
+def _per_address(text: str) -> tuple[dict[str, str], dict[str, float], dict[str, float]]:
+    """Address -> miner id (asic_miner_info), and asic_up and last success per miner id."""
+    ids: dict[str, str] = {}
+    up: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "asic_miner_info" and "address" in labels:
+                ids[labels["address"]] = labels["miner"]
+            elif sample.name == "asic_up":
+                up[labels["miner"]] = sample.value
+            elif sample.name == "asic_last_poll_success_timestamp_seconds":
+                last[labels["miner"]] = sample.value
+    return ids, up, last
+
+
+def log_events(output: str) -> list[dict[str, Any]]:
+    """JSON log lines of an agent's output as dicts."""
+    events = []
+    for line in output.splitlines():
+        start = line.find("{")
+        if start >= 0:
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line[start:]))
+    return events
