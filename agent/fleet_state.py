@@ -14,6 +14,12 @@ miner that moves to another address keeps its id: the record at the old address 
 over and stops being rendered (it would duplicate the series). Records removed from inventory
 or down for longer than ``stale_after_s`` are pruned (their series disappear).
 
+A device that reports the id of a miner that is up at another address (a cloned or spoofed MAC)
+does not take it over: while both answer, the holder keeps the id and the newcomer is kept
+under its configured name or address, with ``duplicate_of`` naming the id it claims (its
+metric flag) and its record listed once in ``duplicates`` (warning log and MQTT event). Once
+the holder stops answering, the id moves as for a miner that changed address.
+
 ``generation`` increases on every change; each record has its own ``version`` so renderers can
 cache per-miner output and rebuild only what changed.
 """
@@ -52,6 +58,8 @@ class MinerRecord:
     removed_at: float | None = None
     moved_to: str | None = None  # address that now carries this miner's id
     hidden: bool = False  # gone longer than stale_after_s: series dropped until it answers
+    duplicate_of: str | None = None  # the id it reports, held by the miner at duplicate_holder
+    duplicate_holder: str | None = None
     version: int = 0
 
     @property
@@ -129,6 +137,7 @@ class FleetState:
         self.generation = 0
         self.removed: list[tuple[str, str]] = []  # (site, miner id) pruned since last drained
         self.renamed: list[tuple[str, str]] = []  # (site, old id) of exported miners renamed
+        self.duplicates: list[MinerRecord] = []  # newly flagged as reporting a held id
 
     def __len__(self) -> int:
         """Number of records (including ones pending removal)."""
@@ -219,7 +228,9 @@ class FleetState:
         if record.up is None:
             record.up = True
             record.last_success_at = now
-        new_id = stable_id(record.slow.identity if record.slow else None, record.target)
+        new_id = self._unless_held(
+            record, stable_id(record.slow.identity if record.slow else None, record.target)
+        )
         if new_id != record.miner_id:
             if self._by_id.get(record.miner_id) == record.address:
                 del self._by_id[record.miner_id]
@@ -229,6 +240,22 @@ class FleetState:
         self._claim(record)
         self._touch(record)
         return record
+
+    def _unless_held(self, record: MinerRecord, wanted: str) -> str:
+        """``wanted``, or the record's own name/address when an answering miner holds it."""
+        holder = self._records.get(self._by_id.get(wanted, record.address))
+        if holder is None or holder is record or not (holder.up and holder.visible):
+            record.duplicate_of = record.duplicate_holder = None
+            return wanted
+        if record.duplicate_of != wanted or record.duplicate_holder != holder.address:
+            record.duplicate_of, record.duplicate_holder = wanted, holder.address
+            self.duplicates.append(record)
+        return record.target.name or record.target.address
+
+    def drain_duplicates(self) -> list[MinerRecord]:
+        """Return and clear the records newly flagged as reporting an id held elsewhere."""
+        duplicates, self.duplicates = self.duplicates, []
+        return duplicates
 
     def record_failure(
         self, address: str, reason: str, detail: str, duration_s: float, now: float, *, tier: Tier

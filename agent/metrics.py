@@ -143,6 +143,12 @@ FAMILIES: tuple[Family, ...] = (
         "gauge",
         "Miner metadata (make, model, firmware, address, hostname, mac, serial); always 1.",
     ),
+    Family(
+        "asic_duplicate_id_info",
+        "gauge",
+        "1 while the miner reports an id (claimed: its MAC or serial) held by the miner at "
+        "holder_address, both answering; it is exported under its name or address instead.",
+    ),
     Family("asic_hashrate_hashes_per_second", "gauge", "Current hashrate reported by the miner."),
     Family(
         "asic_expected_hashrate_hashes_per_second",
@@ -284,6 +290,9 @@ def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[byte
             serial=ident.serial,
         )
         add("asic_miner_info", 1, "," + info[1:-1])
+    if record.duplicate_of is not None:
+        flag = labels(claimed=record.duplicate_of, holder_address=record.duplicate_holder)
+        add("asic_duplicate_id_info", 1, "," + flag[1:-1])
     limits = alarms.thresholds(record.miner_id) if alarms is not None else None
     rpm_max = getattr(limits, "rpm_max", None) if limits is not None else None
     if snap is not None and record.up:

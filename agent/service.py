@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.alarms.model import AlarmTransition
+    from agent.fleet_state import MinerRecord
     from collectors.source import MinerSource
 
 log = structlog.get_logger("altiwatch.service")
@@ -273,6 +274,8 @@ class AgentService:
                 "miner_renamed", site=site, old=old, miner=record.miner_id, address=record.address
             )
             self._drop_id(site, old, reason="renamed")
+        for dup in self.fleet.drain_duplicates() if self.fleet.duplicates else ():
+            self._report_duplicate(dup)
         if self.publisher is None or not record.visible:
             return
         with _guard("mqtt_enqueue_failed"):
@@ -284,6 +287,25 @@ class AgentService:
                     record.site, record.miner_id, online=bool(record.up), reason=record.last_error
                 )
                 self._published_up[record.miner_id] = record.up
+
+    def _report_duplicate(self, record: MinerRecord) -> None:
+        """A miner reports an id an answering miner holds: warn, and say so on MQTT."""
+        claimed, holder = record.duplicate_of, record.duplicate_holder
+        if claimed is None or holder is None:
+            return
+        log.warning(
+            "miner_duplicate_id",
+            site=record.site,
+            miner=record.miner_id,
+            address=record.address,
+            claimed=claimed,
+            holder_address=holder,
+        )
+        if self.publisher is not None:
+            with _guard("mqtt_enqueue_failed"):
+                self.publisher.miner_duplicate_id(
+                    record.site, record.miner_id, claimed=claimed, holder=holder
+                )
 
     def _drop_id(self, site: str, miner: str, *, reason: str) -> None:
         """A miner id is gone (pruned or renamed): clear its alarms and retained MQTT topics."""

@@ -45,6 +45,7 @@ from pyasic.web.antminer import AntminerModernWebAPI
 from pyasic.web.vnish import VNishWebAPI
 
 from collectors import pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
+from collectors.identity import clean_mac, clean_text
 from collectors.snapshot import (
     BoardReading,
     ErrorCode,
@@ -215,7 +216,7 @@ def identity_of(miner: Any) -> Identity:
     return Identity(
         family=family_of(miner),
         make=_str_or_none(getattr(info, "make", None)),
-        model=_str_or_none(getattr(info, "model", None)),
+        model=clean_text(getattr(info, "model", None), "model"),
         firmware=_str_or_none(getattr(info, "firmware", None)),
     )
 
@@ -391,8 +392,11 @@ async def _vnish_refuses_password(miner: Any, deadline: float) -> bool:
     remaining = deadline - asyncio.get_running_loop().time()
     timeout = max(0.05, min(_PROBE_TIMEOUT_S * 2, remaining - 0.05))
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            response = await client.post(url, json={"pw": str(web.pwd)})
+        # The lean transport: the reply is capped in bytes (decoded too) and read whole within
+        # the timeout; httpx's own would read an endless or inflating body for ever.
+        transport = pyasic_tuning.LeanHTTPTransport()
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False, transport=transport) as c:
+            response = await c.post(url, json={"pw": str(web.pwd)})
     except httpx.HTTPError:
         return False
     return response.status_code in {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN}
@@ -424,7 +428,7 @@ def _fans(data: Any) -> tuple[FanReading, ...]:
 def _errors(data: Any) -> tuple[ErrorCode, ...]:
     errors = []
     for err in data.errors:
-        message = _str_or_none(getattr(err, "error_message", None)) or type(err).__name__
+        message = clean_text(getattr(err, "error_message", None), "error") or type(err).__name__
         code = getattr(err, "error_code", None)
         errors.append(ErrorCode(message=message, code=code if isinstance(code, int) else None))
     return tuple(errors)
@@ -433,12 +437,11 @@ def _errors(data: Any) -> tuple[ErrorCode, ...]:
 def _pools(data: Any) -> tuple[PoolInfo, ...]:
     pools = []
     for pool in data.pools:
-        url = _str_or_none(pool.url)
+        url = clean_text(pool.url, "pool_url")
         if url is None:
             continue
-        pools.append(
-            PoolInfo(url=url, user=_str_or_none(pool.user), alive=pool.alive, active=pool.active)
-        )
+        user = clean_text(pool.user, "pool_user")
+        pools.append(PoolInfo(url=url, user=user, alive=pool.alive, active=pool.active))
     return tuple(pools)
 
 
@@ -458,10 +461,10 @@ def snapshot_from_data(
             make=base.make,
             model=base.model,
             firmware=base.firmware,
-            firmware_version=_str_or_none(data.fw_ver),
-            mac=_str_or_none(data.mac.upper() if data.mac else None),
-            serial=_str_or_none(data.serial_number),
-            hostname=_str_or_none(data.hostname),
+            firmware_version=clean_text(data.fw_ver, "firmware_version"),
+            mac=clean_mac(data.mac),
+            serial=clean_text(data.serial_number, "serial"),
+            hostname=clean_text(data.hostname, "hostname"),
         )
         return MinerSnapshot(
             address=address,

@@ -61,6 +61,7 @@ import importlib.metadata
 import json
 import secrets
 import types  # reliability: detection read cap
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.request import parse_http_list, parse_keqv_list
@@ -137,7 +138,8 @@ def select(mode: TuningMode, pyasic_version: str | None = None) -> bool:
 
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
-"""A miner's web reply larger than this is a protocol error (pyasic would read it all)."""
+"""A miner's web reply larger than this, on the wire or once decoded (``Content-Encoding``), is
+a protocol error (pyasic would read and inflate it all: a 1 MB gzip reply can inflate to GBs)."""
 
 MAX_HEADER_BYTES: Final = 64 * 1024
 """Status line plus headers larger than this are a protocol error."""
@@ -173,13 +175,17 @@ TRANSPORT_STATS: Final = TransportStats()
 class LeanHTTPTransport(httpx.AsyncBaseTransport):
     """An httpx transport for plain-HTTP miner web APIs: one asyncio connection per request.
 
-    Sends ``Connection: close`` and reads the reply by Content-Length, chunked encoding or
-    end of stream; bodies over `MAX_BODY_BYTES` raise ``httpx.RemoteProtocolError``. Timeouts
-    come from the request's httpx ``timeout`` extension: ``connect`` bounds the connection,
-    ``read`` bounds the whole reply (stricter than httpcore's per-read timeout, so a miner
-    dripping one byte a second cannot hold a poll). Errors are httpx's own exceptions, so
-    pyasic's ``except httpx.HTTPError`` handlers keep working. ``https://`` URLs are passed
-    to ``httpx.AsyncHTTPTransport`` (created on first use, closed with this transport).
+    Sends ``Connection: close`` and ``Accept-Encoding: identity`` and reads the reply by
+    Content-Length, chunked encoding or end of stream. The body is handed to httpx already
+    decoded (gzip and deflate inflated here, at most `MAX_BODY_BYTES`; other encodings refused),
+    so httpx's own unbounded decoders never run; bodies over `MAX_BODY_BYTES` on the wire or
+    decoded raise ``httpx.RemoteProtocolError``. Timeouts come from the request's httpx
+    ``timeout`` extension: ``connect`` bounds the connection, ``read`` bounds the whole reply
+    (stricter than httpcore's per-read timeout, so a miner dripping one byte a second or
+    streaming without end cannot hold a poll). Errors are httpx's own exceptions, so pyasic's
+    ``except httpx.HTTPError`` handlers keep working. ``https://`` URLs are sent through
+    ``httpx.AsyncHTTPTransport`` (created on first use, closed with this transport), and their
+    replies are read under the same byte caps and whole-reply deadline.
     """
 
     def __init__(self, *, verify: str | bool | SSLContext | None = None) -> None:
@@ -189,11 +195,11 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` over a new connection and return the complete response."""
+        timeouts = request.extensions.get("timeout", {})
         if request.url.scheme != "http":
             if self._tls is None:
                 self._tls = httpx.AsyncHTTPTransport(verify=self._verify)
-            return await self._tls.handle_async_request(request)
-        timeouts = request.extensions.get("timeout", {})
+            return await _bounded_tls(self._tls, request, timeouts.get("read", _DEFAULT_TIMEOUT_S))
         status, headers, body = await exchange(
             request.url.host,
             request.url.port or 80,
@@ -208,7 +214,7 @@ class LeanHTTPTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close the HTTPS fallback transport if one was made."""
+        """Close the HTTPS transport if one was made."""
         if self._tls is not None:
             await self._tls.aclose()
             self._tls = None
@@ -224,11 +230,12 @@ async def exchange(
     read_s: float | None = _DEFAULT_TIMEOUT_S,
     request: httpx.Request | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Send one raw HTTP/1.1 request over a new connection; status, headers and body.
+    """Send one raw HTTP/1.1 request over a new connection; status, headers and decoded body.
 
-    Errors are httpx's (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``ReadError``,
-    ``RemoteProtocolError``), with ``request`` attached when given. ``read_s`` bounds the
-    whole reply.
+    The body comes back decoded (`decode_body`: no ``Content-Encoding`` left, at most
+    `MAX_BODY_BYTES`). Errors are httpx's (``ConnectError``, ``ConnectTimeout``,
+    ``ReadTimeout``, ``ReadError``, ``RemoteProtocolError``), with ``request`` attached when
+    given. ``read_s`` bounds the whole reply.
     """
     TRANSPORT_STATS.connections += 1
     try:
@@ -253,6 +260,11 @@ async def exchange(
         raise httpx.ReadError(str(exc), request=request) from exc
     finally:
         writer.close()
+    try:
+        headers, body = decode_body(headers, body)
+    except ValueError as exc:
+        msg = f"bad reply from {host}:{port}: {exc}"
+        raise httpx.RemoteProtocolError(msg, request=request) from exc
     TRANSPORT_STATS.requests += 1
     if status == 401:  # noqa: PLR2004
         TRANSPORT_STATS.unauthorized += 1
@@ -265,8 +277,9 @@ def _encode_request(request: httpx.Request, body: bytes) -> bytes:
     lines.extend(
         name + b": " + value
         for name, value in request.headers.raw
-        if name.lower() not in {b"connection", b"keep-alive"}
+        if name.lower() not in {b"connection", b"keep-alive", b"accept-encoding"}
     )
+    lines.append(b"Accept-Encoding: identity")  # nothing to inflate (a miner may still)
     if body and "content-length" not in request.headers:
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"Connection: close")
@@ -351,6 +364,86 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         if await reader.readexactly(2) != b"\r\n":
             msg = "chunk not followed by CRLF"
             raise ValueError(msg)
+
+
+def decode_body(
+    headers: list[tuple[bytes, bytes]], body: bytes, limit: int = MAX_BODY_BYTES
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Undo ``Content-Encoding`` (gzip, deflate, identity) within ``limit`` decoded bytes.
+
+    Returns the headers without Content-Encoding (Content-Length set to the decoded size) and
+    the decoded body. Raises ValueError for a body that inflates beyond ``limit`` (inflation
+    stops at ``limit + 1`` bytes: a gzip bomb costs no more than a large honest reply), for
+    corrupt data and for any other encoding (we only ever ask for identity).
+    """
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for coding in value.split(b",")
+    ]
+    codings = [c for c in codings if c not in {b"", b"identity"}]
+    if not codings:
+        return headers, body
+    for coding in reversed(codings):  # the last one applied is undone first
+        body = _inflate(coding, body, limit)
+    kept = [(n, v) for n, v in headers if n.lower() not in {b"content-encoding", b"content-length"}]
+    kept.append((b"Content-Length", b"%d" % len(body)))
+    return kept, body
+
+
+def _inflate(coding: bytes, data: bytes, limit: int) -> bytes:
+    if coding in {b"gzip", b"x-gzip"}:
+        wbits = zlib.MAX_WBITS | 16
+    elif coding == b"deflate":  # zlib-wrapped, or raw deflate as some servers send it
+        wbits = zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS
+    else:
+        msg = f"unsupported Content-Encoding {coding[:20]!r}"
+        raise ValueError(msg)
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(data, limit + 1)
+    except zlib.error as exc:
+        msg = f"corrupt {coding.decode('latin-1')} body: {exc}"
+        raise ValueError(msg) from exc
+    if len(out) > limit:
+        msg = f"body inflates beyond {limit} bytes ({coding.decode('latin-1')})"
+        raise ValueError(msg)
+    return out
+
+
+async def _bounded_tls(
+    tls: httpx.AsyncHTTPTransport, request: httpx.Request, read_s: float | None
+) -> httpx.Response:
+    """``request`` through httpx's transport, the reply read whole within ``read_s``, capped."""
+    try:
+        async with asyncio.timeout(read_s):
+            response = await tls.handle_async_request(request)
+            try:
+                parts: list[bytes] = []
+                total = 0
+                async for chunk in response.stream:  # type: ignore[union-attr]
+                    total += len(chunk)
+                    if total > MAX_BODY_BYTES:
+                        msg = f"body over {MAX_BODY_BYTES} bytes"
+                        raise httpx.RemoteProtocolError(msg, request=request)
+                    parts.append(chunk)
+            finally:
+                await response.aclose()
+    except TimeoutError as exc:
+        msg = f"reply from {request.url.host} timed out"
+        raise httpx.ReadTimeout(msg, request=request) from exc
+    try:
+        headers, body = decode_body(list(response.headers.raw), b"".join(parts))
+    except ValueError as exc:
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        stream=httpx.ByteStream(body),
+        request=request,
+        extensions=response.extensions,
+    )
 
 
 async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
@@ -724,10 +817,8 @@ def _md5_hex(text: str) -> str:
 
 
 def _json_body(headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
-    """Decode a JSON reply; a compressed one goes through httpx's decoders."""
-    for name, value in headers:
-        if name.lower() == b"content-encoding" and value.strip().lower() not in {b"", b"identity"}:
-            return httpx.Response(200, headers=headers, content=body).json()
+    """Parse a JSON reply read by `exchange` (already decoded, within MAX_BODY_BYTES)."""
+    del headers  # `exchange` has undone any Content-Encoding
     return json.loads(body)
 
 

@@ -139,10 +139,18 @@ class AlarmPayload(_Wire):
     details: dict[str, float | str | None]
 
 
-class MinerStatusPayload(_Wire):
-    """A miner came online, went offline, or its id is gone (reason removed or renamed)."""
+MinerStatusEvent = Literal["miner_online", "miner_offline", "miner_removed", "miner_duplicate_id"]
 
-    event: Literal["miner_online", "miner_offline", "miner_removed"]
+
+class MinerStatusPayload(_Wire):
+    """A miner's status changed, or its id is in question.
+
+    ``miner_online``/``miner_offline``; ``miner_removed``: its id is gone (reason removed or
+    renamed); ``miner_duplicate_id``: it reports an id another answering miner holds (the
+    reason says which id and where).
+    """
+
+    event: MinerStatusEvent
     online: bool | None
     reason: str | None
 
@@ -277,7 +285,7 @@ class EventFactory:
         at: float,
         site: str,
         miner: str,
-        event: Literal["miner_online", "miner_offline", "miner_removed"],
+        event: MinerStatusEvent,
         *,
         online: bool | None,
         reason: str | None,

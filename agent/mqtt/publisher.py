@@ -14,6 +14,12 @@ authorized from a Mosquitto ACL) is logged as ``mqtt_publish_rejected``, counted
 under ``rejected`` and removed from the outbox: retrying a denied topic forever would block the
 backlog behind it. MQTT 3.1.1 has no PUBACK reason codes (Mosquitto acknowledges a denied
 publish as if delivered), so only MQTT 5 connections can learn of a denial.
+
+A message that can never be published (`unpublishable`: an empty topic, one over 65,535 bytes,
+with a wildcard or a NUL character, a payload over MQTT's 256 MiB) is logged as
+``mqtt_message_unpublishable`` and counted as dropped under ``unpublishable``: never stored
+when it is produced, dropped at the head of the queue when an older outbox holds one, so it
+can neither crash the publisher (paho raises ``ValueError``) nor block the messages behind it.
 """
 
 from __future__ import annotations
@@ -57,6 +63,32 @@ _STAGE_MAX = 500
 
 _IDLE_CHECK_S = 1.0
 """How often an idle drain loop retries storage recovery and checks for work."""
+
+MAX_TOPIC_BYTES = 65_535
+"""MQTT's limit on a topic name (a UTF-8 string with a 16-bit length)."""
+MAX_PAYLOAD_BYTES = 268_435_455
+"""MQTT's limit on a whole packet (payload included)."""
+
+
+def unpublishable(topic: str, payload: bytes) -> str | None:
+    """Why ``topic``/``payload`` can never be published, or None if they can."""
+    reason = None
+    encoded = topic.encode("utf-8", "surrogatepass")
+    if not encoded:
+        reason = "empty topic"
+    elif len(encoded) > MAX_TOPIC_BYTES:
+        reason = f"topic of {len(encoded)} bytes (MQTT allows {MAX_TOPIC_BYTES})"
+    elif "+" in topic or "#" in topic:
+        reason = "wildcard in topic"
+    elif "\x00" in topic:
+        reason = "NUL character in topic"
+    elif len(payload) > MAX_PAYLOAD_BYTES:
+        reason = f"payload of {len(payload)} bytes"
+    return reason
+
+
+def _log_unpublishable(topic: str, why: str, kind: str) -> None:
+    log.warning("mqtt_message_unpublishable", topic=topic[:200], reason=why, kind=kind)
 
 
 def _version() -> str:
@@ -282,6 +314,14 @@ class EventPublisher:
         )
         self._commit([msg])
 
+    def miner_duplicate_id(self, site: str, miner: str, *, claimed: str, holder: str) -> None:
+        """Queue ``miner_duplicate_id``: ``miner`` reports ``claimed``, held by ``holder``."""
+        reason = f"reports id {claimed}, held by the miner at {holder}"
+        msg = self._events.miner_status(
+            self._clock(), site, miner, "miner_duplicate_id", online=True, reason=reason
+        )
+        self._commit([msg])
+
     def miner_removed(self, site: str, miner: str, *, reason: str = "removed") -> None:
         """Queue ``miner_removed`` and empty the miner's retained alarm (and discovery) topics.
 
@@ -310,7 +350,16 @@ class EventPublisher:
     ) -> None:
         """Commit staged telemetry and ``messages`` in one transaction, in order; wake the drain."""
         staged, self._staged = self._staged, []
-        self._outbox.put([*staged, *messages], retained=retained, forget=forget)
+        kept = []
+        for msg in (*staged, *messages):
+            why = unpublishable(msg.topic, msg.payload)
+            if why is None:
+                kept.append(msg)
+            else:
+                _log_unpublishable(msg.topic, why, _kind(msg))
+                self._outbox.dropped["unpublishable"] += 1
+        retained = [r for r in retained if unpublishable(r.topic, b"") is None]
+        self._outbox.put(kept, retained=retained, forget=forget)
         self._wake.set()
 
     def _flush_staged(self) -> None:
@@ -506,10 +555,16 @@ class EventPublisher:
     async def _publish_rows(self, client: aiomqtt.Client, rows: Sequence[Row]) -> None:
         now = self._clock()
         expired: list[Row] = []
+        broken: list[Row] = []
         sending: list[Row] = []
         calls = []
         for row in rows:
             msg = row.message
+            why = unpublishable(msg.topic, msg.payload)
+            if why is not None:  # stored by an older version: it would fail at every start
+                _log_unpublishable(msg.topic, why, _kind(msg))
+                broken.append(row)
+                continue
             props: Properties | None = None
             if msg.expiry_s is not None:
                 remaining = msg.expiry_s - (now - row.created_at)
@@ -527,6 +582,8 @@ class EventPublisher:
             )
         if expired:
             self._outbox.ack(expired, reason="expired")
+        if broken:
+            self._outbox.ack(broken, reason="unpublishable")
         if not calls:
             return
         window = _Window(sending, asyncio.gather(*calls, return_exceptions=True))
@@ -555,10 +612,14 @@ class EventPublisher:
         """Delete accepted and rejected rows (rejected ones counted); re-raise a failed publish."""
         done: list[Row] = []
         rejected: list[Row] = []
+        broken: list[Row] = []
         failure: BaseException | None = None
         for row, res in zip(sending, results, strict=True):
             if res is None:
                 done.append(row)
+            elif isinstance(res, ValueError):  # paho refused the message itself, not the link
+                _log_unpublishable(row.message.topic, str(res), _kind(row.message))
+                broken.append(row)
             elif isinstance(res, BaseException):
                 failure = failure or res
             else:
@@ -566,6 +627,8 @@ class EventPublisher:
                 rejected.append(row)
         if rejected:  # denied by the broker: retrying would block the backlog forever
             self._outbox.ack(rejected, reason="rejected")
+        if broken:
+            self._outbox.ack(broken, reason="unpublishable")
         if done:
             self._outbox.ack(done)
             self._published += len(done)
@@ -581,6 +644,10 @@ class EventPublisher:
             if info is None:
                 continue
             topic = config_topic(self._s.home_assistant.prefix, info.site, info.miner)
+            why = unpublishable(topic, b"")
+            if why is not None:
+                _log_unpublishable(topic, why, "discovery")
+                continue
             body = device_config_json(
                 info,
                 topics=self._events.topics,

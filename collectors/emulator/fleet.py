@@ -58,6 +58,9 @@ PERSISTENT_FAULTS = frozenset(
         "drip",
         "reset",
         "model_change",
+        "gzip_bomb",
+        "endless",
+        "identity",
     }
 )
 
@@ -474,7 +477,7 @@ class Fleet:
         elif miner.family != old_family and not offline_now:
             await self._close(address)
             await self._open(address)
-        if {"hang", "drip"} & set(cleared) and address in self._listeners:
+        if {"hang", "drip", "endless"} & set(cleared) and address in self._listeners:
             self._listeners[address].registry.abort_all()
         if cleared:
             log.info("fault_cleared", address=address, kinds=cleared)

@@ -8,7 +8,7 @@ tick however often they are requested.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from collectors.emulator.physics import AirflowFaults, MinerPhysics, SiteAir
@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-PROTOCOL_FAULTS = ("hang", "reset", "drip", "truncated", "garbage", "oversized")
+PROTOCOL_FAULTS = (
+    "hang",
+    "reset",
+    "drip",
+    "truncated",
+    "garbage",
+    "oversized",
+    "endless",
+    "gzip_bomb",
+)
 """Faults on the wire, in order of precedence; ``slow`` delays any of them."""
 
 
@@ -60,6 +69,7 @@ class EmulatedMiner:
     ) -> None:
         """Create a miner that booted at ``now`` with the given inlet temperature."""
         self.identity = identity
+        self.true_identity = identity  # what ``identity`` faults are cleared back to
         self.profile = profile
         self.inlet_offset_k = inlet_offset_k
         self.physics = MinerPhysics(profile=profile, inlet_c=inlet_c, boot_time=now)
@@ -107,6 +117,17 @@ class EmulatedMiner:
         )
         clog = self.faults.get("clogged_filter")
         lost = self.faults.get("board_lost")
+        planted = self.faults.get("identity")
+        self.identity = self.true_identity
+        if planted is not None:
+            self.identity = replace(
+                self.true_identity,
+                **{
+                    name: value
+                    for name in ("mac", "serial", "hostname")
+                    if (value := getattr(planted, name)) is not None
+                },
+            )
         self.physics.faults = AirflowFaults(
             failed_fans=failed,
             clog_factor=(clog.factor or 0.5) if clog is not None else 1.0,

@@ -32,8 +32,20 @@ FaultKind = Literal[
     "drip",
     "reset",
     "model_change",
+    "gzip_bomb",
+    "endless",
+    "identity",
 ]
-"""Every fault the emulator can inject (shared API contract)."""
+"""Every fault the emulator can inject (shared API contract).
+
+Hostile ones (issue 15): ``gzip_bomb`` answers every web request 200 with a ``Content-Encoding:
+gzip`` body that inflates to ``bytes`` (default 1 GiB, about 1 MB on the wire); ``endless``
+answers (web: 200 without a length) and then streams bytes until the peer hangs up; ``identity``
+makes the firmware report ``mac``, ``serial`` and/or ``hostname`` as given (any text, up to
+1 MiB each: oversized, malformed, NUL bytes, another miner's MAC), until it is cleared."""
+
+MAX_IDENTITY_CHARS = 1 << 20
+"""Longest identity field an ``identity`` fault may plant."""
 
 
 class _Strict(BaseModel):
@@ -53,11 +65,17 @@ class FaultSpec(_Strict):
     model: str | None = None
     port: Literal["rpc", "web", "grpc", "all"] = "all"
     down_s: float | None = Field(default=None, ge=0)
+    mac: str | None = Field(default=None, max_length=MAX_IDENTITY_CHARS)
+    serial: str | None = Field(default=None, max_length=MAX_IDENTITY_CHARS)
+    hostname: str | None = Field(default=None, max_length=MAX_IDENTITY_CHARS)
 
     @model_validator(mode="after")
     def _model_known(self) -> FaultSpec:
         if self.kind == "model_change" and self.model not in PROFILES:
             msg = f"model_change needs model, one of {sorted(PROFILES)}"
+            raise ValueError(msg)
+        if self.kind == "identity" and (self.mac, self.serial, self.hostname) == (None,) * 3:
+            msg = "identity needs at least one of mac, serial, hostname"
             raise ValueError(msg)
         return self
 

@@ -4,16 +4,20 @@ Both protocols are plain ``asyncio.Protocol`` classes (no framework) so that one
 serve thousands of miners cheaply and so that faults can be exact: ``hang`` accepts and never
 answers, ``reset`` sends a TCP RST, ``drip`` sends one byte per second, ``truncated`` cuts the
 reply and closes, ``garbage`` answers bytes that are not JSON, ``oversized`` pads the reply,
-``slow`` delays the reply. ``offline`` is not here: the fleet closes the listeners, so a
-connect is refused.
+``slow`` delays the reply. Hostile ones (issue 15): ``gzip_bomb`` answers HTTP with a small
+gzip body that inflates to ``bytes`` (`gzip_bomb`), ``endless`` streams bytes (after a 200
+head without a length, on HTTP) until the peer hangs up. ``offline`` is not here: the fleet
+closes the listeners, so a connect is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +28,10 @@ GARBAGE = b"\x8b\x1f<html>\xff\xfe not json \x00\x01{{{ ]]"
 MAX_REQUEST_BYTES = 65_536
 CHUNK_BYTES = 65_536
 DEFAULT_OVERSIZE_BYTES = 4_000_000
+DEFAULT_BOMB_BYTES = 1 << 30
+"""What a ``gzip_bomb`` body inflates to by default (1 GiB; about 1 MB on the wire)."""
+ENDLESS = 1 << 62
+"""Bytes an ``endless`` reply streams: more than any peer will read."""
 
 REQUESTS: dict[str, int] = {"rpc": 0, "http": 0, "grpc": 0}
 """Requests answered per protocol since start (the benchmark divides CPU by these)."""
@@ -191,7 +199,11 @@ class _Deliverer:
                 return
             if kind == "drip":
                 self.drip(transport, payload, close=True)
-            elif kind == "oversized" and oversized_payload is not None and flow is not None:
+            elif (
+                kind in {"oversized", "endless"}
+                and oversized_payload is not None
+                and flow is not None
+            ):
                 self.stream(transport, flow, oversized_payload)
             else:
                 transport.write(payload)
@@ -213,6 +225,30 @@ def _faulty_payload(
     if kind == "garbage":
         return garbage
     return payload
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(size: int) -> bytes:
+    """A gzip member inflating to the JSON ``{"_pad":"xxx…"}`` with ``size`` x's.
+
+    Built without compressing ``size`` bytes: after a full flush, deflate restarts from an empty
+    window, so each 1 MiB block of x's compresses to the same bytes, which are repeated; the
+    CRC is computed over the blocks (1 GiB: 0.2 s, 1.06 MB).
+    """
+    prefix, suffix, block = b'{"_pad":"', b'"}', b"x" * (1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    segment = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    blocks, rest = divmod(size, len(block))
+    tail = b"x" * rest + suffix
+    crc = zlib.crc32(prefix)
+    for _ in range(blocks):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(tail, crc)
+    body = head + segment * blocks + deflate.compress(tail) + deflate.flush(zlib.Z_FINISH)
+    total = (len(prefix) + size + len(suffix)) & 0xFFFFFFFF
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip, deflate, no name, mtime 0
+    return header + body + struct.pack("<II", crc, total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +343,8 @@ class RpcProtocol(FlowControl):
         if fault is not None and fault.kind == "oversized":
             size = fault.bytes or DEFAULT_OVERSIZE_BYTES
             oversized = oversize_json(payload, size, terminator=self.terminator)
+        elif fault is not None and fault.kind == "endless":
+            oversized = OversizedReply(payload.rstrip(self.terminator)[:-1], ENDLESS, b"")
         _Deliverer(self.registry).deliver(
             self.transport,
             payload,
@@ -417,6 +455,21 @@ class HttpProtocol(FlowControl):
                 declared_length=padded.size,
             )
             oversized = OversizedReply(head + padded.prefix, padded.pad, padded.suffix)
+        elif fault is not None and fault.kind == "endless":
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: {response.content_type}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode("latin-1")
+            oversized = OversizedReply(head + response.body[:-1], ENDLESS, b"")
+        elif fault is not None and fault.kind == "gzip_bomb":
+            payload = serialise(
+                HttpResponse(
+                    status=200,
+                    body=gzip_bomb(fault.bytes or DEFAULT_BOMB_BYTES),
+                    headers=[("Content-Encoding", "gzip")],
+                ),
+                keep_alive=False,
+            )
         _Deliverer(self.registry).deliver(
             self.transport,
             payload,
@@ -428,6 +481,6 @@ class HttpProtocol(FlowControl):
             oversized_payload=oversized,
             flow=self,
         )
-        if fault is not None and fault.kind in {"hang", "drip", "oversized"}:
+        if fault is not None and fault.kind in {"hang", "drip", "oversized", "endless"}:
             # This connection answers nothing more (the reply never completes).
             self.busy = True

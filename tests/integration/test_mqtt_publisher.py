@@ -14,6 +14,8 @@ import pytest
 from agent.alarms.model import TransitionKind
 from agent.mqtt import schemas
 from agent.mqtt.config import MqttSettings
+from agent.mqtt.events import Outgoing
+from agent.mqtt.outbox import Outbox
 from agent.mqtt.publisher import EventPublisher
 from collectors.snapshot import BoardReading, FanReading, Identity, MinerSnapshot, PowerSource
 from tests.support.events import transition
@@ -368,3 +370,49 @@ async def test_publisher_protocols_and_persistent_sessions_deliver(
             what=f"delivery over MQTT {protocol}",
         )
     assert pub.stats().connected is False
+
+
+LONG_ID = "m" * 70_000
+"""A miner id whose topic is over MQTT's 65,535-byte limit (paho raises ValueError)."""
+
+
+async def test_publisher_unpublishable_message_is_dropped_and_counted_not_fatal(
+    mosquitto, tmp_path
+):
+    """Telemetry whose topic exceeds 65,535 bytes is dropped and counted; the rest go out.
+
+    (The id is only in the payload of a status event, which is published.)
+    """
+    pub = EventPublisher(settings(mosquitto), agent_id="agent-u", state_dir=tmp_path)
+    async with Subscriber(mosquitto, [f"{PREFIX}/xining/events"]) as sub, running(pub):
+        await wait_until(lambda: pub.stats().connected, within=20, what="publisher connected")
+        pub.telemetry("xining", LONG_ID, snapshot())
+        pub.miner_status("xining", LONG_ID, online=True, reason=None)
+        pub.miner_status("xining", "m1", online=True, reason=None)
+        await wait_until(
+            lambda: any(b'"m1"' in m.payload for m in sub.messages),
+            within=20,
+            what="the publishable event delivered",
+        )
+        stats = pub.stats()
+        assert stats.connected
+        assert stats.dropped_total.get("unpublishable") == 1
+        assert stats.outbox_depth == 0
+
+
+async def test_publisher_unpublishable_rows_stored_earlier_do_not_stop_a_restart(
+    mosquitto, tmp_path
+):
+    """Rows an older agent stored with a topic over 65,535 bytes are dropped at the next start."""
+    outbox = Outbox(tmp_path, max_messages=100, memory_max=100, clock=time.time)
+    outbox.put([Outgoing(f"{PREFIX}/xining/{LONG_ID}/telemetry", b"{}", qos=1, retain=False)])
+    outbox.close()
+    pub = EventPublisher(settings(mosquitto), agent_id="agent-v", state_dir=tmp_path)
+    async with Subscriber(mosquitto, [f"{PREFIX}/xining/events"]) as sub, running(pub):
+        pub.miner_status("xining", "m1", online=True, reason=None)
+        await wait_until(
+            lambda: any(b'"m1"' in m.payload for m in sub.messages),
+            within=20,
+            what="the event behind the stored row delivered",
+        )
+        assert pub.stats().dropped_total.get("unpublishable") == 1

@@ -213,3 +213,41 @@ def test_fleet_state_lists_the_old_id_of_an_exported_miner_renamed():
     assert record.miner_id == MAC
     assert fleet.drain_renamed() == [("s", "10.0.0.1")]
     assert fleet.drain_renamed() == []
+
+
+def test_fleet_state_device_reporting_a_held_mac_does_not_take_it_over():
+    """A second answering miner reporting the same MAC keeps its own id and is flagged once."""
+    fleet = FleetState()
+    fleet.add("s", MinerTarget(address="10.0.0.1"), now=0)
+    fleet.add("s", MinerTarget(address="10.0.0.2", name="rack2-07"), now=0)
+    fleet.record_success("10.0.0.1", slow(), 0.1, now=1)
+    fleet.record_success("10.0.0.1", fast(), 0.1, now=1)
+    fleet.record_success("10.0.0.2", slow(address="10.0.0.2", serial="SN2"), 0.1, now=2)
+    fleet.record_success("10.0.0.2", fast(address="10.0.0.2"), 0.1, now=2)
+    fleet.record_success("10.0.0.2", slow(address="10.0.0.2", serial="SN2"), 0.1, now=3)
+    rendered = {r.address: r.miner_id for r in fleet.rendered()}
+    assert rendered == {"10.0.0.1": MAC, "10.0.0.2": "rack2-07"}
+    assert fleet.by_id(MAC) is fleet.get("10.0.0.1")
+    clone = fleet.get("10.0.0.2")
+    assert clone is not None
+    assert (clone.duplicate_of, clone.duplicate_holder) == (MAC, "10.0.0.1")
+    assert fleet.drain_duplicates() == [clone]
+    assert fleet.drain_duplicates() == []
+
+
+def test_fleet_state_held_mac_moves_once_its_holder_stops_answering():
+    """When the holder of a MAC goes down, the other miner reporting it takes the id over."""
+    fleet = FleetState()
+    fleet.add("s", MinerTarget(address="10.0.0.1"), now=0)
+    fleet.add("s", MinerTarget(address="10.0.0.2"), now=0)
+    fleet.record_success("10.0.0.1", slow(), 0.1, now=1)
+    fleet.record_success("10.0.0.1", fast(), 0.1, now=1)
+    fleet.record_success("10.0.0.2", slow(address="10.0.0.2"), 0.1, now=2)
+    fleet.record_success("10.0.0.2", fast(address="10.0.0.2"), 0.1, now=2)
+    fleet.record_failure("10.0.0.1", "refused", "x", 0.1, now=3, tier=Tier.FAST)
+    fleet.record_success("10.0.0.2", fast(address="10.0.0.2"), 0.1, now=4)
+    record = fleet.get("10.0.0.2")
+    assert record is not None
+    assert (record.miner_id, record.duplicate_of) == (MAC, None)
+    assert [r.address for r in fleet.rendered()] == ["10.0.0.2"]
+    assert fleet.drain_renamed() == [("s", "10.0.0.2")]

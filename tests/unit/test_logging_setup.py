@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import structlog
 
 from agent import logging_setup
-from agent.logging_setup import MASK, configure_logging, redact_text
+from agent.logging_setup import MASK, MAX_VALUE_CHARS, configure_logging, redact_text
 
 SECRET = "Xq9-planted-s3cret-7781"  # noqa: S105 - the planted secret to hunt for
 
@@ -27,7 +28,7 @@ def _restore_logging():
     warnings.showwarning = showwarning
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name in ("pyasic", "aiomqtt"):
+    for name in ("pyasic", "aiomqtt", "hpack", "h2", "hyperframe", "grpclib"):
         logging.getLogger(name).setLevel(logging.NOTSET)
     logging.captureWarnings(capture=False)
     structlog.reset_defaults()
@@ -133,6 +134,17 @@ def test_logging_no_priority_prefix_when_journal_stream_is_elsewhere(tmp_path):
         ("password=abc other", f"password={MASK} other"),
         ('{"mqtt_password": "abc"}', f'{{"mqtt_password": "{MASK}"}}'),
         ("hashrate=100 temp=70", "hashrate=100 temp=70"),
+        ("a=password=abc", f"a=password={MASK}"),
+        ("1http://user:pw@host/x", f"1http://{MASK}@host/x"),
+        ("Authorization: Bearer abc.def", f"Authorization: {MASK}"),
+        (
+            "Decoded (b'authorization', b'tok123'), total",
+            f"Decoded (b'authorization', b'{MASK}'), total",
+        ),
+        (
+            "Adding b'authorization'=b'tok123' to the table",
+            f"Adding b'authorization'=b'{MASK}' to the table",
+        ),
     ],
 )
 def test_logging_redact_text(text, expected):
@@ -189,3 +201,52 @@ def test_logging_library_warning_absent_at_info():
         configure_logging("json", "info", stream=out)
         warnings.warn_explicit("DSA is deprecated", UserWarning, "/venv/asyncssh/misc.py", 32)
     assert out.getvalue() == ""
+
+
+HOSTILE_TEXTS = {
+    "word_run": "a" * 20_000,
+    "secret_words": "pass" * 400,
+    "scheme_run": "http://" + "a" * 20_000,
+    "keys_without_value": ("password" + "x" * 10) * 100,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(HOSTILE_TEXTS))
+def test_logging_redact_text_is_linear_on_hostile_text(shape):
+    """Hostile text redacts in under 0.1 s (the old patterns: 2-9 s for these 1,600-20,000 chars)."""
+    text = HOSTILE_TEXTS[shape]
+    began = time.perf_counter()
+    redact_text(text)
+    assert time.perf_counter() - began < 0.1
+
+
+def test_logging_long_value_is_cut_before_redaction():
+    """A 30,000-char MAC logs as its first 4,096 chars and a count of the rest, in milliseconds."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={})
+    mac = "0A:" * 10_000
+    began = time.perf_counter()
+    structlog.get_logger("agent.test").warning("miner_identity_invalid", mac=mac)
+    assert time.perf_counter() - began < 0.25
+    line = json.loads(out.getvalue())
+    assert line["mac"] == mac[:MAX_VALUE_CHARS] + f"…[{len(mac) - MAX_VALUE_CHARS} more chars]"
+
+
+def test_logging_cut_inside_url_userinfo_masks_the_rest():
+    """A value cut between a URL's ``user:pass`` and its ``@`` does not leak the password's start."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={})
+    value = "x" * (MAX_VALUE_CHARS - 20) + f"mqtt://altiwatch:{SECRET}@broker"
+    structlog.get_logger("agent.test").info("long_url", detail=value)
+    assert SECRET[:4] not in out.getvalue()
+    assert "mqtt://" + MASK in out.getvalue()
+
+
+def test_logging_http2_internals_stay_quiet_at_debug():
+    """At debug, hpack/h2 header dumps are not written; grpclib's own debug lines still are."""
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out, environ={})
+    logging.getLogger("hpack.hpack").debug("Decoded %s", (b"authorization", SECRET.encode()))
+    logging.getLogger("h2.connection").debug("headers %s", SECRET)
+    logging.getLogger("grpclib.protocol").debug("stream opened")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["stream opened"]
