@@ -46,6 +46,7 @@ from agent.errors import ConfigError, ConfigProblem
 from agent.event_loop import EventLoop
 from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
+from agent.shard import owns
 from collectors.source import Credentials, MinerTarget
 
 if TYPE_CHECKING:
@@ -89,6 +90,30 @@ def _default_agent_id() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64]
 
 
+class ShardSettings(_Section):
+    """``agent.shard:`` — this agent polls one shard of its site(s), as Prometheus ``hashmod``.
+
+    Every configured or discovered miner address belongs to shard ``hashmod(address, count)``
+    (``agent.shard``); the agent polls only those of shard ``index``. Run ``count`` agents with
+    indexes 0..count-1 and the same ``sites:`` to cover a site; they keep the same ``site`` label.
+    """
+
+    index: int = Field(ge=0, description="this agent's shard, 0 .. count-1")
+    count: int = Field(
+        ge=1, le=1024, description="how many agents share the site(s); 1 means no sharding"
+    )
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> Self:
+        if self.index >= self.count:
+            raise FieldError(("index",), "must be less than agent.shard.count")
+        return self
+
+    def owns(self, address: str) -> bool:
+        """True when this shard polls ``address``."""
+        return owns(address, self.index, self.count)
+
+
 class AgentSection(_Section):
     """``agent:`` — who this agent is and where it keeps state."""
 
@@ -98,6 +123,13 @@ class AgentSection(_Section):
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     event_loop: EventLoop = "uvloop"
+    shard: ShardSettings | None = Field(
+        default=None,
+        description=(
+            "poll only the miners of one shard ({index, count}), assigned as Prometheus hashmod"
+            " over the miner address; unset: every miner"
+        ),
+    )
 
 
 class SiteConfig(_Section):
@@ -325,10 +357,16 @@ class AgentConfig(_Section):
                 return site
         raise KeyError(name)
 
+    def owns(self, address: str) -> bool:
+        """True when this agent polls ``address`` (always, unless ``agent.shard`` is set)."""
+        return self.agent.shard is None or self.agent.shard.owns(address)
+
     def targets(self) -> list[tuple[SiteConfig, MinerTarget]]:
-        """The statically configured miners as (site, target) pairs, in config order."""
+        """This agent's statically configured miners (its shard's) as (site, target) pairs."""
         result: list[tuple[SiteConfig, MinerTarget]] = []
         for miner in self.miners:
+            if not self.owns(miner.address):
+                continue
             credentials = None
             if miner.username is not None or miner.password is not None:
                 credentials = Credentials(username=miner.username, password=miner.password)

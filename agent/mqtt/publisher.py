@@ -203,6 +203,7 @@ class EventPublisher:
             prefix=settings.topic_prefix,
             version=self.version,
             next_seq=self._outbox.next_seq,
+            next_events_seq=self._outbox.next_events_seq,
         )
         self.status_site = settings.site or (sites[0] if sites else "_agent")
         self._sites = list(dict.fromkeys([*sites])) or [self.status_site]
