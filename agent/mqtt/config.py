@@ -82,6 +82,14 @@ class MqttSettings(BaseModel):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=60.0, gt=0)
     home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+    bridge_state_topic: str | None = Field(
+        default=None,
+        description=(
+            "the site broker's bridge notification topic (mosquitto notification_topic, e.g."
+            " altiwatch/v1/<site>/bridge/state): read and exported as"
+            " altiwatch_mqtt_bridge_connected, so central sees a bridge down"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSettings:
