@@ -532,3 +532,4 @@ class Gate:
         self.shut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
