@@ -53,12 +53,16 @@ dist: setup
 	$(UV) export --frozen --no-dev --no-emit-project --no-header \
 	  --output-file dist/requirements.txt --quiet
 
-# Debian's mosquitto (broker for tests and the demo) and prometheus (+promtool) when root and missing.
+# Debian's mosquitto (broker for tests and the demo), prometheus (+promtool), victoria-metrics
+# (VictoriaMetrics, vmagent, vmalert, vmauth: the many-sites kits) and prometheus-alertmanager
+# (central kit) when root and missing.
 sysdeps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v vmagent >/dev/null || missing="$$missing victoria-metrics"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

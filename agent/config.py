@@ -46,6 +46,7 @@ from agent.errors import ConfigError, ConfigProblem
 from agent.event_loop import EventLoop
 from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
+from agent.shard import owns
 from collectors.source import Credentials, MinerTarget
 
 if TYPE_CHECKING:
@@ -91,6 +92,30 @@ def _default_agent_id() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64]
 
 
+class ShardSettings(_Section):
+    """``agent.shard:`` — this agent polls one shard of its site(s), as Prometheus ``hashmod``.
+
+    Every configured or discovered miner address belongs to shard ``hashmod(address, count)``
+    (``agent.shard``); the agent polls only those of shard ``index``. Run ``count`` agents with
+    indexes 0..count-1 and the same ``sites:`` to cover a site; they keep the same ``site`` label.
+    """
+
+    index: int = Field(ge=0, description="this agent's shard, 0 .. count-1")
+    count: int = Field(
+        ge=1, le=1024, description="how many agents share the site(s); 1 means no sharding"
+    )
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> Self:
+        if self.index >= self.count:
+            raise FieldError(("index",), "must be less than agent.shard.count")
+        return self
+
+    def owns(self, address: str) -> bool:
+        """True when this shard polls ``address``."""
+        return owns(address, self.index, self.count)
+
+
 class AgentSection(_Section):
     """``agent:`` — who this agent is and where it keeps state."""
 
@@ -118,6 +143,11 @@ class AgentSection(_Section):
         description="Event loop of the agent and its HTTP front: `uvloop` (less CPU per poll) or "
         "`asyncio` (the standard library's); the logs `agent_ready` and `http_front_serving` "
         "say which one runs.",
+    )
+    shard: ShardSettings | None = Field(
+        default=None,
+        description="Poll only the miners of one shard (`{index, count}`), assigned as "
+        "Prometheus `hashmod` over the miner address; unset: every miner.",
     )
 
 
@@ -440,10 +470,16 @@ class AgentConfig(_Section):
                 return site
         raise KeyError(name)
 
+    def owns(self, address: str) -> bool:
+        """True when this agent polls ``address`` (always, unless ``agent.shard`` is set)."""
+        return self.agent.shard is None or self.agent.shard.owns(address)
+
     def targets(self) -> list[tuple[SiteConfig, MinerTarget]]:
-        """The statically configured miners as (site, target) pairs, in config order."""
+        """This agent's statically configured miners (its shard's) as (site, target) pairs."""
         result: list[tuple[SiteConfig, MinerTarget]] = []
         for miner in self.miners:
+            if not self.owns(miner.address):
+                continue
             credentials = None
             if miner.username is not None or miner.password is not None:
                 credentials = Credentials(username=miner.username, password=miner.password)

@@ -398,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-address", default=DEFAULT_BASE_ADDRESS)
     parser.add_argument("--miners", type=int, default=None, help="scale the scenario's mix")
     parser.add_argument(
+        "--sites",
+        type=int,
+        default=1,
+        help="many-sites mode: this many emulated sites, each with its agent, bridged broker"
+        " and vmagent, feeding one central VictoriaMetrics and broker (agent.demo_sites)",
+    )
+    parser.add_argument(
         "--broker",
         choices=("auto", "mosquitto", "amqtt", "none"),
         default="auto",
@@ -414,15 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = Demo(workdir=workdir, site=_scenario_site(args.scenario))
     status = 0
     try:
-        _say(f"starting the emulated site ({args.scenario.name}) on {args.base_address}…")
-        start_emulator(demo, args.scenario, args.base_address, args.miners)
-        if args.broker != "none":
-            start_broker(demo, args.broker)
-            if demo.broker is None:
-                _say(f"no MQTT broker available ({args.broker}): running without MQTT")
-        _say(f"starting the agent ({demo.miners} miners) and waiting for its first poll cycle…")
-        start_agent(demo)
-        sys.stdout.write(banner(demo) + "\n")
+        sys.stdout.write(_start(demo, args) + "\n")
         sys.stdout.flush()
         while True:
             demo.alive()
@@ -445,6 +444,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         _say(f"logs kept in {workdir}")
     return status
+
+
+def _start(demo: Demo, args: argparse.Namespace) -> str:
+    """Start every part (one site, or ``--sites`` sites and central); return the banner."""
+    if args.sites > 1:
+        from agent import demo_sites  # noqa: PLC0415 - only in many-sites mode
+
+        _say(f"starting {args.sites} sites and the central store and broker…")
+        return demo_sites.start(demo, args.sites)
+    _say(f"starting the emulated site ({args.scenario.name}) on {args.base_address}…")
+    start_emulator(demo, args.scenario, args.base_address, args.miners)
+    if args.broker != "none":
+        start_broker(demo, args.broker)
+        if demo.broker is None:
+            _say(f"no MQTT broker available ({args.broker}): running without MQTT")
+    _say(f"starting the agent ({demo.miners} miners) and waiting for its first poll cycle…")
+    start_agent(demo)
+    return banner(demo)
 
 
 def _say(message: str) -> None:

@@ -520,6 +520,15 @@ class _LiveCollector:
         yield CounterMetricFamily(
             "altiwatch_mqtt_published", "Messages published.", value=stats.published_total
         )
+        bridge = getattr(stats, "bridge_connected", None)
+        if bridge is not None:
+            family = GaugeMetricFamily(
+                "altiwatch_mqtt_bridge_connected",
+                "Whether the site broker's bridge to central is up (mqtt.bridge_state_topic).",
+                labels=["site"],
+            )
+            family.add_metric([str(getattr(stats, "site", ""))], 1 if bridge else 0)
+            yield family
 
 
 @dataclass(frozen=True, slots=True)

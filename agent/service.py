@@ -408,6 +408,7 @@ class AgentService:
                         concurrency=min(self.config.polling.concurrency, 256),
                         timeout_s=self.config.polling.timeout_s,
                     )
+                    found = [m for m in found if self.config.owns(m.address)]  # agent.shard
                     new = [m for m in found if m.address not in self._targets]
                     for miner in new:
                         target = MinerTarget(address=miner.address)
@@ -576,7 +577,8 @@ class AgentService:
             # Live: inventory, polling, logging, shutdown_grace_s, the HTTP front's web config
             # and limits. The rest at the next start.
             log.warning("config_reload_section_needs_restart", section=section)
-        wanted = {**self._discovered, **{t.address: (s.name, t) for s, t in new.targets()}}
+        discovered = {a: st for a, st in self._discovered.items() if new.owns(a)}
+        wanted = {**discovered, **{t.address: (s.name, t) for s, t in new.targets()}}
         removed = [a for a in self._targets if a not in wanted]
         for address in removed:
             self._stop_poll(address)

@@ -131,6 +131,12 @@ class MqttSettings(BaseModel):
     home_assistant: HomeAssistantSettings = Field(
         default=HomeAssistantSettings(), description="Home Assistant device discovery."
     )
+    bridge_state_topic: str | None = Field(
+        default=None,
+        description="The site broker's bridge notification topic (mosquitto "
+        "`notification_topic`, e.g. `altiwatch/v1/<site>/bridge/state`): read and exported as "
+        "`altiwatch_mqtt_bridge_connected`, so central sees a bridge down.",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSettings:

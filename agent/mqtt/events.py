@@ -8,9 +8,13 @@ Topics (prefix ``altiwatch/v1`` by default; every segment sanitised by :func:`se
                                                                           agent_event/1
     <p>/<site>/agent/<agent_id>/status     QoS1, retained + Last Will     altiwatch.agent_status/1
 
-Site-level alarms (no miner) use the miner segment ``_site``. Every payload carries ``schema``,
-``event_id`` (ULID), the per-agent ``seq``, ``ts`` (RFC 3339, UTC) and ``ts_unix``, ``agent_id``,
-``site`` and ``miner`` (null when not about one miner). JSON Schemas: ``agent/mqtt/schemas/``.
+Site-level alarms (no miner) use the miner segment ``_site.<agent_id>``: each agent (each shard
+of a site) owns its retained site-level topics, so one shard's ``cleared`` never overwrites
+another's ``firing``. Every payload carries ``schema``, ``event_id`` (ULID), the per-agent
+``seq``, ``ts`` (RFC 3339, UTC) and ``ts_unix``, ``agent_id``, ``site`` and ``miner`` (null when
+not about one miner). Payloads sent on ``<p>/<site>/events`` also carry ``events_seq``: 1, 2, 3…
+per agent and events topic, counting that topic alone (persisted with the outbox), so a consumer
+far away can tell a lost event (a gap) from a duplicate. JSON Schemas: ``agent/mqtt/schemas/``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from collectors.snapshot import MinerSnapshot
 
 SITE_LEVEL = "_site"
-"""Miner segment used for site-level alarms."""
+"""Miner segment of site-level alarms (``_site.<agent_id>`` on the wire, one per agent)."""
 
 ALARM_SCHEMA = "altiwatch.alarm/1"
 MINER_STATUS_SCHEMA = "altiwatch.miner_status/1"
@@ -75,9 +79,18 @@ class Topics:
         """``<p>/<site>/<miner>/telemetry``."""
         return f"{self._base(site)}/{segment(miner)}/telemetry"
 
-    def alarm(self, site: str, miner: str | None, rule: str) -> str:
-        """``<p>/<site>/<miner>/alarm/<rule>`` (``_site`` for site-level alarms)."""
-        who = segment(miner) if miner is not None else SITE_LEVEL
+    def alarm(self, site: str, miner: str | None, rule: str, *, agent_id: str | None = None) -> str:
+        """``<p>/<site>/<miner>/alarm/<rule>``; site-level: ``<p>/<site>/_site.<agent_id>/…``.
+
+        Without ``agent_id`` a site-level alarm's segment is the bare ``_site`` (used only to
+        build subscription filters and by tools that predate shards).
+        """
+        if miner is not None:
+            who = segment(miner)
+        elif agent_id is not None:
+            who = f"{SITE_LEVEL}.{segment(agent_id)}"
+        else:
+            who = SITE_LEVEL
         return f"{self._base(site)}/{who}/alarm/{segment(rule)}"
 
     def events(self, site: str) -> str:
@@ -121,7 +134,13 @@ class _Wire(BaseModel):
 Sev = Literal["info", "warning", "critical"]
 
 
-class AlarmPayload(_Wire):
+class _EventStream(_Wire):
+    """A payload sent on ``<p>/<site>/events``: it carries that topic's own counter."""
+
+    events_seq: int
+
+
+class AlarmPayload(_EventStream):
     """One alarm transition; also the retained current state of (miner, rule)."""
 
     event: Literal["raised", "escalated", "deescalated", "cleared"]
@@ -142,7 +161,7 @@ class AlarmPayload(_Wire):
 MinerStatusEvent = Literal["miner_online", "miner_offline", "miner_removed", "miner_duplicate_id"]
 
 
-class MinerStatusPayload(_Wire):
+class MinerStatusPayload(_EventStream):
     """A miner's status changed, or its id is in question.
 
     ``miner_online``/``miner_offline``; ``miner_removed``: its id is gone (reason removed or
@@ -155,7 +174,7 @@ class MinerStatusPayload(_Wire):
     reason: str | None
 
 
-class AgentEventPayload(_Wire):
+class AgentEventPayload(_EventStream):
     """The agent started or stopped (on the event stream)."""
 
     event: Literal["agent_started", "agent_stopped"]
@@ -212,6 +231,17 @@ class TelemetryPayload(_Wire):
     alarm_severity: Literal["none", "info", "warning", "critical"]
 
 
+class _MemoryCounters:
+    """In-memory ``events_seq`` counters by events topic (when no outbox persists them)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def __call__(self, topic: str) -> int:
+        self._last[topic] = self._last.get(topic, 0) + 1
+        return self._last[topic]
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One message ready for the outbox.
@@ -232,13 +262,30 @@ class EventFactory:
     """Builds payloads and their messages for one agent; ``next_seq`` hands out the ``seq``."""
 
     def __init__(
-        self, *, agent_id: str, prefix: str, version: str, next_seq: Callable[[], int]
+        self,
+        *,
+        agent_id: str,
+        prefix: str,
+        version: str,
+        next_seq: Callable[[], int],
+        next_events_seq: Callable[[str], int] | None = None,
     ) -> None:
-        """Bind the agent id, topic prefix and seq source."""
+        """Bind the agent id, topic prefix, seq source and events_seq source (by events topic).
+
+        Without ``next_events_seq`` the events_seq counters live in memory (tests, tools).
+        """
         self.agent_id = agent_id
         self.topics = Topics(prefix)
         self.version = version
         self._next_seq = next_seq
+        self._next_events_seq = next_events_seq or _MemoryCounters()
+
+    def _stream(self, ts: float, site: str, miner: str | None, schema: str) -> dict[str, object]:
+        """Common fields plus the events topic's next ``events_seq``."""
+        return {
+            **self._common(ts, site, miner, schema),
+            "events_seq": self._next_events_seq(self.topics.events(site)),
+        }
 
     def _common(self, ts: float, site: str, miner: str | None, schema: str) -> dict[str, object]:
         return {
@@ -256,7 +303,7 @@ class EventFactory:
         """The event-stream message and the retained state message for one transition."""
         payload = AlarmPayload.model_validate(
             {
-                **self._common(t.at, t.site, t.miner, ALARM_SCHEMA),
+                **self._stream(t.at, t.site, t.miner, ALARM_SCHEMA),
                 "event": t.kind.value,
                 "state": "cleared" if t.kind is TransitionKind.CLEARED else "firing",
                 "rule": t.rule,
@@ -277,7 +324,12 @@ class EventFactory:
         body = payload.to_json()
         return payload, [
             Outgoing(self.topics.events(t.site), body, qos=1, retain=False),
-            Outgoing(self.topics.alarm(t.site, t.miner, t.rule), body, qos=1, retain=True),
+            Outgoing(
+                self.topics.alarm(t.site, t.miner, t.rule, agent_id=self.agent_id),
+                body,
+                qos=1,
+                retain=True,
+            ),
         ]
 
     def miner_status(
@@ -293,7 +345,7 @@ class EventFactory:
         """A miner status event on the site's event stream."""
         payload = MinerStatusPayload.model_validate(
             {
-                **self._common(at, site, miner, MINER_STATUS_SCHEMA),
+                **self._stream(at, site, miner, MINER_STATUS_SCHEMA),
                 "event": event,
                 "online": online,
                 "reason": reason,
@@ -307,7 +359,7 @@ class EventFactory:
         """An agent lifecycle event on a site's event stream."""
         payload = AgentEventPayload.model_validate(
             {
-                **self._common(at, site, None, AGENT_EVENT_SCHEMA),
+                **self._stream(at, site, None, AGENT_EVENT_SCHEMA),
                 "event": event,
                 "version": self.version,
             }

@@ -10,8 +10,9 @@ the bound. Storage failures (disk full, read-only, I/O errors) never raise to th
 kept in memory up to ``memory_max`` and written to disk once storage works again. A corrupt
 database file is moved aside (``<name>.corrupt-<unix time>``) and rebuilt, with a log line.
 
-The outbox also keeps the per-agent ``seq`` counter and the set of retained alarm topics per
-miner (to empty them when a miner is removed), both persisted with the rows.
+The outbox also keeps the per-agent ``seq`` counter, one ``events_seq`` counter per events topic
+and the set of retained alarm topics per miner (to empty them when a miner is removed), all
+persisted in the same transaction as the rows that carry them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events_seq (topic TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS retained (
     topic TEXT PRIMARY KEY,
     site TEXT NOT NULL,
@@ -107,6 +109,8 @@ class Outbox:
         self._db_depth = 0
         self._seq = 0
         self._seq_dirty = False
+        self._events_seq: dict[str, int] = {}
+        self._events_seq_dirty: set[str] = set()
         self._memory: deque[Row] = deque()
         self._next_memory_key = _MEMORY_KEY_BASE
         self._unacked_deletes: set[int] = set()
@@ -151,6 +155,8 @@ class Outbox:
             self._db_depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             row = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
             self._seq = max(self._seq, int(row[0]) if row else 0)
+            for topic, value in db.execute("SELECT topic, value FROM events_seq"):
+                self._events_seq[topic] = max(self._events_seq.get(topic, 0), int(value))
             for topic, site, miner, rule, sev in db.execute(
                 "SELECT topic, site, miner, rule, severity FROM retained"
             ):
@@ -213,6 +219,13 @@ class Outbox:
         """The last sequence number handed out."""
         return self._seq
 
+    def next_events_seq(self, topic: str) -> int:
+        """The next ``events_seq`` of the events topic ``topic`` (persisted with the next write)."""
+        value = self._events_seq.get(topic, 0) + 1
+        self._events_seq[topic] = value
+        self._events_seq_dirty.add(topic)
+        return value
+
     # -- writes ----------------------------------------------------------------------------------
 
     def put(
@@ -264,6 +277,10 @@ class Outbox:
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq', ?)", (self._seq,)
                 )
+            db.executemany(
+                "INSERT OR REPLACE INTO events_seq (topic, value) VALUES (?, ?)",
+                [(topic, self._events_seq[topic]) for topic in self._events_seq_dirty],
+            )
             for topic, item in self._retained_dirty.items():
                 if item is None:
                     db.execute("DELETE FROM retained WHERE topic = ?", (topic,))
@@ -278,6 +295,7 @@ class Outbox:
                 db.execute("ROLLBACK")
             raise
         self._seq_dirty = False
+        self._events_seq_dirty.clear()
         self._retained_dirty.clear()
         self._db_depth += len(items)
 

@@ -107,6 +107,9 @@ class PublisherStats:
     oldest_age_s: float | None
     dropped_total: dict[str, int]
     published_total: int
+    bridge_connected: bool | None = None
+    """The site broker's bridge state (``mqtt.bridge_state_topic``); None when unknown."""
+    site: str = "_agent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,7 @@ class EventPublisher:
             prefix=settings.topic_prefix,
             version=self.version,
             next_seq=self._outbox.next_seq,
+            next_events_seq=self._outbox.next_events_seq,
         )
         self.status_site = settings.site or (sites[0] if sites else "_agent")
         self._sites = list(dict.fromkeys([*sites])) or [self.status_site]
@@ -248,6 +252,7 @@ class EventPublisher:
         self._announce: set[tuple[str, str]] = set()
         self._staged: list[Outgoing] = []
         self._in_flight: _Window | None = None
+        self._bridge_connected: bool | None = None
         self._wait = wait_fixed(settings.reconnect_min_s) + wait_random_exponential(
             multiplier=settings.reconnect_min_s,
             max=max(settings.reconnect_max_s - settings.reconnect_min_s, 0.0),
@@ -376,6 +381,8 @@ class EventPublisher:
             oldest_age_s=self._outbox.oldest_age_s(),
             dropped_total=dict(self._outbox.dropped),
             published_total=self._published,
+            bridge_connected=self._bridge_connected,
+            site=self.status_site,
         )
 
     def close(self) -> None:
@@ -526,11 +533,20 @@ class EventPublisher:
         if ha.enabled:
             await client.subscribe(f"{ha.prefix.strip('/')}/status", qos=1)
             self._announce.update(self._devices)
+        if self._s.bridge_state_topic:
+            await client.subscribe(self._s.bridge_state_topic, qos=1)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        """Watch incoming messages (HA birth) and end with MqttError when the link drops."""
+        """Watch incoming messages (HA birth, bridge state); MqttError when the link drops."""
         ha_status = f"{self._s.home_assistant.prefix.strip('/')}/status"
+        bridge = self._s.bridge_state_topic
         async for message in client.messages:
+            if bridge and message.topic.matches(bridge):
+                connected = message.payload in (b"1", "1")
+                if connected != self._bridge_connected:
+                    log.info("mqtt_bridge_state", topic=bridge, connected=connected)
+                self._bridge_connected = connected
+                continue
             if message.topic.matches(ha_status) and message.payload in (b"online", "online"):
                 log.info("mqtt_home_assistant_online", devices=len(self._devices))
                 self._announce.update(self._devices)

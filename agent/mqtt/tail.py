@@ -33,7 +33,7 @@ _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "cleared"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``events tail`` to the ``altiwatch`` command line."""
+    """Add ``events tail`` (and ``events audit``) to the ``altiwatch`` command line."""
     events = subparsers.add_parser("events", help="MQTT event tools")
     sub = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     tail = sub.add_parser("tail", help="print the site event streams as they arrive")
@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     tail.add_argument("--cert-file", type=Path, help="client certificate (mutual TLS)")
     tail.add_argument("--key-file", type=Path, help="client key (mutual TLS)")
     tail.set_defaults(handler=run_tail)
+    from agent.mqtt import audit  # noqa: PLC0415 - a sibling subcommand of `events`
+
+    audit.register(sub)
 
 
 def _settings(args: argparse.Namespace) -> MqttSettings:

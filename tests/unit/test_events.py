@@ -142,3 +142,33 @@ def test_schema_examples_validate():
         jsonschema.Draft202012Validator.check_schema(schema)
         for example in schema["examples"]:
             jsonschema.validate(example, schema, format_checker=FORMATS)
+
+
+def test_site_level_alarm_topic_is_per_agent():
+    """A site-level alarm's retained topic names its agent: shards never overwrite each other."""
+    _, (_, state) = factory().alarm(transition(TransitionKind.RAISED, miner=None))
+    assert state.topic == "altiwatch/v1/xining-west/_site.a1/alarm/chip_temp"
+    assert (
+        Topics().alarm("x", None, "R7", agent_id="Shard 2")
+        == "altiwatch/v1/x/_site.shard-2/alarm/r7"
+    )
+
+
+def test_events_seq_counts_the_events_topic_alone():
+    """events_seq rises by one per event-stream payload, per site; status and telemetry skip it."""
+    f = factory()
+    snap = MinerSnapshot(address="127.50.0.9", collected_at=1.0)
+    f.agent_status(1.0, "s", "online", None)
+    f.telemetry("s", "m", snap, alarm_severity="none", expiry_s=60)
+    started = check(f.agent_event(2.0, "s", "agent_started").payload)
+    other = check(f.agent_event(2.0, "t", "agent_started").payload)
+    f.telemetry("s", "m", snap, alarm_severity="none", expiry_s=60)
+    offline = check(
+        f.miner_status(3.0, "s", "m", "miner_offline", online=False, reason=None).payload
+    )
+    raised, _ = f.alarm(transition(TransitionKind.RAISED))
+    alarm = check(f.alarm(transition(TransitionKind.CLEARED))[1][0].payload)
+    assert [started["events_seq"], offline["events_seq"]] == [1, 2]
+    assert [raised.events_seq, alarm["events_seq"]] == [1, 2]  # Xining West's own events topic
+    assert other["events_seq"] == 1
+    assert int(str(alarm["seq"])) > int(str(offline["seq"])) > int(str(started["seq"]))

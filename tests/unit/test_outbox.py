@@ -172,3 +172,16 @@ def test_outbox_oldest_age(tmp_path: Path, n: int):
         box.put([alarm(i)])
         now[0] += 10
     assert box.oldest_age_s() == pytest.approx(10.0 * n)
+
+
+def test_outbox_events_seq_per_topic_survives_reopen(tmp_path: Path):
+    """events_seq counters are per events topic and persisted with the next write."""
+    box = Outbox(tmp_path)
+    assert [box.next_events_seq("a/events") for _ in range(3)] == [1, 2, 3]
+    assert box.next_events_seq("b/events") == 1
+    box.put([alarm(1)])
+    box.close()
+    again = Outbox(tmp_path)
+    assert again.next_events_seq("a/events") == 4
+    assert again.next_events_seq("b/events") == 2
+    again.close()
