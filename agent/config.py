@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
-from agent.alarms.config import ThermalSettings
+from agent.alarms.config import PoolAlarmSettings, SitePools, ThermalSettings
 from agent.errors import ConfigError, ConfigProblem
 from agent.event_loop import EventLoop
 from agent.logging_setup import LogFormat, LogLevel
@@ -107,6 +107,10 @@ class SiteConfig(_Section):
     altitude_m: float = Field(ge=-500, le=6000)
     station_pressure_kpa: float | None = Field(default=None, gt=30, le=110)
     pressure_file: Path | None = None
+    pools: SitePools = Field(
+        default_factory=SitePools,
+        description="Pools the site's miners may mine on (allow-list for rule R14).",
+    )
 
 
 def _check_address(value: str) -> str:
@@ -258,6 +262,10 @@ class AgentConfig(_Section):
     http: HttpSettings = HttpSettings()
     mqtt: MqttSettings = MqttSettings()
     thermal: ThermalSettings = ThermalSettings()
+    pool_alarms: PoolAlarmSettings = Field(
+        default_factory=PoolAlarmSettings,
+        description="Timing and thresholds of the pool rules R12 (share health), R13 (failover).",
+    )
 
     @model_validator(mode="before")
     @classmethod

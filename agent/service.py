@@ -206,7 +206,13 @@ class AgentService:
             log.warning("alarm_store_unavailable", error=str(exc))
         # autocommit=False: alarm state is saved only after the publisher committed the
         # transitions to its outbox (see alarm_tick), so a crash in between loses no event.
-        return AlarmEngine(config.thermal, config.sites, store=store, autocommit=False)
+        return AlarmEngine(
+            config.thermal,
+            config.sites,
+            store=store,
+            autocommit=False,
+            pool_settings=config.pool_alarms,
+        )
 
     @staticmethod
     def _make_publisher(config: AgentConfig) -> EventPublisher | None:
@@ -533,7 +539,7 @@ class AgentService:
         old = self.config
         changed = [
             name
-            for name in ("http", "mqtt", "thermal", "sites")
+            for name in ("http", "mqtt", "thermal", "pool_alarms", "sites")
             if getattr(new, name) != getattr(old, name)
         ]
         if (new.agent.id, new.agent.state_dir) != (old.agent.id, old.agent.state_dir):
