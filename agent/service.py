@@ -276,7 +276,13 @@ class AgentService:
         with _guard("mqtt_enqueue_failed"):
             was_up = self._published_up.get(record.miner_id)
             if outcome.tier is Tier.FAST and outcome.snapshot is not None and record.snapshot:
-                self.publisher.telemetry(record.site, record.miner_id, record.snapshot)
+                health = self.engine.share_health(record.miner_id)
+                self.publisher.telemetry(
+                    record.site,
+                    record.miner_id,
+                    record.snapshot,
+                    bad_share_ratio=None if health is None else health["bad_ratio"],
+                )
             if record.up is not None and record.up != was_up:
                 self.publisher.miner_status(
                     record.site, record.miner_id, online=bool(record.up), reason=record.last_error

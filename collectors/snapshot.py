@@ -93,6 +93,24 @@ class PoolInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerReading:
+    """What a pool's own API says about one worker (pool side), for a future `PoolSource`.
+
+    Pool-side hashrate is what the site is paid for: compared with the miners' own hashrate it
+    shows what share health alone cannot (a pool crediting less than the miners hash).
+    """
+
+    pool_url: str
+    """The pool, as in `PoolInfo.url` (no credentials)."""
+    worker: str
+    collected_at: float
+    hashrate_hs: float | None = None
+    accepted: int | None = None
+    rejected: int | None = None
+    stale: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Slow-tier identity of a miner; any field may be unknown."""
 

@@ -268,6 +268,26 @@ class AlarmEngine:
             found = self._site_thermal[site] = self.settings.site(site)
         return found
 
+    def share_health(self, miner: str) -> dict[str, float] | None:
+        """R12's current reading for ``miner``: bad-share ratio, shares and seconds it covers.
+
+        None until two pool polls with counters are known (or when no share moved).
+        """
+        track = self._tracks.get(miner)
+        hist = None if track is None else track.shares
+        if not hist or len(hist) < 2:  # noqa: PLR2004 - a delta needs two samples
+            return None
+        t0, total0, bad0 = hist[0]
+        t1, total1, bad1 = hist[-1]
+        if total1 <= total0:
+            return None
+        shares = total1 - total0
+        return {
+            "bad_ratio": round((bad1 - bad0) / shares, 5),
+            "shares": float(shares),
+            "window_s": round(t1 - t0, 1),
+        }
+
     def thresholds(self, miner: str) -> MinerThresholds | None:
         """The derated thresholds in force for ``miner`` (None until it has been observed)."""
         track = self._tracks.get(miner)

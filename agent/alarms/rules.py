@@ -740,9 +740,12 @@ def _pool_label(pool: PoolInfo | None) -> str | None:
 
 
 def r13(snap: MinerSnapshot, track: MinerTrack) -> Verdict | None:
-    """R13: mining on a backup pool, on a pool not alive, or on none (timing in the spec)."""
+    """R13: mining on a backup pool, on a pool not alive, or on none (timing in the spec).
+
+    A miner that is not mining (asleep, curtailed) needs no pool: held, not judged.
+    """
     pools = snap.pools
-    if not pools or all(p.active is None for p in pools):
+    if not pools or all(p.active is None for p in pools) or snap.is_mining is False:
         return None
     primary = min(p.index for p in pools)
     active = next((p for p in pools if p.active), None)

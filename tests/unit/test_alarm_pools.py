@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -201,3 +201,12 @@ def test_pool_allow_rejects_patterns_with_credentials():
     """An allow-list entry may not embed user:password (patterns match stripped URLs)."""
     with pytest.raises(ValueError, match="credentials"):
         PoolAllow(url="stratum+tcp://u:p@pool.example:3333")
+
+
+def test_alarm_r13_holds_for_a_miner_that_is_not_mining():
+    """A sleeping miner has no active pool by design: R13 is not judged."""
+    eng = engine(failover_for_s=60)
+    idle = (pool(0, active=False), pool(1, active=False))
+    for t in (0.0, 60.0, 120.0):
+        observe(eng, t, replace(snap(t, *idle), is_mining=False))
+    assert severity(eng, "R13") is None

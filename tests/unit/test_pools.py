@@ -1,11 +1,20 @@
 """Pool readings: credential-free URLs, stale counts from the raw reply, pool series."""
 
+import io
+import itertools
+import json
 from typing import Any
 
+import jsonschema
 import pytest
+from rich.console import Console
 
+from agent import top
 from agent.fleet_state import FleetState
 from agent.metrics import miner_fragments
+from agent.mqtt import schemas
+from agent.mqtt.discovery import DeviceInfo, device_config
+from agent.mqtt.events import EventFactory, Topics
 from collectors.pools import capture_raw_pools, public_url
 from collectors.pyasic_source import miner_from_hint, snapshot_from_data
 from collectors.snapshot import Identity, MinerSnapshot, PoolInfo, Tier
@@ -184,3 +193,69 @@ def test_pool_series_carry_index_url_and_worker_and_skip_unknowns():
     other = 'pool="1",url=""'
     assert f'asic_pool_alive{{site="golmud",miner="02:00:00:00:00:01",{other}}} 0\n' in text
     assert f'asic_pool_shares_total{{site="golmud",miner="02:00:00:00:00:01",{other}' not in text
+
+
+def test_pool_telemetry_names_the_active_pool_and_share_health_schema_valid():
+    """Telemetry carries the active pool (no credentials) and R12's ratio; the schema accepts it."""
+    counter = itertools.count(1)
+    factory = EventFactory(
+        agent_id="a1", prefix="altiwatch/v1", version="0", next_seq=lambda: next(counter)
+    )
+    pools = (
+        PoolInfo(url="stratum+tcp://pool.example:3333", user="site.w1", alive=False, index=0),
+        PoolInfo(
+            url="stratum+tcp://b.example:443", user="site.w1", alive=True, active=True, index=1
+        ),
+    )
+    snap = MinerSnapshot("10.0.0.1", 1.0, Tier.FAST, pools=pools)
+    msg = factory.telemetry(
+        "s", "m", snap, alarm_severity="none", expiry_s=60, bad_share_ratio=0.02
+    )
+    body = json.loads(msg.payload)
+    jsonschema.validate(body, schemas.load(body["schema"]))
+    assert body["pool"] == {
+        "index": 1,
+        "url": "stratum+tcp://b.example:443",
+        "worker": "site.w1",
+        "alive": True,
+    }
+    assert body["bad_share_ratio"] == 0.02
+    none = json.loads(
+        factory.telemetry(
+            "s", "m", MinerSnapshot("x", 1.0), alarm_severity="none", expiry_s=60
+        ).payload
+    )
+    assert (none["pool"], none["bad_share_ratio"]) == (None, None)
+    leaky = {**body, "pool": {**body["pool"], "url": f"stratum+tcp://u:{SECRET}@b.example:443"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(leaky, schemas.load(body["schema"]))
+
+
+def test_pool_home_assistant_sensors_read_pool_and_bad_shares():
+    """The HA device gets Bad shares (%), Pool and Pool worker sensors from telemetry."""
+    info = DeviceInfo("s", "m", "S19j Pro", (0,), (0,))
+    config = device_config(info, topics=Topics(), status_topic="st", version="0")
+    cmps = config["cmps"]
+    assert isinstance(cmps, dict)
+    names = {c["name"]: c for c in cmps.values()}
+    assert names["Bad shares"]["unit_of_measurement"] == "%"
+    assert "bad_share_ratio" in names["Bad shares"]["value_template"]
+    assert "pool.url" in names["Pool"]["value_template"]
+    assert "pool.worker" in names["Pool worker"]["value_template"]
+
+
+def test_pool_top_shows_bad_shares_column_coloured_by_r12():
+    """`altiwatch top` shows the windowed bad-share ratio per miner, '-' when unknown."""
+    row = top.Row.parse({"miner": "AA", "site": "s", "share_health": {"bad_ratio": 0.021}})
+    assert row.bad_shares == 0.021
+    assert top.Row.parse({"miner": "BB", "site": "s"}).bad_shares is None
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, no_color=True)
+    fleet = [
+        {"miner": "AA", "site": "s", "up": True, "share_health": {"bad_ratio": 0.021}},
+        {"miner": "BB", "site": "s", "up": True},
+    ]
+    console.print(top.render(fleet, source="http://agent", now=0.0))
+    text = buffer.getvalue()
+    assert "bad shares" in text
+    assert "2.10%" in next(line for line in text.splitlines() if line.startswith("AA"))
