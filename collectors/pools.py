@@ -100,7 +100,14 @@ def capture_raw_pools(miner: Any) -> RawPools:
         grpc = kwargs.get("grpc_pool_groups")
         holder.rpc = rpc if isinstance(rpc, dict) else None
         holder.grpc = grpc if isinstance(grpc, dict) else None
-        return await original(**kwargs)
+        try:
+            return await original(**kwargs)
+        except ValueError:
+            # pyasic's PoolUrl raises on a scheme it does not know ("stratum+tls://", "ssl://"),
+            # which would fail the whole slow poll: a hijacked pool would blind the slow tier.
+            if holder.rpc is None:
+                raise
+            return cgminer_pool_metrics(holder.rpc)
 
     miner._get_pools = _get_pools  # noqa: SLF001 - see docstring
     miner._altiwatch_raw_pools = holder  # noqa: SLF001 - our marker, for idempotence
@@ -141,6 +148,30 @@ def _grpc_extras(reply: dict[str, Any]) -> list[PoolExtras] | None:
                 )
             )
     return out
+
+
+def cgminer_pool_metrics(reply: dict[str, Any]) -> list[Any]:
+    """A cgminer ``POOLS`` reply as pyasic's ``PoolMetrics``, with ``url`` None (see extras)."""
+    from pyasic.data.pools import PoolMetrics  # noqa: PLC0415 - only on pyasic's failure path
+
+    entries = reply.get("POOLS")
+    return [
+        PoolMetrics(
+            url=None,
+            accepted=_count(entry.get("Accepted")),
+            rejected=_count(entry.get("Rejected")),
+            get_failures=_count(entry.get("Get Failures")),
+            remote_failures=_count(entry.get("Remote Failures")),
+            active=entry.get("Stratum Active")
+            if isinstance(entry.get("Stratum Active"), bool)
+            else None,
+            alive=entry.get("Status") == "Alive",
+            user=entry.get("User") if isinstance(entry.get("User"), str) else None,
+            index=_count(entry.get("POOL")),
+        )
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict)
+    ]
 
 
 def extras(raw: RawPools | None, count: int) -> Sequence[PoolExtras] | None:

@@ -259,3 +259,35 @@ def test_pool_top_shows_bad_shares_column_coloured_by_r12():
     text = buffer.getvalue()
     assert "bad shares" in text
     assert "2.10%" in next(line for line in text.splitlines() if line.startswith("AA"))
+
+
+async def test_pools_unknown_scheme_does_not_fail_the_poll_and_keeps_the_url():
+    """An unknown scheme ('stratum+tls://') raises in pyasic; the pool is still read, its URL from the raw reply."""
+    miner = miner_from_hint("10.0.0.1", "Antminer S19j Pro")
+    raw = capture_raw_pools(miner)
+    reply = {"POOLS": [_cgminer_pool(0, f"stratum+tls://thief:{SECRET}@evil.example:3333")]}
+    parsed = await miner._get_pools(rpc_pools=reply)
+    data = type(
+        "Data",
+        (),
+        {
+            "pools": parsed,
+            "fw_ver": None,
+            "mac": None,
+            "serial_number": None,
+            "hostname": None,
+            "wattage_limit": None,
+            "fault_light": None,
+            "errors": [],
+        },
+    )()
+    snap = snapshot_from_data("10.0.0.1", Tier.SLOW, miner, data, collected_at=1.0, raw_pools=raw)
+    assert snap.pools is not None
+    (only,) = snap.pools
+    assert (only.url, only.user, only.accepted, only.stale) == (
+        "stratum+tls://evil.example:3333",
+        "site.worker1",
+        1000,
+        3,
+    )
+    assert SECRET not in repr(snap)
