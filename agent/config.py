@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
-from agent.alarms.config import ThermalSettings
+from agent.alarms.config import PoolAlarmSettings, SitePools, ThermalSettings
 from agent.errors import ConfigError, ConfigProblem
 from agent.event_loop import EventLoop
 from agent.logging_setup import LogFormat, LogLevel
@@ -169,6 +169,10 @@ class SiteConfig(_Section):
         default=None,
         description="File holding the current station pressure in kPa (its first number, "
         "30-110), re-read every 60 s; unreadable: ISA pressure for the altitude.",
+    )
+    pools: SitePools = Field(
+        default_factory=SitePools,
+        description="Pools the site's miners may mine on (allow-list for rule R14).",
     )
 
 
@@ -402,6 +406,10 @@ class AgentConfig(_Section):
     )
     thermal: ThermalSettings = Field(
         default=ThermalSettings(), description="The altitude-aware thermal alarm engine."
+    )
+    pool_alarms: PoolAlarmSettings = Field(
+        default_factory=PoolAlarmSettings,
+        description="Timing and thresholds of the pool rules R12 (share health), R13 (failover).",
     )
 
     @model_validator(mode="before")

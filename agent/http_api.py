@@ -135,6 +135,7 @@ def miner_json(
     out["fan_duty_ratio"] = None
     out["alarms"] = []
     out["site_air"] = None
+    out["share_health"] = None
     if alarms is not None:
         if firing is None:
             firing = [a for a in alarms.active() if getattr(a, "miner", None) == record.miner_id]
@@ -142,6 +143,8 @@ def miner_json(
         if snap is not None and record.up:
             out["fan_duty_ratio"] = fan_duty_ratio(snap, getattr(limits, "rpm_max", None))
         out["thresholds"] = _plain(limits)
+        share_health = getattr(alarms, "share_health", None)  # R12's window (pool counters)
+        out["share_health"] = share_health(record.miner_id) if share_health else None
         out["alarms"] = [_plain(a) for a in firing]
         out["site_air"] = _plain(alarms.site_air(record.site))
     return out

@@ -182,6 +182,32 @@ FAMILIES: tuple[Family, ...] = (
     Family("asic_uptime_seconds", "gauge", "Seconds since the mining software started."),
     Family("asic_mining", "gauge", "Whether the miner is mining (1) or sleeping (0)."),
     Family(
+        "asic_pool_shares_total",
+        "counter",
+        "Shares the miner submitted to one pool since its mining software started, by result "
+        "(accepted, rejected, stale; stale only where the firmware reports it). Read on the "
+        "slow tier; a miner restart resets it (rate() handles the reset).",
+    ),
+    Family(
+        "asic_pool_failures_total",
+        "counter",
+        "Failures to get work from (kind=get) or talk to (kind=remote) one pool, as the "
+        "firmware counts them; absent where the firmware does not (Braiins OS+).",
+    ),
+    Family(
+        "asic_pool_active",
+        "gauge",
+        "Whether the miner is mining on this pool now (1) or not (0).",
+    ),
+    Family(
+        "asic_pool_alive", "gauge", "Whether the firmware reports this pool alive (1) or not (0)."
+    ),
+    Family(
+        "asic_pool_info",
+        "gauge",
+        "A configured pool: index, URL (no credentials) and worker (the pool user); always 1.",
+    ),
+    Family(
         "asic_temperature_threshold_celsius",
         "gauge",
         "Altitude-derated temperature alarm threshold in force for the miner; sensor says "
@@ -298,6 +324,7 @@ def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[byte
     if snap is not None and record.up:
         _telemetry(add, snap)
         add("asic_fan_duty_ratio", fan_duty_ratio(snap, rpm_max))
+        _pools(add, snap)
     if limits is not None:
         _thresholds(add, limits)
     return tuple("".join(family_lines).encode() for family_lines in lines)
@@ -323,6 +350,26 @@ def _telemetry(add: Callable[[str, float | None, str], None], snap: MinerSnapsho
     add("asic_uptime_seconds", snap.uptime_s, "")
     if snap.is_mining is not None:
         add("asic_mining", 1 if snap.is_mining else 0, "")
+
+
+def _pools(add: Callable[[str, float | None, str], None], snap: MinerSnapshot) -> None:
+    """The pool series of a miner that is up: counters, active/alive and the info line."""
+    for pool in snap.pools or ():
+        url = escape_label_value(pool.url or "")
+        p = f',pool="{pool.index}",url="{url}"'
+        for result, count in (
+            ("accepted", pool.accepted),
+            ("rejected", pool.rejected),
+            ("stale", pool.stale),
+        ):
+            add("asic_pool_shares_total", count, f'{p},result="{result}"')
+        add("asic_pool_failures_total", pool.get_failures, f'{p},kind="get"')
+        add("asic_pool_failures_total", pool.remote_failures, f'{p},kind="remote"')
+        if pool.active is not None:
+            add("asic_pool_active", 1 if pool.active else 0, p)
+        if pool.alive is not None:
+            add("asic_pool_alive", 1 if pool.alive else 0, p)
+        add("asic_pool_info", 1, f'{p},worker="{escape_label_value(pool.user or "")}"')
 
 
 def _thresholds(add: Callable[[str, float | None, str], None], limits: Any) -> None:

@@ -215,7 +215,13 @@ class AgentService:
             log.warning("alarm_store_unavailable", error=str(exc))
         # autocommit=False: alarm state is saved only after the publisher committed the
         # transitions to its outbox (see alarm_tick), so a crash in between loses no event.
-        return AlarmEngine(config.thermal, config.sites, store=store, autocommit=False)
+        return AlarmEngine(
+            config.thermal,
+            config.sites,
+            store=store,
+            autocommit=False,
+            pool_settings=config.pool_alarms,
+        )
 
     @staticmethod
     def _make_publisher(config: AgentConfig) -> EventPublisher | None:
@@ -281,7 +287,13 @@ class AgentService:
         with _guard("mqtt_enqueue_failed"):
             was_up = self._published_up.get(record.miner_id)
             if outcome.tier is Tier.FAST and outcome.snapshot is not None and record.snapshot:
-                self.publisher.telemetry(record.site, record.miner_id, record.snapshot)
+                health = self.engine.share_health(record.miner_id)
+                self.publisher.telemetry(
+                    record.site,
+                    record.miner_id,
+                    record.snapshot,
+                    bad_share_ratio=None if health is None else health["bad_ratio"],
+                )
             if record.up is not None and record.up != was_up:
                 self.publisher.miner_status(
                     record.site, record.miner_id, online=bool(record.up), reason=record.last_error
@@ -677,7 +689,9 @@ class AgentService:
 
 def _sections_needing_restart(old: AgentConfig, new: AgentConfig) -> list[str]:
     changed = [
-        name for name in ("mqtt", "thermal", "sites") if getattr(new, name) != getattr(old, name)
+        name
+        for name in ("mqtt", "thermal", "pool_alarms", "sites")
+        if getattr(new, name) != getattr(old, name)
     ]
     if new.http.listen != old.http.listen:  # the rest of http: see web_fingerprint
         changed.append("http")

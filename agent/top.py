@@ -246,6 +246,8 @@ class Row:
     fan_load: float | None
     power_w: float | None
     alarms: tuple[Alarm, ...]
+    bad_shares: float | None = None
+    """Rejected + stale over all shares in R12's window (None: no pool counters)."""
 
     @property
     def ratio(self) -> float | None:
@@ -304,6 +306,7 @@ class Row:
             fan_load=fan_load,
             power_w=_num(raw, "power_w"),
             alarms=tuple(sorted(alarms, key=lambda a: (-a.severity, a.rule))),
+            bad_shares=_num(_dict(raw, "share_health"), "bad_ratio"),
         )
 
 
@@ -363,6 +366,15 @@ def _ratio_style(ratio: float | None) -> str:
     if ratio < 0.9:  # noqa: PLR2004 - R5 warning ratio
         return "yellow"
     return "green"
+
+
+def _share_style(ratio: float | None) -> str:
+    """R12's colours: 1.5 % and above yellow, 5 % and above red."""
+    if ratio is None:
+        return "dim"
+    if ratio >= 0.05:  # noqa: PLR2004 - R12 critical
+        return "bold red"
+    return "yellow" if ratio >= 0.015 else ""  # noqa: PLR2004 - R12 warning
 
 
 def sort_rows(rows: Sequence[Row], key: SortKey) -> list[Row]:
@@ -480,6 +492,7 @@ def _table(rows: Sequence[Row]) -> Table:
     table.add_column("headroom K", justify="right", no_wrap=True)
     table.add_column("fans", justify="right", no_wrap=True)
     table.add_column("power", justify="right", no_wrap=True)
+    table.add_column("bad shares", justify="right", no_wrap=True)
     table.add_column("alarms", overflow="fold", min_width=12)
     for row in rows:
         limits = (
@@ -501,6 +514,7 @@ def _table(rows: Sequence[Row]) -> Table:
             Text(_fmt(row.headroom_k, "+.1f"), style=_temp_style(row)),
             _fan_text(row),
             _fmt(row.power_w, ",.0f", " W"),
+            Text(_fmt(row.bad_shares, ".2%"), style=_share_style(row.bad_shares)),
             _alarm_text(row),
         )
     return table

@@ -44,7 +44,7 @@ from pyasic.miners.factory import MINER_CLASSES, MinerTypes
 from pyasic.web.antminer import AntminerModernWebAPI
 from pyasic.web.vnish import VNishWebAPI
 
-from collectors import pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
+from collectors import pools, pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
 from collectors.identity import clean_mac, clean_text
 from collectors.snapshot import (
     BoardReading,
@@ -133,6 +133,7 @@ class _Cached:
     empty_polls: int = 0
     unreachable: bool = False
     slow_polls: int = 0
+    raw_pools: pools.RawPools | None = None
 
 
 def _finite(value: Any, *, allow_zero: bool = True) -> float | None:
@@ -434,19 +435,45 @@ def _errors(data: Any) -> tuple[ErrorCode, ...]:
     return tuple(errors)
 
 
-def _pools(data: Any) -> tuple[PoolInfo, ...]:
-    pools = []
-    for pool in data.pools:
-        url = clean_text(pool.url, "pool_url")
-        if url is None:
-            continue
-        user = clean_text(pool.user, "pool_user")
-        pools.append(PoolInfo(url=url, user=user, alive=pool.alive, active=pool.active))
-    return tuple(pools)
+def _pools(data: Any, raw: pools.RawPools | None = None) -> tuple[PoolInfo, ...]:
+    """Pyasic's pool list, with the stale counts and URLs its raw reply holds (by position).
+
+    Every pool is kept, also one whose URL pyasic could not parse (``url`` None unless the raw
+    reply has it): a pool the agent cannot name is still a pool (rule R14 judges it).
+    """
+    listed = list(data.pools or ())
+    more = pools.extras(raw, len(listed))
+    out = []
+    for index, pool in enumerate(listed):
+        extra = more[index] if more is not None else pools.PoolExtras()
+        url = pools.public_url(str(pool.url)) if pool.url is not None else extra.url
+        url = clean_text(url, "pool_url")  # issue 15: bounded, no control characters
+        failures = extra.failures_known
+        out.append(
+            PoolInfo(
+                url=url,
+                user=clean_text(pool.user, "pool_user"),
+                alive=pool.alive,
+                active=pool.active,
+                index=index,
+                accepted=_int_or_none(pool.accepted),
+                rejected=_int_or_none(pool.rejected),
+                stale=extra.stale,
+                get_failures=_int_or_none(pool.get_failures) if failures else None,
+                remote_failures=_int_or_none(pool.remote_failures) if failures else None,
+            )
+        )
+    return tuple(out)
 
 
 def snapshot_from_data(
-    address: str, tier: Tier, miner: Any, data: Any, *, collected_at: float
+    address: str,
+    tier: Tier,
+    miner: Any,
+    data: Any,
+    *,
+    collected_at: float,
+    raw_pools: pools.RawPools | None = None,
 ) -> MinerSnapshot:
     """Convert pyasic's MinerData for ``tier`` into our frozen MinerSnapshot.
 
@@ -474,7 +501,7 @@ def snapshot_from_data(
             power_limit_w=_finite(data.wattage_limit, allow_zero=False),
             fault_light=data.fault_light,
             errors=_errors(data),
-            pools=_pools(data),
+            pools=_pools(data, raw_pools),
         )
     power = _finite(data.wattage, allow_zero=False)
     hashrate = hashrate_hs(data.raw_hashrate)
@@ -641,6 +668,7 @@ class PyasicSource:
                 raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
             cached = _Cached(miner=miner, from_hint=False)
         _apply_credentials(cached.miner, target)
+        cached.raw_pools = pools.capture_raw_pools(cached.miner)  # stale counts (R12)
         if self._tuning:
             pyasic_tuning.tune(cached.miner)  # perf: issue 7 (lean transport, Digest reuse, RPC)
         if self.on_new_miner is not None:
@@ -661,6 +689,8 @@ class PyasicSource:
             if before != after:
                 log.info("miner_model_changed", address=target.address, old=before, new=after)
         options: Sequence[DataOptions] = FAST_OPTIONS if tier is Tier.FAST else SLOW_OPTIONS
+        if tier is Tier.SLOW and cached.raw_pools is not None:
+            cached.raw_pools.clear()
         try:
             data = await cached.miner.get_data(include=list(options))
         except APIError as exc:
@@ -672,7 +702,12 @@ class PyasicSource:
             raise
         web = await self._check_reading(cached.miner, tier, data, deadline)
         snapshot = snapshot_from_data(
-            target.address, tier, cached.miner, data, collected_at=self._clock()
+            target.address,
+            tier,
+            cached.miner,
+            data,
+            collected_at=self._clock(),
+            raw_pools=cached.raw_pools,
         )
         if web is WebCheck.UNUSABLE:
             # The RPC port answered, the web API did not: the boards are unknown, not missing.

@@ -70,12 +70,44 @@ class ErrorCode:
 
 @dataclass(frozen=True, slots=True)
 class PoolInfo:
-    """A configured pool (slow tier). Never carries a password."""
+    """A configured pool and its share counters (slow tier). Never carries a password.
 
-    url: str
+    ``index`` is the pool's position in the miner's list (0 = first priority). ``url`` has no
+    user info, query or fragment (`collectors.pools.public_url`); None when the firmware gave
+    none pyasic could read. ``user`` is the pool user (the worker name). Counters are the
+    firmware's own since its last restart (a reboot resets them); any the firmware does not
+    report are None, never 0: ``stale`` is read from the raw reply (pyasic does not parse it),
+    Braiins OS+ has no get/remote failure counts.
+    """
+
+    url: str | None
     user: str | None = None
     alive: bool | None = None
     active: bool | None = None
+    index: int = 0
+    accepted: int | None = None
+    rejected: int | None = None
+    stale: int | None = None
+    get_failures: int | None = None
+    remote_failures: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReading:
+    """What a pool's own API says about one worker (pool side), for a future `PoolSource`.
+
+    Pool-side hashrate is what the site is paid for: compared with the miners' own hashrate it
+    shows what share health alone cannot (a pool crediting less than the miners hash).
+    """
+
+    pool_url: str
+    """The pool, as in `PoolInfo.url` (no credentials)."""
+    worker: str
+    collected_at: float
+    hashrate_hs: float | None = None
+    accepted: int | None = None
+    rejected: int | None = None
+    stale: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

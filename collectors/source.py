@@ -12,9 +12,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pydantic import SecretStr
 
-    from collectors.snapshot import MinerSnapshot, Tier
+    from collectors.snapshot import MinerSnapshot, Tier, WorkerReading
 
 
 class FailureReason(StrEnum):
@@ -66,4 +68,19 @@ class MinerSource(Protocol):
 
     async def fetch(self, target: MinerTarget, tier: Tier) -> MinerSnapshot:
         """Poll ``target`` for ``tier`` and return a snapshot."""
+        ...
+
+
+class PoolSource(Protocol):
+    """Reads a mining pool's own API: per-worker, pool-side figures (none implemented yet).
+
+    The room left for issue 18's point 5: an implementation (one per pool operator's API, an
+    account's read-only key as a ``SecretStr`` credential) would be polled on its own slow
+    cadence beside ``MinerSource``, keyed by (pool URL, worker) as ``asic_pool_info`` is, so a
+    pool-side hashrate can be set against the miners'. The agent needs no internet for anything
+    else, and this stays unused until a site configures one.
+    """
+
+    async def fetch_workers(self, account: str) -> Sequence[WorkerReading]:
+        """The workers of ``account`` as the pool sees them; raise CollectorError on failure."""
         ...

@@ -97,6 +97,25 @@ def count_or_zero(expr: str, base: str) -> str:
     return f"count({expr}) or on () (0 * count({base}))"
 
 
+def share_rate(by: str, results: str = "") -> str:
+    """Shares per second summed ``by`` labels (``results``: a result regex, all by default)."""
+    extra = f'result=~"{results}"' if results else ""
+    shares = f"rate({m('asic_pool_shares_total', extra)}[$__rate_interval])"
+    return f"sum by ({by}) ({f(shares)})"
+
+
+def bad_share_ratio(by: str) -> str:
+    """(rejected + stale) / all shares per ``by`` labels over the rate interval (rule R12)."""
+    return f"{share_rate(by, 'rejected|stale')} / {share_rate(by)}"
+
+
+POOLS_IN_USE = (
+    f"count by (site, url, worker) ({m('asic_pool_info')} "
+    f"and on (site, miner, pool) ({m('asic_pool_active')} == 1))"
+)
+"""Miners mining on each (pool URL, worker) right now."""
+
+
 AGENT_ZERO = "0 * count(altiwatch_build_info)"
 """0 while an agent is scraped: the honest value of an agent counter that never moved."""
 
@@ -335,10 +354,13 @@ MINER_LINK = [
 
 
 def _table_value_names(names: dict[str, str]) -> list[Json]:
-    """Overrides that give a merged table's value columns readable names."""
+    """Overrides that give a merged table's value columns readable names.
+
+    One query's table has a single ``Value`` column: name it with the key ``""``.
+    """
     return [
         {
-            "matcher": {"id": "byName", "options": f"Value #{ref}"},
+            "matcher": {"id": "byName", "options": f"Value #{ref}" if ref else "Value"},
             "properties": [{"id": "displayName", "value": name}],
         }
         for ref, name in names.items()
@@ -561,10 +583,44 @@ def fleet_overview() -> Json:
             links=MINER_LINK,
         ),
         Panel(
+            "Share health by site",
+            "Rejected + stale shares over all shares submitted to pools, per site (rule R12 "
+            "warns at 1.5 %, critical at 5 %; below 0.5 % is healthy). A bad uplink (4G, "
+            "microwave, satellite) raises it while the miners' own hashrate looks fine.",
+            "percentunit",
+            [Target(bad_share_ratio("site"), "{{site}}")],
+            minimum=0,
+            decimals=2,
+            steps=((None, "green"), (0.015, "orange"), (0.05, "red")),
+        ),
+        Panel(
+            f"Top {TOP_N} miners by bad shares",
+            "Miners with the highest (rejected + stale) / all shares over the rate interval. "
+            "Click a row for details.",
+            "percentunit",
+            [Target(f"topk({TOP_N}, {bad_share_ratio('site, miner')})", instant=True, table=True)],
+            kind="table",
+            decimals=2,
+            overrides=_table_value_names({"": "bad shares"}),
+            transformations=_table_transforms("bad shares"),
+            links=MINER_LINK,
+        ),
+        Panel(
+            "Pools in use",
+            "Miners mining on each pool URL (credentials never exported) and worker now. A "
+            "pool or worker that is not yours is rule R14 (with an allow-list configured).",
+            "short",
+            [Target(POOLS_IN_USE, "{{site}} {{url}} {{worker}}", instant=True, table=True)],
+            kind="table",
+            overrides=_table_value_names({"": "miners"}),
+            transformations=_table_transforms("miners"),
+        ),
+        Panel(
             "Site alarms",
             "Site-level alarms firing now (R7: a large share of the site dropped at once, "
             "probable power or network outage; R9: site sanity, e.g. implausible station "
-            "pressure or a very high site). Empty when none fires.",
+            "pressure or a very high site; R13: a large share of the site failed over to a "
+            "backup pool). Empty when none fires.",
             "short",
             [
                 Target(
@@ -977,6 +1033,29 @@ def miner_detail() -> Json:
                 Target(m("asic_power_watts"), "{{miner}} {{source}}"),
                 Target(m("asic_power_limit_watts"), "{{miner}} limit"),
             ],
+        ),
+        Panel(
+            "Share health",
+            "Rejected + stale shares over all shares this miner submitted (rule R12: warning "
+            "1.5 %, critical 5 %).",
+            "percentunit",
+            [Target(bad_share_ratio("site, miner"), "{{miner}}")],
+            minimum=0,
+            decimals=2,
+            steps=((None, "green"), (0.015, "orange"), (0.05, "red")),
+        ),
+        Panel(
+            "Pools",
+            "The miner's pools: index (0 = first priority), URL without credentials, worker, "
+            "whether it mines there now (active) and whether the firmware says it is alive.",
+            "short",
+            [
+                Target(m("asic_pool_active"), instant=True, table=True),
+                Target(m("asic_pool_alive"), instant=True, table=True),
+            ],
+            kind="table",
+            overrides=_table_value_names({"A": "active", "B": "alive"}),
+            transformations=_table_transforms("active"),
         ),
         Panel(
             "Alarm history",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -194,3 +194,87 @@ class ThermalSettings(_Strict):
             if site.name == name:
                 return site
         return SiteThermal(name=name)
+
+
+class PoolAllow(_Strict):
+    """One allowed pool: glob patterns (``*``, ``?``, ``[…]``) over its URL and worker."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=512,
+        description=(
+            "Glob over the pool URL as reported, without credentials, scheme included and "
+            "case-insensitive, e.g. 'stratum+tcp://*.braiins.com:3333' or '*://pool.example:*'."
+        ),
+    )
+    worker: str = Field(
+        default="*",
+        min_length=1,
+        max_length=256,
+        description="Glob over the worker name (the pool user, case-sensitive), e.g. 'acme.*'.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        netloc = value.partition("://")[2] or value
+        if "@" in netloc.split("/", 1)[0]:
+            msg = "must not contain credentials (user:password@): patterns match URLs without them"
+            raise ValueError(msg)
+        return value
+
+
+class SitePools(_Strict):
+    """``sites[].pools``: what the site's miners may mine on (rule R14)."""
+
+    allowed: tuple[PoolAllow, ...] | None = Field(
+        default=None,
+        description=(
+            "Allow-list of {url, worker} glob pairs; every pool a miner has configured must match "
+            "one entry, else R14 fires CRIT at once. None (default): R14 is off for the site."
+        ),
+    )
+
+
+class PoolAlarmSettings(_Strict):
+    """``pool_alarms:`` — timing and thresholds of the pool rules R12 and R13."""
+
+    share_window_s: float = Field(
+        default=900.0,
+        ge=10,
+        le=86400,
+        description="R12: window over which (rejected + stale) / all shares is computed.",
+    )
+    share_min_shares: int = Field(
+        default=50,
+        ge=1,
+        description="R12: fewer shares than this in the window is not judged (too few to tell).",
+    )
+    share_warning_ratio: float = Field(
+        default=0.015, gt=0, lt=1, description="R12: WARN at or above this bad-share ratio."
+    )
+    share_critical_ratio: float = Field(
+        default=0.05, gt=0, lt=1, description="R12: CRIT at or above this bad-share ratio."
+    )
+    failover_for_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description="R13: a backup pool (or a dead active pool) this long raises WARN.",
+    )
+    site_failover_ratio: float = Field(
+        default=0.30,
+        gt=0,
+        lt=1,
+        description="R13: more than this share of a site failed over is one site alarm.",
+    )
+    site_failover_min_miners: int = Field(
+        default=3, ge=1, description="R13: a site failover needs at least this many miners."
+    )
+
+    @model_validator(mode="after")
+    def _critical_above_warning(self) -> PoolAlarmSettings:
+        if self.share_critical_ratio <= self.share_warning_ratio:
+            msg = "share_critical_ratio must be above share_warning_ratio"
+            raise ValueError(msg)
+        return self

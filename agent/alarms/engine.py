@@ -22,13 +22,14 @@ the site rules (R7 outage, R9) run on every call. Memory per miner is a few boun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.alarms import rules
 from agent.alarms.air import SiteAir, site_air
+from agent.alarms.config import PoolAlarmSettings
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
 from agent.alarms.presets import (
     PRESETS,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
     from agent.alarms.air import SiteSpec
-    from agent.alarms.config import SiteThermal, ThermalSettings
+    from agent.alarms.config import PoolAllow, SiteThermal, ThermalSettings
     from agent.alarms.store import AlarmStore
     from collectors.snapshot import MinerSnapshot
 
@@ -56,7 +57,7 @@ log = structlog.get_logger(__name__)
 Key = tuple[str, str | None, str]
 """(site, miner or None for site-level alarms, rule)."""
 
-SITE_RULES = ("R7", "R9")
+SITE_RULES = ("R7", "R9", "R13")
 RESTORED_SITE_GRACE_S = 120.0
 """A restored site-level R7 waits this long after start before it may clear."""
 
@@ -116,7 +117,9 @@ class ActiveAlarm:
     def summary(self) -> str:
         """One line: what, value, threshold, and how altitude moved it."""
         unit, threshold, sea = self.unit, self.threshold, self.sea_level_threshold
-        text = f"{self.title} {self.severity.label}: {self.what} {_fmt(self.value, unit)}"
+        text = f"{self.title} {self.severity.label}: {self.what}"
+        if self.value is not None or unit:  # R10/R14 name what they found, with no value
+            text += f" {_fmt(self.value, unit)}"
         if threshold is not None:
             beyond = self.value is None or (
                 self.value < threshold if self.below else self.value >= threshold
@@ -177,7 +180,7 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 class AlarmEngine:
-    """Evaluates rules R1–R10 per miner and site and keeps their alarm state."""
+    """Evaluates rules R1–R10 and R12–R14 per miner and site and keeps their alarm state."""
 
     def __init__(
         self,
@@ -186,12 +189,25 @@ class AlarmEngine:
         *,
         store: AlarmStore | None = None,
         autocommit: bool = True,
+        pool_settings: PoolAlarmSettings | None = None,
     ) -> None:
         """Resolve site air; load persisted firing alarms from ``store`` (if any).
 
         ``autocommit=False``: ``evaluate``/``forget`` leave the store alone until ``commit``.
+        ``pool_settings``: R12/R13 timing and thresholds (defaults when None); each site's
+        ``pools.allowed`` (when the site has one) is R14's allow-list.
         """
         self.settings = settings
+        self.pool_settings = pool_settings or PoolAlarmSettings()
+        self._specs = dict(SPECS)
+        r13_warn = replace(
+            SPECS["R13"].levels[Severity.WARNING], for_s=self.pool_settings.failover_for_s
+        )
+        self._specs["R13"] = replace(SPECS["R13"], levels={Severity.WARNING: r13_warn})
+        self._allowed: dict[str, tuple[PoolAllow, ...] | None] = {
+            s.name: getattr(getattr(s, "pools", None), "allowed", None) for s in sites
+        }
+        self._failover: dict[str, set[str]] = {}
         self._store = store
         self._autocommit = autocommit
         self._sites: dict[str, SiteAir] = {
@@ -252,6 +268,26 @@ class AlarmEngine:
             found = self._site_thermal[site] = self.settings.site(site)
         return found
 
+    def share_health(self, miner: str) -> dict[str, float] | None:
+        """R12's current reading for ``miner``: bad-share ratio, shares and seconds it covers.
+
+        None until two pool polls with counters are known (or when no share moved).
+        """
+        track = self._tracks.get(miner)
+        hist = None if track is None else track.shares
+        if not hist or len(hist) < 2:  # noqa: PLR2004 - a delta needs two samples
+            return None
+        t0, total0, bad0 = hist[0]
+        t1, total1, bad1 = hist[-1]
+        if total1 <= total0:
+            return None
+        shares = total1 - total0
+        return {
+            "bad_ratio": round((bad1 - bad0) / shares, 5),
+            "shares": float(shares),
+            "window_s": round(t1 - t0, 1),
+        }
+
     def thresholds(self, miner: str) -> MinerThresholds | None:
         """The derated thresholds in force for ``miner`` (None until it has been observed)."""
         track = self._tracks.get(miner)
@@ -287,6 +323,7 @@ class AlarmEngine:
         if track is not None:
             self._down.get(track.site, set()).discard(miner)
             self._members.get(track.site, set()).discard(miner)
+            self._failover.get(track.site, set()).discard(miner)
         if self._autocommit:
             self._flush()
         return out
@@ -332,6 +369,8 @@ class AlarmEngine:
         elif track.site != obs.site:
             self._down.get(track.site, set()).discard(obs.miner)
             self._members.get(track.site, set()).discard(obs.miner)
+            self._failover.get(track.site, set()).discard(obs.miner)
+            track.failing_over = False
             self._members.setdefault(obs.site, set()).add(obs.miner)
             track.site = obs.site
             track.thresholds_key = None
@@ -405,7 +444,11 @@ class AlarmEngine:
         hot: bool | None = None  # None: this poll had no temperatures (e.g. a slow-tier poll)
         for rule in rules.MINER_DATA_RULES:
             key: Key = (track.site, track.miner, rule)
-            verdict = self._verdict(rule, snap, th, track, ctx)
+            verdict = (
+                self._pool_verdict(rule, snap, track, t)
+                if rule in rules.POOL_RULES
+                else self._verdict(rule, snap, th, track, ctx)
+            )
             if rule in {"R1", "R2"} and verdict is not None:
                 hot = bool(hot) or bool(verdict.raising)
             state = self._states.get(key)
@@ -417,7 +460,7 @@ class AlarmEngine:
                     firing[rule] = None
                     continue
                 state = self._states[key] = AlarmState()
-            out.extend(self._step(key, state, t, verdict))
+            out.extend(self._step(key, state, t, verdict, allow_raise=self._may_raise(key)))
             firing[rule] = state.severity
         if hot is not None:
             track.last_hot = hot
@@ -446,6 +489,39 @@ class AlarmEngine:
                 return rules.r10(snap, track)
         return None
 
+    def _pool_verdict(
+        self, rule: str, snap: MinerSnapshot, track: MinerTrack, t: float
+    ) -> Verdict | None:
+        match rule:
+            case "R12":
+                return rules.r12(snap, track, t, self.pool_settings)
+            case "R13":
+                verdict = rules.r13(snap, track)
+                failing = self._failover.setdefault(track.site, set())
+                if track.failing_over:
+                    failing.add(track.miner)
+                else:
+                    failing.discard(track.miner)
+                return verdict
+            case "R14":
+                return rules.r14(snap, track, self._allowed.get(track.site))
+        return None
+
+    def _may_raise(self, key: Key) -> bool:
+        """R13 per miner is held while a large share of its site fails over (one site alarm)."""
+        return key[2] != "R13" or not self._site_failover(key[0])[0]
+
+    def _site_failover(self, site: str) -> tuple[bool, bool, int, int]:
+        """R13 site part: (a large share failed over, calm again, failing, members)."""
+        s = self.pool_settings
+        members = len(self._members.get(site, ()))
+        failing = len(self._failover.get(site, ()))
+        if not members:
+            return False, True, failing, members
+        ratio = failing / members
+        wide = failing >= s.site_failover_min_miners and ratio > s.site_failover_ratio
+        return wide, ratio <= s.site_failover_ratio, failing, members
+
     def _step(
         self,
         key: Key,
@@ -455,7 +531,7 @@ class AlarmEngine:
         *,
         allow_raise: bool = True,
     ) -> list[AlarmTransition]:
-        change = state.step(SPECS[key[2]], t, verdict, allow_raise=allow_raise)
+        change = state.step(self._specs[key[2]], t, verdict, allow_raise=allow_raise)
         if state.idle:
             self._states.pop(key, None)
         if change is None:
@@ -505,6 +581,7 @@ class AlarmEngine:
             if state is not None or verdict.raising:
                 state = state or self._states.setdefault(key, AlarmState())
                 out.extend(self._step(key, state, now, verdict))
+            out.extend(self._site_pool_failover(site, now))
             members = self._members.get(site, set())
             key = (site, None, "R7")
             state = self._states.get(key)
@@ -546,6 +623,31 @@ class AlarmEngine:
             )
             out.extend(self._step(key, state, now, verdict))
         return out
+
+    def _site_pool_failover(self, site: str, now: float) -> list[AlarmTransition]:
+        """R13 site alarm: more than ``site_failover_ratio`` of the site's miners failed over."""
+        key: Key = (site, None, "R13")
+        state = self._states.get(key)
+        wide, calm, failing, members = self._site_failover(site)
+        if state is None and not wide:
+            return []
+        state = state or self._states.setdefault(key, AlarmState())
+        ratio = self.pool_settings.site_failover_ratio
+        verdict = Verdict(
+            frozenset({Severity.WARNING}) if wide else frozenset(),
+            frozenset({Severity.INFO, Severity.WARNING, Severity.CRITICAL})
+            if calm
+            else frozenset(),
+            value=round(failing / members, 3) if members else None,
+            unit="ratio",
+            what="share of the site failed over",
+            tags=("site_pool_failover",),
+            details={"failed_over": failing, "miners": members},
+            thresholds={Severity.WARNING: (ratio, ratio)},
+            threshold=ratio,
+            sea_level_threshold=ratio,
+        )
+        return self._step(key, state, now, verdict)
 
     # ---- explanation, persistence ------------------------------------------------------------
 

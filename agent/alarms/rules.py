@@ -1,4 +1,4 @@
-"""Rules R1–R10 of altitude-thermal.md §5: per-miner memory and one verdict per rule and sample.
+"""Rules R1–R10 of altitude-thermal.md §5 and the pool rules R12–R14: memory and verdicts.
 
 Each ``r*`` function reads one snapshot (plus the miner's bounded history) and returns a
 :class:`~agent.alarms.state.Verdict`, or None when the snapshot lacks the data the rule needs
@@ -10,7 +10,9 @@ Each ``r*`` function reads one snapshot (plus the miner's bounded history) and r
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from agent.alarms.history import Series
@@ -23,9 +25,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from agent.alarms.air import SiteAir
-    from agent.alarms.config import SiteThermal, ThermalSettings
+    from agent.alarms.config import PoolAlarmSettings, PoolAllow, SiteThermal, ThermalSettings
     from agent.alarms.presets import MinerThresholds
-    from collectors.snapshot import ErrorCode, MinerSnapshot
+    from collectors.snapshot import ErrorCode, MinerSnapshot, PoolInfo
 
 INFO, WARN, CRIT = Severity.INFO, Severity.WARNING, Severity.CRITICAL
 NONE: frozenset[Severity] = frozenset()
@@ -79,10 +81,22 @@ SPECS: dict[str, RuleSpec] = {
             "firmware temperature protection",
             {WARN: Level(clear_for_s=60), CRIT: Level(clear_for_s=60)},
         ),
+        RuleSpec(
+            "R12",
+            "pool share health",
+            {WARN: Level(clear_polls=2), CRIT: Level(clear_polls=2)},
+        ),
+        # WARN's for_s is pool_alarms.failover_for_s (the engine sets it from the config).
+        RuleSpec("R13", "pool failover", {WARN: Level(for_s=600.0)}),
+        RuleSpec("R14", "pool not allowed", {CRIT: Level()}),
     )
 }
-MINER_DATA_RULES = ("R1", "R2", "R3", "R4", "R6", "R8", "R10", "R5")
+MINER_DATA_RULES = ("R1", "R2", "R3", "R4", "R6", "R8", "R10", "R5", "R12", "R13", "R14")
 """Evaluated on every successful poll, in this order (R5 reads R1/R3/R10 for its tag)."""
+POOL_RULES = frozenset({"R12", "R13", "R14"})
+R12_WARN_CLEAR = 2 / 3
+"""R12 clears below this share of its thresholds (1.0 % for the 1.5 % warning)."""
+R12_CRIT_CLEAR = 0.8
 
 R1_CLEAR_K = 3.0
 R2_CLEAR_K = 2.0
@@ -121,6 +135,12 @@ class MinerTrack:
     last_at: float | None = None
     limits: object = None
     """The firmware limits of the last poll (FirmwareLimits or None)."""
+    shares: deque[tuple[float, int, int]] | None = None
+    """R12: (time, all shares, bad shares) whenever the counters moved, over the window."""
+    allowed_pools: dict[int, tuple[str | None, str | None]] | None = None
+    """R14: the last allowed (url, worker) seen at each pool index (the pool 'before')."""
+    failing_over: bool = False
+    """R13: the last poll showed a backup pool or a dead active pool."""
 
     def series(self) -> tuple[Series, Series, Series, Series]:
         """Histories made on first use: hot 10 min, inlet 3 min and 2 h, hashrate 15 min."""
@@ -648,4 +668,157 @@ def r9(site_air: SiteAir) -> Verdict:
         threshold=thr[0],
         details={"isa_pressure_kpa": round(site_air.isa_pressure_kpa, 2)},
         thresholds={WARN: thr, INFO: thr},
+    )
+
+
+# ---- pool rules ---------------------------------------------------------------------------
+
+
+def _share_totals(pools: tuple[PoolInfo, ...]) -> tuple[int, int] | None:
+    """(all, bad) shares summed over the pools that report counters; None if none does."""
+    total = bad = 0
+    known = False
+    for pool in pools:
+        if pool.accepted is None:
+            continue
+        known = True
+        rejected = pool.rejected or 0
+        stale = pool.stale or 0
+        total += pool.accepted + rejected + stale
+        bad += rejected + stale
+    return (total, bad) if known else None
+
+
+def r12(snap: MinerSnapshot, track: MinerTrack, t: float, cfg: PoolAlarmSettings) -> Verdict | None:
+    """R12: (rejected + stale) / all shares over the window ≥ 1.5 % WARN, ≥ 5 % CRIT.
+
+    Counters are the firmware's since it started: a counter that went down is a restart, and
+    the history starts again. Fewer than ``share_min_shares`` shares in the window is not judged.
+    """
+    totals = _share_totals(snap.pools or ())
+    if totals is None:
+        return None
+    total, bad = totals
+    hist = track.shares
+    if hist is None:
+        hist = track.shares = deque()
+    if hist and (total < hist[-1][1] or bad < hist[-1][2]):
+        hist.clear()  # the miner restarted: its counters were reset
+    if not hist or (total, bad) != hist[-1][1:]:
+        hist.append((t, total, bad))
+    window = cfg.share_window_s
+    while len(hist) > 1 and hist[1][0] <= t - window:
+        hist.popleft()  # keep one sample at or before the window's start as the baseline
+    t0, total0, bad0 = hist[0]
+    shares = total - total0
+    if shares < cfg.share_min_shares:
+        return None
+    ratio = (bad - bad0) / shares
+    warn, crit = cfg.share_warning_ratio, cfg.share_critical_ratio
+    raising, clearing = verdict_levels(
+        ratio,
+        {WARN: warn, CRIT: crit},
+        {WARN: warn * R12_WARN_CLEAR, CRIT: crit * R12_CRIT_CLEAR, INFO: 1.0},
+    )
+    stale_known = any(p.stale is not None for p in snap.pools or ())
+    verdict = Verdict(
+        raising,
+        clearing,
+        value=round(ratio, 5),
+        unit="ratio",
+        what="(rejected + stale) / shares" if stale_known else "rejected / shares",
+        tags=() if stale_known else ("stale_unknown",),
+        details={"shares": shares, "bad_shares": bad - bad0, "window_s": round(t - t0, 1)},
+    )
+    return _explain(verdict, {WARN: (warn, warn), CRIT: (crit, crit)})
+
+
+def _pool_label(pool: PoolInfo | None) -> str | None:
+    if pool is None:
+        return None
+    return f"{pool.url or '?'} (pool {pool.index}, worker {pool.user or '?'})"
+
+
+def r13(snap: MinerSnapshot, track: MinerTrack) -> Verdict | None:
+    """R13: mining on a backup pool, on a pool not alive, or on none (timing in the spec).
+
+    A miner that is not mining (asleep, curtailed) needs no pool: held, not judged.
+    """
+    pools = snap.pools
+    if not pools or all(p.active is None for p in pools) or snap.is_mining is False:
+        return None
+    primary = min(p.index for p in pools)
+    active = next((p for p in pools if p.active), None)
+    reason = None
+    if active is None:
+        reason = "no_active_pool"
+    elif active.alive is False:
+        reason = "active_pool_dead"
+    elif active.index != primary:
+        reason = "backup_pool"
+    track.failing_over = reason is not None
+    return Verdict(
+        frozenset({WARN}) if reason else NONE,
+        NONE if reason else ALL,
+        value=None if active is None else float(active.index),
+        unit="pool index",
+        what="active pool",
+        tags=(reason,) if reason else (),
+        details={
+            "active_pool": _pool_label(active),
+            "primary_pool": _pool_label(next((p for p in pools if p.index == primary), None)),
+            "pools_alive": sum(1 for p in pools if p.alive),
+        },
+        thresholds={WARN: (float(primary), float(primary))},
+        threshold=float(primary),
+    )
+
+
+def pool_allowed(pool: PoolInfo, allowed: tuple[PoolAllow, ...]) -> bool:
+    """Whether ``pool`` matches an allow-list entry (URL case-insensitive, worker exact)."""
+    url = (pool.url or "").lower()
+    worker = pool.user or ""
+    return any(
+        fnmatchcase(url, entry.url.lower()) and fnmatchcase(worker, entry.worker)
+        for entry in allowed
+    )
+
+
+def r14(
+    snap: MinerSnapshot, track: MinerTrack, allowed: tuple[PoolAllow, ...] | None
+) -> Verdict | None:
+    """R14: a configured pool (URL or worker) outside the site's allow-list → CRIT at once.
+
+    Names the pool before (the last allowed one seen at that index) and after. No allow-list:
+    the rule is off.
+    """
+    if allowed is None or snap.pools is None:
+        return None
+    before = track.allowed_pools
+    if before is None:
+        before = track.allowed_pools = {}
+    bad = [p for p in snap.pools if not pool_allowed(p, allowed)]
+    for pool in snap.pools:
+        if pool not in bad:
+            before[pool.index] = (pool.url, pool.user)
+    if not bad:
+        return Verdict(NONE, ALL, value=None, unit="", what="pools allowed")
+    first = bad[0]
+    was_url, was_worker = before.get(first.index, (None, None))
+    was = f" (was {was_url or '?'}, worker {was_worker or '?'})" if was_url or was_worker else ""
+    return Verdict(
+        frozenset({CRIT}),
+        NONE,
+        value=None,
+        unit="",
+        what=f"pool {first.index} {first.url or '?'} worker {first.user or '?'}{was}",
+        tags=("pool_not_allowed",),
+        details={
+            "pool_index": first.index,
+            "pool_after": first.url,
+            "worker_after": first.user,
+            "pool_before": was_url,
+            "worker_before": was_worker,
+            "pools_not_allowed": len(bad),
+        },
     )

@@ -89,6 +89,26 @@ def device_config(
             f"{{{{ value_json.boards[{pos}].chip_temp_c }}}}",
             **temp,
         )
+    sensor(
+        "bad_shares",
+        "Bad shares",
+        "{{ (value_json.bad_share_ratio * 100) | round(2) if value_json.bad_share_ratio"
+        " is not none else none }}",
+        unit_of_measurement="%",
+        icon="mdi:share-off",
+    )
+    sensor(
+        "pool",
+        "Pool",
+        "{{ value_json.pool.url if value_json.pool else none }}",
+        icon="mdi:server-network",
+    )
+    sensor(
+        "pool_worker",
+        "Pool worker",
+        "{{ value_json.pool.worker if value_json.pool else none }}",
+        icon="mdi:account-hard-hat",
+    )
     cmps[f"{oid}_alarm"] = {
         "p": "sensor",
         "name": "Alarm",

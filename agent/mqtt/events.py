@@ -212,6 +212,17 @@ class FanPayload(BaseModel):
     rpm: int | None
 
 
+class PoolPayload(BaseModel):
+    """The pool a miner mines on (URL without credentials; worker = the pool user)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int
+    url: str | None
+    worker: str | None
+    alive: bool | None
+
+
 class TelemetryPayload(_Wire):
     """Latest readings of one miner (unknown values are null, never 0)."""
 
@@ -229,6 +240,10 @@ class TelemetryPayload(_Wire):
     boards: list[BoardPayload]
     fans: list[FanPayload]
     alarm_severity: Literal["none", "info", "warning", "critical"]
+    pool: PoolPayload | None = None
+    """The active pool (slow tier); null when unknown or none is active."""
+    bad_share_ratio: float | None = None
+    """(rejected + stale) / all shares over rule R12's window; null until known."""
 
 
 class _MemoryCounters:
@@ -390,8 +405,10 @@ class EventFactory:
         *,
         alarm_severity: Literal["none", "info", "warning", "critical"],
         expiry_s: int,
+        bad_share_ratio: float | None = None,
     ) -> Outgoing:
         """A droppable QoS0 telemetry message."""
+        active = next((p for p in snap.pools or () if p.active), None)
         payload = TelemetryPayload.model_validate(
             {
                 **self._common(snap.collected_at, site, miner, TELEMETRY_SCHEMA),
@@ -420,6 +437,15 @@ class EventFactory:
                 ],
                 "fans": [{"index": f.index, "rpm": f.rpm} for f in snap.fans],
                 "alarm_severity": alarm_severity,
+                "pool": None
+                if active is None
+                else {
+                    "index": active.index,
+                    "url": active.url,
+                    "worker": active.user,
+                    "alive": active.alive,
+                },
+                "bad_share_ratio": bad_share_ratio,
             }
         )
         return Outgoing(

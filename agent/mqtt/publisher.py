@@ -275,7 +275,14 @@ class EventPublisher:
             self._commit(messages, retained=retained)
             self._wake.set()
 
-    def telemetry(self, site: str, miner: str, snapshot: MinerSnapshot) -> None:
+    def telemetry(
+        self,
+        site: str,
+        miner: str,
+        snapshot: MinerSnapshot,
+        *,
+        bad_share_ratio: float | None = None,
+    ) -> None:
         """Queue a droppable telemetry message (QoS0, message expiry)."""
         if not self._s.telemetry:
             return
@@ -298,7 +305,12 @@ class EventPublisher:
             Severity(worst).label if worst is not None else "none"  # type: ignore[assignment]
         )
         msg = self._events.telemetry(
-            site, miner, snapshot, alarm_severity=label, expiry_s=self._s.telemetry_expiry_s
+            site,
+            miner,
+            snapshot,
+            alarm_severity=label,
+            expiry_s=self._s.telemetry_expiry_s,
+            bad_share_ratio=bad_share_ratio,
         )
         self._staged.append(msg)
         if len(self._staged) >= _STAGE_MAX:

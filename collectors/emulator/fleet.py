@@ -61,6 +61,9 @@ PERSISTENT_FAULTS = frozenset(
         "gzip_bomb",
         "endless",
         "identity",
+        "pool_latency",
+        "pool_down",
+        "pool_hijack",
     }
 )
 
@@ -287,6 +290,12 @@ class Fleet:
             miner.physics.step(3600.0, inlet, air, now)
         if miner.physics.running:
             miner.physics.boot_time = boot
+        # Shares found since boot at the settled hashrate (the counters start where a miner
+        # up that long would be).
+        phys = miner.physics
+        miner.pools.step(
+            miner.uptime_s(), phys.hashrate_hs() if phys.running else 0.0, {}, phys.boot_time
+        )
 
     def tick(self) -> None:
         """Advance every miner to the current simulated time (no-op while paused)."""
@@ -301,6 +310,9 @@ class Fleet:
             miner.physics.noise = self._rng.gauss(0.0, 0.004)
             miner.physics.step(dt_sim, self.inlet_for(miner, now), air, now)
             miner.sim_time = now
+            phys = miner.physics
+            rate = phys.hashrate_hs() if phys.running else 0.0
+            miner.pools.step(dt_sim, rate, miner.faults, phys.boot_time)
             miner.bump()
 
     def refresh(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from collectors.emulator.physics import AirflowFaults, MinerPhysics, SiteAir
+from collectors.emulator.pools import PoolState
 from collectors.emulator.profiles import PROFILES, FirmwareFamily, ModelProfile
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class EmulatedMiner:
         self.sim_time = now
         self.air: SiteAir | None = None
         self.rng = random.Random(rng_seed)
-        self.accepted_shares = 0
+        self.pools = PoolState(f"altiwatch.{identity.hostname}", self.physics.boot_time)
         self._cache: dict[str, Any] = {}
         self._cache_version = -1
 
@@ -209,6 +210,7 @@ class EmulatedMiner:
             "uptime_s": self.uptime_s(),
             "is_mining": phys.running,
             "throttle_ratio": round(phys.load, 4),
+            "pools": self.pools.view(self.faults),
             "faults": [f.model_dump(exclude_none=True) for f in self.faults.values()],
             "sim_time": self.sim_time,
         }

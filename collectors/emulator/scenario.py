@@ -35,6 +35,9 @@ FaultKind = Literal[
     "gzip_bomb",
     "endless",
     "identity",
+    "pool_latency",
+    "pool_down",
+    "pool_hijack",
 ]
 """Every fault the emulator can inject (shared API contract).
 
@@ -68,6 +71,12 @@ class FaultSpec(_Strict):
     mac: str | None = Field(default=None, max_length=MAX_IDENTITY_CHARS)
     serial: str | None = Field(default=None, max_length=MAX_IDENTITY_CHARS)
     hostname: str | None = Field(default=None, max_length=MAX_IDENTITY_CHARS)
+    pool: int | None = Field(default=None, ge=0, le=1)
+    """pool_down / pool_hijack: which pool (0 = primary, the default)."""
+    url: str | None = Field(default=None, max_length=512)
+    """pool_hijack: the pool URL written over the miner's (may embed user:password)."""
+    worker: str | None = Field(default=None, max_length=256)
+    """pool_hijack: the worker (pool user) written over the miner's."""
 
     @model_validator(mode="after")
     def _model_known(self) -> FaultSpec:

@@ -41,7 +41,8 @@ MINER_SECRET = "planted-miner-Pw-41c9"  # noqa: S105 - planted on purpose
 MINER_FILE_SECRET = "planted-file-Pw-77ab"  # noqa: S105
 MQTT_SECRET = "planted-mqtt-Pw-3e0d"  # noqa: S105
 BASIC_SECRET = "planted-basic-Pw-9f12"  # noqa: S105
-SECRETS = (MINER_SECRET, MINER_FILE_SECRET, MQTT_SECRET, BASIC_SECRET)
+POOL_SECRET = "planted-pool-Pw-2d6e"  # noqa: S105 - in a hijacked pool URL (user:pass@host)
+SECRETS = (MINER_SECRET, MINER_FILE_SECRET, MQTT_SECRET, BASIC_SECRET, POOL_SECRET)
 BASIC_B64 = base64.b64encode(f"prometheus:{BASIC_SECRET}".encode()).decode()
 ALTIWATCH = Path(sys.executable).with_name("altiwatch")
 
@@ -151,6 +152,7 @@ def _setup(tmp_path: Path, emulator: Any, broker: Any) -> tuple[dict[str, Any], 
             {"address": bitaxe_file, "password_file": str(secret_file)},
         ],
         interval_s=1.0,
+        polling={"slow_interval_s": 2.0},  # pools (R14's input) are slow-tier data
         agent={"log_level": "debug"},
         http={"listen": f"127.0.0.1:{free_port()}", "web_config_file": str(web_config)},
         mqtt={
@@ -161,6 +163,7 @@ def _setup(tmp_path: Path, emulator: Any, broker: Any) -> tuple[dict[str, Any], 
             "password": MQTT_SECRET,
         },
     )
+    config["sites"][0]["pools"] = {"allowed": [{"url": "*.emulated-pool.example:*"}]}
     return config, pki.ca_cert, s19
 
 
@@ -238,12 +241,16 @@ def test_security_planted_secrets_appear_nowhere(
 
         mac = emulator.truth(s19)["mac"].upper()
         emulator.inject(s19, "board_lost", board=1)
+        # A hijacked pool whose URL embeds a password: R14 names it, without the password.
+        hijack = f"stratum+tcp://thief:{POOL_SECRET}@evil-pool.example:3333"
+        emulator.inject(s19, "pool_hijack", url=hijack, worker="thief.rig1")
         wait_until(
             lambda: (r := get("/api/v1/alarms")) is not None and mac in r.text,
             "R6 on /api/v1/alarms",
             timeout=60,
         )
         wait_until(lambda: "/alarm/r6" in subscriber.text().lower(), "R6 on MQTT", timeout=60)
+        wait_until(lambda: "/alarm/r14" in subscriber.text().lower(), "R14 on MQTT", timeout=60)
         wait_until(lambda: "/telemetry" in subscriber.text(), "telemetry on MQTT", timeout=30)
 
         valid_text = _reload_invalid(agent, get)
@@ -265,6 +272,8 @@ def test_security_planted_secrets_appear_nowhere(
     artifacts["mqtt payloads"] = subscriber.text()
 
     assert "/alarm/r6" in artifacts["mqtt payloads"].lower()
+    assert 'url="stratum+tcp://evil-pool.example:3333"' in artifacts["/metrics"]
+    assert "evil-pool.example" in artifacts["/api/v1/alarms"]
     assert mac in artifacts["/api/v1/alarms"]
     leaks = [
         f"{secret!r} in {name}"

@@ -5,56 +5,69 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from collectors.emulator.families.base import Firmware, JsonDict
+from collectors.emulator.pools import DIFFICULTY, POOL_URLS
+
+__all__ = ["COMPILE_TIME", "POOL_URLS", "BMMinerFirmware", "pools_list"]
 
 if TYPE_CHECKING:
     from collectors.emulator.miner import EmulatedMiner
 
 COMPILE_TIME = "Thu Jul 14 16:56:23 CST 2022"
-POOL_URLS = (
-    "stratum+tcp://btc.emulated-pool.example:3333",
-    "stratum+tcp://btc-backup.emulated-pool.example:443",
-)
+
+
+def _diff_text(difficulty: float) -> str:
+    """Cgminer's short difficulty: ``16.4K``."""
+    return f"{difficulty / 1000:.1f}K" if difficulty >= 1000 else f"{difficulty:g}"  # noqa: PLR2004
 
 
 def pools_list(miner: EmulatedMiner) -> list[JsonDict]:
-    """Cgminer POOLS entries (the first pool active)."""
+    """Cgminer POOLS entries, as cgminer/bmminer/btminer/Avalon and BOSminer's RPC send them.
+
+    pyasic reads ``URL``, ``User``, ``Status`` (``Alive``), ``Stratum Active``, ``Accepted``,
+    ``Rejected``, ``Get Failures``, ``Remote Failures`` and ``POOL``; ``Stale`` is there too
+    (the agent reads it from the same reply). Counters: `collectors.emulator.pools`.
+    """
     uptime = miner.uptime_s()
-    user = f"altiwatch.{miner.identity.hostname}"
+    diff = float(DIFFICULTY)
     out = []
-    for i, url in enumerate(POOL_URLS):
-        accepted = uptime // 12 if i == 0 and miner.physics.running else 0
+    for pool in miner.pools.view(miner.faults):
+        i, url = pool["index"], pool["url"]
+        accepted, rejected, stale = pool["accepted"], pool["rejected"], pool["stale"]
+        shares = accepted + rejected + stale
+        host = url.split("//", 1)[-1].rpartition("@")[2].split(":", 1)[0]
         out.append(
             {
                 "POOL": i,
                 "URL": url,
-                "Status": "Alive",
+                "Status": "Alive" if pool["alive"] else "Dead",
                 "Priority": i,
                 "Quota": 1,
                 "Long Poll": "N",
-                "Getworks": uptime // 30 if i == 0 else 1,
+                "Getworks": uptime // 30 if pool["active"] else 1,
                 "Accepted": accepted,
-                "Rejected": accepted // 500,
+                "Rejected": rejected,
+                "Works": shares,
                 "Discarded": 0,
-                "Stale": 0,
-                "Get Failures": 0,
-                "Remote Failures": 0,
-                "User": user,
-                "Last Share Time": int(miner.sim_time) if accepted else 0,
-                "Diff": "65.5K",
+                "Stale": stale,
+                "Get Failures": pool["get_failures"],
+                "Remote Failures": pool["remote_failures"],
+                "User": pool["worker"],
+                "Last Share Time": int(miner.sim_time) if pool["active"] and accepted else 0,
+                "Diff": _diff_text(diff),
                 "Diff1 Shares": 0,
                 "Proxy Type": "",
                 "Proxy": "",
-                "Difficulty Accepted": float(accepted * 65536),
-                "Difficulty Rejected": float(accepted // 500 * 65536),
-                "Difficulty Stale": 0.0,
-                "Last Share Difficulty": 65536.0,
+                "Difficulty Accepted": accepted * diff,
+                "Difficulty Rejected": rejected * diff,
+                "Difficulty Stale": stale * diff,
+                "Last Share Difficulty": diff,
                 "Has Stratum": True,
-                "Stratum Active": i == 0,
-                "Stratum URL": url.split("//", 1)[1].split(":", 1)[0],
+                "Stratum Active": pool["active"],
+                "Stratum URL": host if pool["active"] else "",
                 "Has GBT": False,
                 "Best Share": 1_000_000 + accepted,
-                "Pool Rejected%": 0.2 if accepted else 0.0,
-                "Pool Stale%%": 0.0,
+                "Pool Rejected%": round(100 * rejected / shares, 4) if shares else 0.0,
+                "Pool Stale%%": round(100 * stale / shares, 4) if shares else 0.0,
             }
         )
     return out

@@ -24,6 +24,7 @@ from pyasic.web.braiins_os.proto.braiins.bos import v1 as bos
 
 from collectors.emulator.families.base import Firmware, JsonDict
 from collectors.emulator.families.bmminer import POOL_URLS
+from collectors.emulator.pools import DIFFICULTY
 from collectors.emulator.profiles import FirmwareFamily
 from collectors.emulator.wire import REQUESTS, HttpRequest, HttpResponse
 
@@ -207,7 +208,11 @@ class _Services:
         m = self.miner
         rate = _giga(m.physics.hashrate_hs())
         return bos.GetMinerStatsResponse(
-            pool_stats=bos.PoolStats(accepted_shares=m.uptime_s() // 12),
+            pool_stats=bos.PoolStats(
+                accepted_shares=sum(p["accepted"] for p in m.pools.view(m.faults)),
+                rejected_shares=sum(p["rejected"] for p in m.pools.view(m.faults)),
+                stale_shares=sum(p["stale"] for p in m.pools.view(m.faults)),
+            ),
             miner_stats=bos.WorkSolverStats(
                 real_hashrate=bos.RealHashrate(last_5_s=rate, last_1_m=rate, last_15_m=rate),
                 nominal_hashrate=_giga(m.physics.expected_hashrate_hs()),
@@ -270,15 +275,20 @@ class _Services:
         m = self.miner
         pools = [
             bos.Pool(
-                uid=str(i),
-                url=url,
-                user=f"altiwatch.{m.identity.hostname}",
+                uid=str(p["index"]),
+                url=p["url"],
+                user=p["worker"],
                 enabled=True,
-                alive=True,
-                active=i == 0,
-                stats=bos.PoolStats(accepted_shares=m.uptime_s() // 12 if i == 0 else 0),
+                alive=p["alive"],
+                active=p["active"],
+                stats=bos.PoolStats(
+                    accepted_shares=p["accepted"],
+                    rejected_shares=p["rejected"],
+                    stale_shares=p["stale"],
+                    last_difficulty=DIFFICULTY,
+                ),
             )
-            for i, url in enumerate(POOL_URLS)
+            for p in m.pools.view(m.faults)
         ]
         return bos.GetPoolGroupsResponse(
             pool_groups=[bos.PoolGroup(name="Default", quota=bos.Quota(value=1), pools=pools)]
