@@ -106,7 +106,11 @@ _SCALARS: dict[Any, str] = {
 
 def yaml_scalar(value: str) -> str:
     """A string as YAML needs it written: quoted only where YAML would read something else."""
-    return value if isinstance(yaml.safe_load(value), str) else json.dumps(value)
+    try:
+        plain = isinstance(yaml.safe_load(value), str)
+    except yaml.YAMLError:  # "*" (an alias), "@x", "%x": YAML cannot read them unquoted
+        plain = False
+    return value if plain else json.dumps(value)
 
 
 def type_text(annotation: Any) -> str:
