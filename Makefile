@@ -90,6 +90,7 @@ test: check
 # versions of the fault, load and kill tests); smoke-sized versions of both run in `make test`.
 bench: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.run
+	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.poll_schedule
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.reliability_long all
 
 demo: setup
