@@ -170,14 +170,6 @@ class Received:
         return json.loads(self.payload)
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A broker's address, for a :class:`Subscriber` of a broker not started as ``Mosquitto``."""
-
-    host: str
-    port: int
-
-
 class Subscriber:
     """A test-side MQTT subscriber that reconnects (optionally with a persistent session).
 
@@ -187,22 +179,15 @@ class Subscriber:
 
     def __init__(
         self,
-        broker: Mosquitto | Endpoint,
+        broker: Mosquitto,
         topics: Sequence[str],
         *,
         client_id: str | None = None,
         persistent: bool = False,
         qos: int = 1,
-        username: str | None = None,
-        password: str | None = None,
     ) -> None:
-        """Subscribe to ``topics`` once entered (QoS ``qos``, MQTT 3.1.1).
-
-        ``broker`` is a :class:`Mosquitto` or any broker's :class:`Endpoint`;
-        ``username``/``password`` log in where the broker wants them.
-        """
-        self.host, self.port = broker.host, broker.port
-        self.username, self.password = username, password
+        """Subscribe to ``topics`` once entered (QoS ``qos``, MQTT 3.1.1)."""
+        self.broker = broker
         self.topics = list(topics)
         self.client_id = client_id or f"test-sub-{uuid.uuid4().hex[:8]}"
         self.persistent = persistent
@@ -240,13 +225,11 @@ class Subscriber:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host,
-                    self.port,
+                    self.broker.host,
+                    self.broker.port,
                     identifier=self.client_id,
                     protocol=aiomqtt.ProtocolVersion.V311,
                     clean_session=not self.persistent,
-                    username=self.username,
-                    password=self.password,
                     max_inflight_messages=100,
                     queue_type=Sink,
                 ) as client:

@@ -23,12 +23,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+import aiomqtt
 import pytest
 
-from tests.support.mosquitto import MOSQUITTO, Endpoint, Mosquitto, Subscriber
+from tests.support.mosquitto import MOSQUITTO, Mosquitto, Received
 from tests.support.ports import free_port
 
 if TYPE_CHECKING:
@@ -398,11 +400,11 @@ def mosquitto_passwd(path: Path, users: Mapping[str, str]) -> Path:
     return path
 
 
-class Recorder(Subscriber):
-    """A :class:`Subscriber` of any broker (credentials optional) that reads the event streams.
+class Recorder:
+    """An MQTT subscriber (optionally with credentials and a persistent session) recording all.
 
-    ``async with Recorder(host, port, topics, username=..., password=...) as rec``; a
-    ``client_id`` makes the session persistent.
+    ``async with Recorder(host, port, topics, username=..., password=...) as rec``; messages are
+    recorded on arrival (aiomqtt 2.x would drop queued ones when the link drops).
     """
 
     def __init__(
@@ -416,14 +418,56 @@ class Recorder(Subscriber):
         client_id: str | None = None,
     ) -> None:
         """Persistent session when ``client_id`` is given."""
-        super().__init__(
-            Endpoint(host, port),
-            topics,
-            client_id=client_id,
-            persistent=client_id is not None,
-            username=username,
-            password=password,
-        )
+        self.host, self.port, self.topics = host, port, list(topics)
+        self.username, self.password = username, password
+        self.client_id = client_id
+        self.messages: list[Received] = []
+        self.connects = 0
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        """Subscribe (wait for the first SUBACK)."""
+        self._task = asyncio.create_task(self._run(), name="recorder")
+        async with asyncio.timeout(20):
+            await self._subscribed.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        received = self.messages
+
+        class Sink(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                payload = item.payload if isinstance(item.payload, bytes) else b""
+                received.append(Received(str(item.topic), payload, item.retain, item.qos, {}))
+
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=self.client_id or f"rec-{uuid.uuid4().hex[:8]}",
+                    clean_session=self.client_id is None,
+                    username=self.username,
+                    password=self.password,
+                    max_inflight_messages=100,
+                    queue_type=Sink,
+                ) as client:
+                    for topic in self.topics:
+                        await client.subscribe(topic, qos=1)
+                    self.connects += 1
+                    self._subscribed.set()
+                    async for _ in client.messages:
+                        pass
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)
 
     def events(self) -> list[dict[str, Any]]:
         """JSON payloads of messages on an events topic, in arrival order."""
