@@ -434,10 +434,15 @@ async def test_bridge_queue_overflow_is_detected_through_events_seq(sites: Sites
             sites.central_recorder("central-overflow") as central,
         ):
             await wait_until(lambda: audit.connects >= 1, within=20, what="audit subscribed")
+            await wait_until(lambda: sites.bridge_metric() == 1, within=30, what="bridge up")
             await sites.central_down()
+            await wait_until(lambda: sites.bridge_metric() == 0, within=30, what="bridge down")
             await transitions(sites, truth, batch, lost=True)
             await transitions(sites, truth, batch, lost=False)
             await sites.central_up(central, audit)
+            # The bridge retries with a back-off of up to 30 s (restart_timeout 2 30): until it
+            # is back its full queue drops every new event, the last one included.
+            await wait_until(lambda: sites.bridge_metric() == 1, within=45, what="bridge back")
             await transitions(sites, truth, sites.addresses[29:], lost=True)
             last = alarm_ids(truth.events())[-1]
             await wait_until(
