@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -160,3 +161,67 @@ def test_demo_amqtt_fallback_delivers_events(tmp_path):
         process.stdout.close()
     assert code == 0, stderr_path.read_text()
     assert not _accepts("127.0.0.1", int(mqtt.group(1)))
+
+
+def _central_sites(vm: str) -> set[str]:
+    """Sites with at least one miner up in the central VictoriaMetrics (empty while none)."""
+    url = f"{vm}/api/v1/query?query=sum+by+(site)+(altiwatch_miners_up)"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback URL from the banner
+            body = json.loads(response.read())
+    except OSError:
+        return set()
+    return {r["metric"]["site"] for r in body["data"]["result"] if float(r["value"][1]) > 0}
+
+
+def _retained_sites(port: str) -> set[str]:
+    """Sites whose retained agent status the central broker holds (bridged from each site)."""
+    out = subprocess.run(
+        [
+            "mosquitto_sub",
+            *("-h", "127.0.0.1", "-p", port, "-t", "altiwatch/v1/+/agent/+/status"),
+            *("-v", "--retained-only", "-W", "3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    return {line.split("/")[2] for line in out.splitlines() if line.startswith("altiwatch/v1/")}
+
+
+@pytest.mark.slow
+def test_demo_many_sites_feed_one_central_view_and_stop_cleanly(tmp_path):
+    """``agent.demo --sites 3``: central VictoriaMetrics and broker see all three sites; SIGINT stops all."""
+    stderr_path = tmp_path / "demo.stderr"
+    argv = [sys.executable, "-m", "agent.demo", "--sites", "3"]
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=REPO)
+    try:
+        banner = _read_until_banner(process)
+        vm = re.search(r"Central VictoriaMetrics:\s+(http://127\.0\.0\.1:\d+)/vmui", banner)
+        broker = re.search(r"Central MQTT:\s+mosquitto_sub -h 127\.0\.0\.1 -p (\d+)", banner)
+        assert vm, banner
+        assert broker, banner
+        sites = set(re.findall(r"^  (\S+) \([\d,]+ m\): agent http://", banner, re.MULTILINE))
+        assert len(sites) == 3, banner
+        deadline = time.monotonic() + READY_DEADLINE_S
+        seen: set[str] = set()
+        while (seen := _central_sites(vm.group(1))) != sites:
+            if time.monotonic() > deadline:
+                pytest.fail(f"central saw {sorted(seen)} of {sorted(sites)}")
+            time.sleep(1)
+        assert _retained_sites(broker.group(1)) == sites
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=EXIT_DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=EXIT_DEADLINE_S)
+        assert process.stdout is not None
+        process.stdout.close()
+    stderr_text = stderr_path.read_text()
+    assert code == 0, stderr_text
+    assert "Traceback" not in stderr_text
+    assert not _accepts("127.0.0.1", int(broker.group(1)))
+    assert not _accepts("127.78.0.1", 4028)
