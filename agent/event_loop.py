@@ -2,8 +2,8 @@
 
 uvloop (libuv, the loop of Node.js, packaged for asyncio by the MagicStack team) runs the same
 asyncio code with less CPU per socket operation: at 2,000 miners and a 30 s interval, polls
-started 2-3.5 ms late on average on asyncio's own loop and 0.35 ms late on uvloop (README,
-"Reliability and security").
+started 2-3.5 ms late on average on asyncio's own loop and 0.35 ms late on uvloop
+(docs/reliability.md, docs/performance.md).
 ``agent.event_loop: asyncio`` selects the standard library's loop instead, e.g. to rule uvloop
 out while investigating a problem.
 """

@@ -70,7 +70,7 @@ def test_top_once_renders_a_real_agents_fleet(emulator_factory, agent_factory):
     alarm_rules = {a["rule"] for m in fleet if m["miner"] == lost["mac"] for a in m["alarms"]}
 
     frame = _top(agent.url)
-    print(frame)  # the README's sample frame comes from here (pytest -s)
+    print(frame)  # README's frame ("What it looks like") comes from here (pytest -s)
     assert "Site golmud" in frame
     assert "altitude 2,800 m" in frame
     assert "δ 0.710" in frame
