@@ -125,6 +125,7 @@ class MinerTrack:
     hashrate: Series | None = None
     sat_since: float | None = None
     cold_running_since: float | None = None
+    cold_last_t: float | None = None
     down_since: float | None = None
     failures: int = 0
     last_reason: str | None = None
@@ -530,7 +531,13 @@ def _condensation(
 def _cold(
     track: MinerTrack, t: float, inlet: float, t_min: float, *, run: bool
 ) -> tuple[set[Severity], set[Severity], list[str]]:
-    """R8 cold part: (raise, clear, tags) for a cold start or a miner running below T_min."""
+    """R8 cold part: (raise, clear, tags) for a cold start or a miner running below T_min.
+
+    Running cold raises from one poll before the 30 min, so that the spec's two-poll debounce
+    ends exactly at 30 min (altitude-thermal.md §5: "running below T_min for 30 min → WARN").
+    """
+    step = 0.0 if track.cold_last_t is None else max(0.0, t - track.cold_last_t)
+    track.cold_last_t = t
     if run and inlet < t_min:
         if track.cold_running_since is None:
             track.cold_running_since = t
@@ -544,7 +551,8 @@ def _cold(
     elif not run and inlet < t_min + 5.0:
         raising.add(WARN)
         tags.append("cold_start")
-    if track.cold_running_since is not None and t - track.cold_running_since >= RUNNING_COLD_S:
+    since = track.cold_running_since
+    if since is not None and t - since > 0.0 and t - since >= RUNNING_COLD_S - step:
         raising.add(WARN)
         tags.append("running_cold")
     clearing: set[Severity] = {INFO}

@@ -168,11 +168,6 @@ def test_alarm_timing_r8_running_cold_not_before_thirty_minutes():
     assert drv.severity("R8") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine debounces R8 over 2 polls (SPECS R8 WARN for_polls=2) on top of the"
-    " note's 30 min, so `running_cold` comes one poll (30 s) late: a discrepancy to settle",
-)
 def test_alarm_timing_r8_running_cold_raised_at_thirty_minutes():
     """R8 WARN running cold: raised at 30 min below T_min while hashing."""
     drv = Driver(0, preset="whatsminer", step_s=30.0)
