@@ -204,13 +204,21 @@ def test_agent_unsupported_firmware_is_down_with_a_reason_and_raises_r7(
     assert gauge(text, "asic_up")[odd][0] == 0
     assert gauge(text, "asic_last_poll_error_info")[odd][1]["reason"] == "unsupported_firmware"
     series = {line.split("{", 1)[0] for line in text.splitlines() if f'miner="{odd}"' in line}
-    # Down, with its reason and alarm: no hashrate, temperature or identity series posing as data.
-    assert series <= {
-        "asic_up",
-        "asic_last_poll_error_info",
-        "asic_alarm_active",
-        "asic_poll_duration_seconds",
-        "asic_last_poll_success_timestamp_seconds",
-    }, series
+    # Down, with its reason and alarm (and its configured limits): no reading posing as data.
+    readings = {
+        "asic_miner_info",
+        "asic_hashrate_hashes_per_second",
+        "asic_expected_hashrate_hashes_per_second",
+        "asic_board_hashrate_hashes_per_second",
+        "asic_chip_temperature_celsius",
+        "asic_board_temperature_celsius",
+        "asic_fan_speed_rpm",
+        "asic_fan_duty_ratio",
+        "asic_power_watts",
+        "asic_uptime_seconds",
+        "asic_mining",
+    }
+    assert {"asic_up", "asic_last_poll_error_info", "asic_alarm_active"} <= series
+    assert series.isdisjoint(readings), series & readings
     up = gauge(text, "asic_up")
     assert sorted(v for v, _ in up.values()) == [0, 1, 1, 1]
