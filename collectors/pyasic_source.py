@@ -526,7 +526,8 @@ def snapshot_from_data(
         power_w=power,
         power_source=PowerSource.MEASURED if power is not None else None,
         uptime_s=_int_or_none(data.uptime),
-        is_mining=bool(data.is_mining),
+        # pyasic's LuxOS backend has no is_mining reading: MinerData's default True is no reading.
+        is_mining=None if luxos.is_luxos(miner) else bool(data.is_mining),
     )
 
 

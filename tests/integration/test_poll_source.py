@@ -333,6 +333,7 @@ async def test_source_luxos_reads_mac_hashrate_and_atm_state(clean):
     assert slow.atm_enabled is True
     assert slow.power_limit_w == pytest.approx(3010)
     assert fast.atm_enabled is None  # a slow-tier reading
+    assert fast.is_mining is None  # pyasic reads no mining state from LuxOS (not its default True)
 
 
 async def test_source_unsupported_firmware_is_a_named_failure(clean):
