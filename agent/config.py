@@ -201,7 +201,7 @@ class MinerConfig(_Section):
     model: str | None = Field(
         default=None,
         description="Model hint, skips detection: `S19j Pro`, `M30S+ VE40`, `BM1366`, or with "
-        "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`.",
+        "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`, `luxos:Antminer S19 XP`.",
     )
     username: str | None = Field(
         default=None,

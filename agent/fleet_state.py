@@ -108,7 +108,7 @@ def keep_known_identity(previous: Identity | None, new: Identity) -> Identity:
 
 
 def _merge(fast: MinerSnapshot, slow: MinerSnapshot | None) -> MinerSnapshot:
-    """Fast telemetry with the slow tier's identity, pools, errors, light and power limit."""
+    """Fast telemetry with the slow tier's identity, pools, errors, light, ATM and power limit."""
     merged = fast
     if slow is not None:
         merged = replace(
@@ -117,6 +117,7 @@ def _merge(fast: MinerSnapshot, slow: MinerSnapshot | None) -> MinerSnapshot:
             pools=slow.pools,
             errors=slow.errors,
             fault_light=slow.fault_light,
+            atm_enabled=slow.atm_enabled,
             power_limit_w=slow.power_limit_w,
         )
     if merged.power_w is None:

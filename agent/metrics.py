@@ -182,6 +182,12 @@ FAMILIES: tuple[Family, ...] = (
     Family("asic_uptime_seconds", "gauge", "Seconds since the mining software started."),
     Family("asic_mining", "gauge", "Whether the miner is mining (1) or sleeping (0)."),
     Family(
+        "asic_atm_enabled",
+        "gauge",
+        "LuxOS Advanced Thermal Management: 1 while on (the firmware steps its frequency profile "
+        "down when hot, so less hashrate is its choice), 0 while off; absent for other firmware.",
+    ),
+    Family(
         "asic_pool_shares_total",
         "counter",
         "Shares the miner submitted to one pool since its mining software started, by result "
@@ -350,6 +356,8 @@ def _telemetry(add: Callable[[str, float | None, str], None], snap: MinerSnapsho
     add("asic_uptime_seconds", snap.uptime_s, "")
     if snap.is_mining is not None:
         add("asic_mining", 1 if snap.is_mining else 0, "")
+    if snap.atm_enabled is not None:
+        add("asic_atm_enabled", 1 if snap.atm_enabled else 0, "")
 
 
 def _pools(add: Callable[[str, float | None, str], None], snap: MinerSnapshot) -> None:

@@ -13,7 +13,8 @@
   that returned no usable data at all (pyasic swallows connection errors) into one too, after a
   cheap probe that tells "refused" from "timeout" from "answers garbage" (after a failed
   detection it sends the RPC ``version`` command, so a misbehaving miner keeps its reason
-  instead of becoming "unknown_model" once it is re-detected).
+  instead of becoming "unsupported_firmware" once it is re-detected; a well-formed answer that
+  pyasic cannot classify *is* "unsupported_firmware": ``asic_up 0``, never an empty miner).
 
 Values are converted to base units: hashrates to H/s (pyasic's ``rate × unit.value``), °C,
 rpm, W, s. Anything unknown, NaN or negative stays ``None``.
@@ -44,7 +45,7 @@ from pyasic.miners.factory import MINER_CLASSES, MinerTypes
 from pyasic.web.antminer import AntminerModernWebAPI
 from pyasic.web.vnish import VNishWebAPI
 
-from collectors import pools, pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
+from collectors import luxos, pools, pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
 from collectors.identity import clean_mac, clean_text
 from collectors.snapshot import (
     BoardReading,
@@ -100,6 +101,7 @@ _HINT_FAMILY_ORDER: tuple[MinerTypes, ...] = (
     MinerTypes.BITAXE,
     MinerTypes.BRAIINS_OS,
     MinerTypes.VNISH,
+    MinerTypes.LUX_OS,
 )
 
 #: Prefixes accepted in a model hint to name the firmware family: "vnish:S19j Pro".
@@ -113,6 +115,8 @@ _HINT_PREFIXES: dict[str, MinerTypes] = {
     "braiins": MinerTypes.BRAIINS_OS,
     "bos": MinerTypes.BRAIINS_OS,
     "vnish": MinerTypes.VNISH,
+    "luxos": MinerTypes.LUX_OS,
+    "lux": MinerTypes.LUX_OS,
 }
 
 _REDETECT_AFTER_EMPTY = 3
@@ -198,7 +202,7 @@ def family_of(miner: Any) -> Family:
     info = getattr(miner, "device_info", None)
     firmware = str(getattr(info, "firmware", "") or "")
     make = str(getattr(info, "make", "") or "")
-    by_firmware = {"VNish": Family.VNISH, "BOS+": Family.BRAIINS}
+    by_firmware = {"VNish": Family.VNISH, "BOS+": Family.BRAIINS, "LuxOS": Family.LUXOS}
     if firmware in by_firmware:
         return by_firmware[firmware]
     by_make = {
@@ -522,7 +526,8 @@ def snapshot_from_data(
         power_w=power,
         power_source=PowerSource.MEASURED if power is not None else None,
         uptime_s=_int_or_none(data.uptime),
-        is_mining=bool(data.is_mining),
+        # pyasic's LuxOS backend has no is_mining reading: MinerData's default True is no reading.
+        is_mining=None if luxos.is_luxos(miner) else bool(data.is_mining),
     )
 
 
@@ -665,10 +670,11 @@ class PyasicSource:
                 raise await _probe_failure(ip, port, deadline, "detection")
             if family_of(miner) is Family.UNKNOWN or type(miner).__name__ == "UnknownMiner":
                 msg = f"detected {type(miner).__name__}, which pyasic cannot read"
-                raise CollectorError(FailureReason.UNKNOWN_MODEL, msg)
+                raise CollectorError(FailureReason.UNSUPPORTED_FIRMWARE, msg)
             cached = _Cached(miner=miner, from_hint=False)
         _apply_credentials(cached.miner, target)
         cached.raw_pools = pools.capture_raw_pools(cached.miner)  # stale counts (R12)
+        luxos.adapt(cached.miner)  # LuxOS MAC and hashrate pyasic 0.79 drops
         if self._tuning:
             pyasic_tuning.tune(cached.miner)  # perf: issue 7 (lean transport, Digest reuse, RPC)
         if self.on_new_miner is not None:
@@ -709,6 +715,8 @@ class PyasicSource:
             collected_at=self._clock(),
             raw_pools=cached.raw_pools,
         )
+        if tier is Tier.SLOW and luxos.is_luxos(cached.miner):
+            snapshot = replace(snapshot, atm_enabled=await luxos.atm_enabled(cached.miner))
         if web is WebCheck.UNUSABLE:
             # The RPC port answered, the web API did not: the boards are unknown, not missing.
             snapshot = replace(snapshot, boards=(), expected_boards=None)
@@ -770,7 +778,7 @@ async def _probe_failure(address: str, api: ApiPort, deadline: float, stage: str
 
     The API is asked itself (RPC ``version``, or an HTTP GET on a web-only miner's port), so a
     miner that hangs, drips, resets or sends garbage gets that reason, the same before and after
-    it is detected again (not "unknown_model").
+    it is detected again (not "unsupported_firmware").
     """
     port = api.port
     remaining = deadline - asyncio.get_running_loop().time()
@@ -784,7 +792,9 @@ async def _probe_failure(address: str, api: ApiPort, deadline: float, stage: str
         return CollectorError(FailureReason.REFUSED, f"{stage}: port {port} refused")
     except OSError as exc:
         return CollectorError(FailureReason.UNREACHABLE, f"{stage}: {exc.strerror or exc}")
-    answered = FailureReason.UNKNOWN_MODEL if stage == "detection" else FailureReason.PROTOCOL_ERROR
+    answered = (
+        FailureReason.UNSUPPORTED_FIRMWARE if stage == "detection" else FailureReason.PROTOCOL_ERROR
+    )
     request = _http_probe()[1] if api.web else b'{"command":"version"}'
     where = f"{stage}: port {port}"
     return await _ask(
@@ -869,8 +879,9 @@ def _http_reply_failure(reply: bytes, where: str, answered: FailureReason) -> Co
         detail = f"{where} answered with {len(reply)} bytes that are not HTTP"
         return CollectorError(FailureReason.PARSE_ERROR, detail)
     if not 200 <= status < 300:  # noqa: PLR2004 - the 2xx range
-        if answered is FailureReason.UNKNOWN_MODEL:
-            return CollectorError(answered, f"detection found no known miner (HTTP {status})")
+        if answered is FailureReason.UNSUPPORTED_FIRMWARE:
+            detail = f"{where} answers HTTP {status}, but pyasic knows no firmware there"
+            return CollectorError(answered, detail)
         return CollectorError(answered, f"{where} answers HTTP {status}")
     return _reply_failure(bytes(body), where, answered)
 
@@ -880,8 +891,8 @@ def _reply_failure(reply: bytes, where: str, answered: FailureReason) -> Collect
 
     More than ``_PROBE_REPLY_LIMIT`` bytes is OVERSIZED; nothing is PROTOCOL_ERROR; anything
     that is not JSON (NUL terminator and whitespace aside) is PARSE_ERROR; JSON gets
-    ``answered`` (UNKNOWN_MODEL after a detection: something speaks the miner API that pyasic
-    does not know).
+    ``answered`` (UNSUPPORTED_FIRMWARE after a detection: something speaks the miner API, but
+    no firmware pyasic can read).
     """
     if len(reply) > _PROBE_REPLY_LIMIT:
         detail = f"{where} sent more than {_PROBE_REPLY_LIMIT} bytes"
@@ -894,6 +905,7 @@ def _reply_failure(reply: bytes, where: str, answered: FailureReason) -> Collect
     except ValueError:
         detail = f"{where} answered with {len(text)} bytes that are not JSON"
         return CollectorError(FailureReason.PARSE_ERROR, detail)
-    if answered is FailureReason.UNKNOWN_MODEL:
-        return CollectorError(answered, "detection found no known miner")
+    if answered is FailureReason.UNSUPPORTED_FIRMWARE:
+        detail = f"{where} answers the miner API, but pyasic identifies no firmware it can read"
+        return CollectorError(answered, detail)
     return CollectorError(answered, f"{where} answers, but with nothing usable")

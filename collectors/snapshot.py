@@ -20,6 +20,7 @@ class Family(StrEnum):
     BITAXE = "bitaxe"
     BRAIINS = "braiins"
     VNISH = "vnish"
+    LUXOS = "luxos"
     UNKNOWN = "unknown"
 
 
@@ -149,6 +150,8 @@ class MinerSnapshot:
     uptime_s: int | None = None
     is_mining: bool | None = None
     fault_light: bool | None = None
+    atm_enabled: bool | None = None
+    """LuxOS Advanced Thermal Management on (slow tier); None for firmware without it."""
     errors: tuple[ErrorCode, ...] | None = None
     pools: tuple[PoolInfo, ...] | None = None
 

@@ -31,6 +31,7 @@ class FailureReason(StrEnum):
     OVERSIZED = "oversized"
     AUTH = "auth"
     UNKNOWN_MODEL = "unknown_model"
+    UNSUPPORTED_FIRMWARE = "unsupported_firmware"
     MODEL_CHANGED = "model_changed"
     ERROR = "error"
 

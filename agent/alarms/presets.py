@@ -96,15 +96,15 @@ def normalise_model(model: str) -> str:
     return key
 
 
-_ANTMINER_FAMILIES = frozenset({Family.ANTMINER, Family.VNISH, Family.BRAIINS})
-_DIE_FIRMWARE = frozenset({Family.VNISH, Family.BRAIINS})
+_ANTMINER_FAMILIES = frozenset({Family.ANTMINER, Family.VNISH, Family.BRAIINS, Family.LUXOS})
+_DIE_FIRMWARE = frozenset({Family.VNISH, Family.BRAIINS, Family.LUXOS})
 
 
 def select_preset(family: Family, model_key: str | None, *, reports_chips: bool) -> str:
     """The preset name for a miner, from its firmware family and normalised model key.
 
     S21-class models use ``s21`` on any firmware. S19-class (and other Antminer) hardware uses
-    ``s19``, or ``s19-die`` on VNish/Braiins OS+ when the firmware reports chip temperatures.
+    ``s19``, or ``s19-die`` on VNish/Braiins OS+/LuxOS when the firmware reports chip temperatures.
     """
     key = model_key or ""
     if re.match(r"^[st]21", key):

@@ -23,6 +23,8 @@ from collectors.emulator.families.antminer import AntminerFirmware
 from collectors.emulator.families.avalon import AvalonFirmware
 from collectors.emulator.families.bitaxe import BitaxeFirmware
 from collectors.emulator.families.braiins import BraiinsFirmware, GrpcHandlers
+from collectors.emulator.families.luxos import LuxOSFirmware
+from collectors.emulator.families.unsupported import UnsupportedFirmware
 from collectors.emulator.families.vnish import VNishFirmware
 from collectors.emulator.families.whatsminer import WhatsminerFirmware
 from collectors.emulator.miner import EmulatedMiner, make_identity
@@ -64,6 +66,7 @@ PERSISTENT_FAULTS = frozenset(
         "pool_latency",
         "pool_down",
         "pool_hijack",
+        "unsupported_firmware",
     }
 )
 
@@ -77,6 +80,7 @@ def firmwares() -> dict[FirmwareFamily, Firmware]:
         FirmwareFamily.AVALON: AvalonFirmware(),
         FirmwareFamily.VNISH: VNishFirmware(),
         FirmwareFamily.BRAIINS: BraiinsFirmware(),
+        FirmwareFamily.LUXOS: LuxOSFirmware(),
     }
     return table
 
@@ -234,6 +238,7 @@ class Fleet:
             inlet_override_c=s.inlet_override_c,
         )
         self.firmwares = firmwares()
+        self.unsupported = UnsupportedFirmware()
         self.miners: dict[str, EmulatedMiner] = {}
         self.original_profile: dict[str, str] = {}
         self._listeners: dict[str, _Listeners] = {}
@@ -350,6 +355,12 @@ class Fleet:
             await listeners.close()
         self._listeners.clear()
 
+    def firmware_of(self, miner: EmulatedMiner) -> Firmware:
+        """The renderer answering for ``miner``: its family's, or the unknown firmware's."""
+        if "unsupported_firmware" in miner.faults:
+            return self.unsupported
+        return self.firmwares[miner.family]
+
     async def _open(self, address: str) -> None:
         miner = self.miners[address]
         fw = self.firmwares[miner.family]
@@ -361,9 +372,7 @@ class Fleet:
             if fw.rpc_port:
                 server = await loop.create_server(
                     lambda: RpcProtocol(
-                        lambda cmd, param: self.firmwares[miner.family].rpc_reply(
-                            miner, cmd, param
-                        ),
+                        lambda cmd, param: self.firmware_of(miner).rpc_reply(miner, cmd, param),
                         lambda: miner.wire_fault("rpc"),
                         registry,
                         terminator=fw.rpc_terminator,
@@ -377,7 +386,7 @@ class Fleet:
             if fw.web_port:
                 server = await loop.create_server(
                     lambda: HttpProtocol(
-                        lambda req: self.firmwares[miner.family].http(miner, req),
+                        lambda req: self.firmware_of(miner).http(miner, req),
                         lambda: miner.wire_fault("web"),
                         registry,
                     ),
@@ -398,7 +407,7 @@ class Fleet:
         if fw.tls_port and self.scenario.whatsminer_https:
             server = await asyncio.get_running_loop().create_server(
                 lambda: HttpProtocol(
-                    lambda req: self.firmwares[miner.family].http(miner, req),
+                    lambda req: self.firmware_of(miner).http(miner, req),
                     lambda: miner.wire_fault("web"),
                     listeners.registry,
                     tls=True,

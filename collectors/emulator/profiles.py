@@ -22,6 +22,7 @@ class FirmwareFamily(StrEnum):
     BITAXE = "bitaxe"
     BRAIINS = "braiins"
     VNISH = "vnish"
+    LUXOS = "luxos"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,30 @@ PROFILES: dict[str, ModelProfile] = {
             trip_c=100.0,
             resume_c=65.0,
             rise_full_fan_k=43.0,
+            board_rise_ratio=0.72,
+            fan_power_w=160.0,
+        ),
+        ModelProfile(
+            # LuxOS on an Antminer S19 XP: 141 TH/s at 3,010 W (Bitmain's nameplate), 3 boards
+            # of 110 BM1366 chips, 4 fans; LuxOS controls on the chip sensor (its tempctrl
+            # defaults: target 75 °C, hot 85 °C, dangerous 95 °C).
+            key="luxos-s19xp",
+            family=FirmwareFamily.LUXOS,
+            model="Antminer S19 XP",
+            pyasic_class="LUXMinerS19XP",
+            hashrate_ths=141.0,
+            power_w=3010.0,
+            boards=3,
+            chips_per_board=110,
+            fans=4,
+            max_rpm=6000,
+            min_duty=0.3,
+            controlled_sensor="chip",
+            target_c=75.0,
+            throttle_c=85.0,
+            trip_c=95.0,
+            resume_c=65.0,
+            rise_full_fan_k=42.0,
             board_rise_ratio=0.72,
             fan_power_w=160.0,
         ),

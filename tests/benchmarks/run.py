@@ -58,6 +58,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("Bitaxe", "bitaxe-ultra"),
     ("BOS+", "braiins-s19jpro"),
     ("VNish", "vnish-s19jpro"),
+    ("LuxOS", "luxos-s19xp"),
 )
 
 #: Share of each family in the "fleet mix" figures and the sustained run: a Qinghai-like site,
@@ -95,6 +96,7 @@ class Plan:
     family_base: str  # per-family fleet: <family_base>.F.N
     sustained_base: str  # sustained fleet: consecutive addresses from here
     listen_host: str  # the agent's and the exposition benchmark's HTTP address
+    families: tuple[str, ...] = ()  # only these FAMILIES labels, and no mix (--family)
 
 
 FULL = Plan(
@@ -248,9 +250,16 @@ def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
     """Per-family and mix CPU figures for every mode."""
     addresses = family_addresses(plan)
     modes = ["baseline", "agent"] + (["agent_untuned"] if plan.untuned else [])
-    groups = {label: addresses[key] for label, key in FAMILIES}
-    mix = mix_addresses(addresses, plan.mix_total)
-    groups["Fleet mix"] = mix
+    chosen = [
+        (label, key) for label, key in FAMILIES if label in plan.families or not plan.families
+    ]
+    groups = {label: addresses[key] for label, key in chosen}
+    mix: list[str] = []
+    if not plan.families:
+        mix = mix_addresses(addresses, plan.mix_total)
+        groups["Fleet mix"] = mix
+    else:
+        addresses = {key: addresses[key] for _, key in chosen}
     if plan.one_process_per_group:
         jobs = [(mode, {label: addrs}) for label, addrs in groups.items() for mode in modes]
     else:
@@ -704,6 +713,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-family", type=int, default=None, help="miners per family")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--cycles", type=int, default=None, help="measured cycles per run")
+    parser.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        choices=[label for label, _ in FAMILIES],
+        help="measure only this family (repeatable; no fleet mix)",
+    )
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     overrides = {
@@ -714,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         "cycles": args.cycles,
     }
     plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    plan = dataclasses.replace(plan, families=tuple(args.family))
     out = (
         args.out
         or REPO

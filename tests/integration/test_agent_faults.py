@@ -178,3 +178,47 @@ def test_agent_failing_web_api_keeps_the_miner_id_and_raises_no_board_alarm(
         "the boards back once the web API answers",
         timeout=30,
     )
+
+
+def test_agent_unsupported_firmware_is_down_with_a_reason_and_raises_r7(
+    emulator_factory, agent_factory
+):
+    """A miner whose firmware pyasic cannot identify: asic_up 0, reason, R7; no empty series."""
+    emulator = emulator_factory(SCENARIO, base_address="127.30.12.1")
+    miners = [{"address": m["address"]} for m in emulator.miners()]
+    odd = miners[1]["address"]
+    emulator.inject(odd, "unsupported_firmware")
+    config = agent_config(miners, interval_s=1.0, polling={"backoff_max_s": 1.0})
+    agent = agent_factory(config)
+
+    def r7_raised() -> bool:
+        return any(
+            line.startswith("asic_alarm_active{")
+            and f'miner="{odd}"' in line
+            and 'rule="R7"' in line
+            for line in agent.metrics().splitlines()
+        )
+
+    agent.wait_for(r7_raised, "R7 on the unsupported miner", timeout=40)
+    text = agent.metrics()
+    assert gauge(text, "asic_up")[odd][0] == 0
+    assert gauge(text, "asic_last_poll_error_info")[odd][1]["reason"] == "unsupported_firmware"
+    series = {line.split("{", 1)[0] for line in text.splitlines() if f'miner="{odd}"' in line}
+    # Down, with its reason and alarm (and its configured limits): no reading posing as data.
+    readings = {
+        "asic_miner_info",
+        "asic_hashrate_hashes_per_second",
+        "asic_expected_hashrate_hashes_per_second",
+        "asic_board_hashrate_hashes_per_second",
+        "asic_chip_temperature_celsius",
+        "asic_board_temperature_celsius",
+        "asic_fan_speed_rpm",
+        "asic_fan_duty_ratio",
+        "asic_power_watts",
+        "asic_uptime_seconds",
+        "asic_mining",
+    }
+    assert {"asic_up", "asic_last_poll_error_info", "asic_alarm_active"} <= series
+    assert series.isdisjoint(readings), series & readings
+    up = gauge(text, "asic_up")
+    assert sorted(v for v, _ in up.values()) == [0, 1, 1, 1]

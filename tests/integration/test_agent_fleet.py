@@ -1,8 +1,8 @@
-"""The real agent polling a mixed emulated fleet of all six families (issue 3's must-show).
+"""The real agent polling a mixed emulated fleet of every family (issue 3's must-show).
 
-One emulator (32 miners: stock S19j Pro and S21, Whatsminer M30S+ and M50, Avalon 15-194,
-VNish, Braiins OS+, Bitaxe Ultra and Gamma) and one agent subprocess are shared by the module;
-one miner is offline from the start.
+One emulator (33 miners: stock S19j Pro and S21, Whatsminer M30S+ and M50, Avalon 15-194,
+VNish, Braiins OS+, Bitaxe Ultra and Gamma, LuxOS S19 XP) and one agent subprocess are shared
+by the module; one miner is offline from the start.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ MIX = {
         {"model": "braiins-s19jpro", "count": 4},
         {"model": "bitaxe-ultra", "count": 3},
         {"model": "bitaxe-gamma", "count": 3},
+        {"model": "luxos-s19xp", "count": 1},
     ],
 }
-FAMILIES = {"antminer", "whatsminer", "avalon", "vnish", "braiins", "bitaxe"}
+FAMILIES = {"antminer", "whatsminer", "avalon", "vnish", "braiins", "bitaxe", "luxos"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.prometheus]
 
@@ -70,7 +71,7 @@ def fleet(
     return emulator, agent
 
 
-def test_agent_fleet_covers_all_six_families(fleet):
+def test_agent_fleet_covers_every_family(fleet):
     """The emulated fleet has at least 30 miners and every family."""
     emulator, _ = fleet
     miners = emulator.miners()
@@ -217,3 +218,31 @@ def test_agent_fleet_fan_duty_and_threshold_sensor_per_family(fleet):
         ):
             wrong.append((miner["address"], miner["family"], miner["model"], got, want_rated))
     assert not wrong, json.dumps(wrong, indent=1)
+
+
+def test_agent_fleet_luxos_has_mac_id_measured_power_and_atm_state(fleet):
+    """The LuxOS S19 XP: its MAC is its id (pyasic 0.79 drops it), power measured, ATM on."""
+    emulator, agent = fleet
+    lux = next(m for m in emulator.miners() if m["family"] == "luxos")
+    truth = emulator.truth(lux["address"])
+    mid = truth["mac"].upper()
+
+    def complete() -> dict[str, Any] | None:
+        metrics = samples(agent.metrics())
+        return metrics if mid in by_miner(metrics.get("asic_atm_enabled", [])) else None
+
+    metrics = agent.wait_for(complete, "asic_atm_enabled of the LuxOS miner", 60)
+    assert by_miner(metrics["asic_atm_enabled"]) == {mid: 1.0}  # no other family has ATM
+    info = next(labels for labels, _ in metrics["asic_miner_info"] if labels["miner"] == mid)
+    assert (info["firmware"], info["model"], info["address"]) == (
+        "LuxOS",
+        "S19 XP",
+        lux["address"],
+    )
+    power = {
+        labels["miner"]: (labels["source"], value) for labels, value in metrics["asic_power_watts"]
+    }
+    assert power[mid][0] == "measured"
+    assert power[mid][1] == pytest.approx(truth["power_w"], rel=0.05)
+    limits = by_miner(metrics["asic_power_limit_watts"])
+    assert limits[mid] == pytest.approx(3010)  # the active LuxOS profile's Watts

@@ -24,6 +24,7 @@ SCENARIO = {
         {"model": "bitaxe-ultra", "count": 1},
         {"model": "whatsminer-m30s+ve40", "count": 1},
         {"model": "braiins-s19jpro", "count": 1},
+        {"model": "luxos-s19xp", "count": 1},
     ],
 }
 
@@ -119,7 +120,7 @@ async def test_source_bad_protocol_is_a_reason_not_an_exception(clean, kind):
 )
 @pytest.mark.parametrize("family", ["antminer", "bitaxe"])
 async def test_source_bad_miner_keeps_its_reason_after_redetection(clean, kind, reasons, family):
-    """A misbehaving miner keeps a wire reason when re-detected, never "unknown_model".
+    """A misbehaving miner keeps a wire reason when re-detected, never "unsupported_firmware".
 
     After ``_REDETECT_AFTER_EMPTY`` failed polls the detection cache is dropped and pyasic's
     detection runs again; it finds nothing on a miner that hangs, drips, resets or sends
@@ -308,3 +309,38 @@ async def poll_target(source: PyasicSource, target: MinerTarget, tier: Tier = Ti
         return await source.fetch(target, tier)
     except CollectorError as exc:
         return exc
+
+
+async def test_source_luxos_reads_mac_hashrate_and_atm_state(clean):
+    """LuxOS S19 XP: MAC and summary hashrate pyasic 0.79 drops are read, ATM is on."""
+    addr = address(clean, "luxos")
+    source = PyasicSource(timeout_s=5.0)
+    clean.pause()
+    try:
+        fast = await poll(source, addr, Tier.FAST)
+        slow = await poll(source, addr, Tier.SLOW)
+        truth = clean.truth(addr)
+    finally:
+        clean.resume()
+    assert source.cached_class(addr) == "LUXMinerS19XP"
+    assert fast.identity.family is Family.LUXOS
+    assert fast.hashrate_hs == pytest.approx(truth["hashrate_hs"], rel=1e-6)
+    assert fast.power_w == pytest.approx(truth["power_w"], abs=1)
+    assert [b.chips for b in fast.boards] == [b["chips"] for b in truth["boards"]]
+    assert [f.rpm for f in fast.fans] == [f["rpm"] for f in truth["fans"]]
+    assert slow.identity.mac == truth["mac"].upper()
+    assert slow.identity.firmware == "LuxOS"
+    assert slow.atm_enabled is True
+    assert slow.power_limit_w == pytest.approx(3010)
+    assert fast.atm_enabled is None  # a slow-tier reading
+    assert fast.is_mining is None  # pyasic reads no mining state from LuxOS (not its default True)
+
+
+async def test_source_unsupported_firmware_is_a_named_failure(clean):
+    """A miner answering cgminer JSON that pyasic cannot identify fails as unsupported_firmware."""
+    addr = address(clean, "antminer", 1)
+    clean.inject(addr, "unsupported_firmware")
+    result = await poll(PyasicSource(timeout_s=5.0), addr)
+    assert isinstance(result, CollectorError), result
+    assert result.reason is FailureReason.UNSUPPORTED_FIRMWARE
+    assert "port 4028" in result.detail

@@ -16,10 +16,21 @@ from collectors.emulator.scenario import FaultSpec, Scenario, load_scenario
 SCENARIOS = Path(__file__).resolve().parents[2] / "deploy" / "scenarios"
 
 
+CLASSIC_FAMILIES = set(FirmwareFamily) - {FirmwareFamily.LUXOS}
+"""The six families of the 2025 scenarios; firmware added since is in mixed-2026."""
+
+
 @pytest.mark.parametrize("name", ["sea-level", "xining-2275", "golmud-2800", "heatwave-3500"])
 def test_scenario_files_load_and_mix_all_families(name):
-    """Every shipped scenario validates and holds all six firmware families."""
+    """Every shipped 2025 scenario validates and holds the six classic firmware families."""
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    families = {PROFILES[g.model].family for g in scenario.miners}
+    assert families == CLASSIC_FAMILIES
+
+
+def test_scenario_mixed_2026_holds_every_family():
+    """The mixed 2026 site validates and holds every emulated firmware family, LuxOS included."""
+    scenario = load_scenario(SCENARIOS / "mixed-2026.yaml")
     families = {PROFILES[g.model].family for g in scenario.miners}
     assert families == set(FirmwareFamily)
 

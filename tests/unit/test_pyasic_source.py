@@ -205,22 +205,22 @@ async def test_resolve_gives_pyasic_an_ip_literal():
     [
         (
             b'{"STATUS":[{"STATUS":"S"}],"VERSION":[{"CGMiner":"4.9"}]}\x00',
-            "unknown_model",
-            "unknown_model",
+            "unsupported_firmware",
+            "unsupported_firmware",
         ),
         (b'{"STATUS":[{"STATUS":"S"}]}', "protocol_error", "protocol_error"),
-        (b"", "unknown_model", "protocol_error"),
-        (b"\x00\n", "unknown_model", "protocol_error"),
-        (b'{"STATUS":[{"STAT', "unknown_model", "parse_error"),
-        (b"\x8b\x1f<html>\xff\xfe not json", "unknown_model", "parse_error"),
-        (b"x" * (_PROBE_REPLY_LIMIT + 1), "unknown_model", "oversized"),
+        (b"", "unsupported_firmware", "protocol_error"),
+        (b"\x00\n", "unsupported_firmware", "protocol_error"),
+        (b'{"STATUS":[{"STAT', "unsupported_firmware", "parse_error"),
+        (b"\x8b\x1f<html>\xff\xfe not json", "unsupported_firmware", "parse_error"),
+        (b"x" * (_PROBE_REPLY_LIMIT + 1), "unsupported_firmware", "oversized"),
     ],
 )
 def test_pyasic_source_version_reply_names_the_failure(reply, answered, reason):
     """The detection probe's reply: JSON -> ``answered``, empty, not JSON, or too big."""
     failure = _reply_failure(reply, "detection: port 4028", FailureReason(answered))
     assert failure.reason is FailureReason(reason)
-    assert "port 4028" in failure.detail or reason == "unknown_model"
+    assert "port 4028" in failure.detail
 
 
 @pytest.mark.parametrize(
@@ -228,22 +228,30 @@ def test_pyasic_source_version_reply_names_the_failure(reply, answered, reason):
     [
         (
             b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"ASICModel":"BM1366"}',
-            "unknown_model",
-            "unknown_model",
+            "unsupported_firmware",
+            "unsupported_firmware",
         ),
         (b"HTTP/1.1 200 OK\r\n\r\n{}", "protocol_error", "protocol_error"),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-            "unknown_model",
-            "unknown_model",
+            "unsupported_firmware",
+            "unsupported_firmware",
         ),
-        (b"HTTP/1.0 404 Not Found\r\n\r\n<html>no</html>", "unknown_model", "unknown_model"),
+        (
+            b"HTTP/1.0 404 Not Found\r\n\r\n<html>no</html>",
+            "unsupported_firmware",
+            "unsupported_firmware",
+        ),
         (b"HTTP/1.0 500 Oops\r\n\r\n", "protocol_error", "protocol_error"),
-        (b"HTTP/1.1 200 OK\r\n\r\n<html>\xff\x00\x00", "unknown_model", "parse_error"),
-        (b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"ASICMo', "unknown_model", "parse_error"),
-        (b"HTTP/1.1 200 OK\r\n\r\n", "unknown_model", "protocol_error"),
-        (b"\x8b\x1f garbage \xff", "unknown_model", "parse_error"),
-        (b"HTTP/1.1 200 OK\r\nno end of head", "unknown_model", "parse_error"),
+        (b"HTTP/1.1 200 OK\r\n\r\n<html>\xff\x00\x00", "unsupported_firmware", "parse_error"),
+        (
+            b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"ASICMo',
+            "unsupported_firmware",
+            "parse_error",
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n", "unsupported_firmware", "protocol_error"),
+        (b"\x8b\x1f garbage \xff", "unsupported_firmware", "parse_error"),
+        (b"HTTP/1.1 200 OK\r\nno end of head", "unsupported_firmware", "parse_error"),
     ],
 )
 def test_pyasic_source_http_reply_names_the_failure(reply, answered, reason):
