@@ -57,7 +57,10 @@ class Central:
         self.am = Alertmanager(workdir).start()
         rules = workdir / "central.rules.yml"
         text = (CENTRAL_KIT / "rules" / "central.rules.yml").read_text(encoding="utf-8")
-        rules.write_text(re.sub(r"for: \d+m", "for: 4s", text), encoding="utf-8")
+        text = re.sub(r"for: \d+m", "for: 4s", text)
+        # AltiwatchSiteSilent's windows in scrape intervals: "seen within 60 s, nothing for 8 s".
+        text = text.replace("[1h]", "[60s]").replace("[5m]", f"[{4 * SCRAPE_S:g}s]")
+        rules.write_text(text, encoding="utf-8")
         self.alert = VmAlert(
             workdir,
             datasource=self.vm.url,
@@ -282,6 +285,27 @@ def test_dashboards_work_unchanged_at_central(site: tuple[Any, list[Any], Centra
         pytest.fail(
             "queries without data at central:\n" + "\n".join(f"{k}: {v}" for k, v in last.items())
         )
+
+
+def test_site_gone_silent_is_one_central_alert_that_resolves(site: tuple[Any, list[Any], Central]):
+    """The site's vmagent stops: vmalert fires AltiwatchSiteSilent for the site, then resolves."""
+    _, _, central = site
+
+    def silent() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in central.alert.alerts()
+            if a["labels"].get("alertname") == "AltiwatchSiteSilent" and a.get("state") == "firing"
+        ]
+
+    assert silent() == []
+    central.vmagent.stop()
+    try:
+        fired = wait_until(silent, "AltiwatchSiteSilent firing", timeout=60, every=0.5)
+    finally:
+        central.vmagent.start()
+    assert [a["labels"]["site"] for a in fired] == [SITE]
+    wait_until(lambda: not silent(), "AltiwatchSiteSilent resolved", timeout=60, every=0.5)
 
 
 def test_central_rules_pass_promtool_checks_and_unit_tests():
