@@ -25,11 +25,20 @@ from collectors.emulator.families.bitaxe import BitaxeFirmware
 from collectors.emulator.families.braiins import BraiinsFirmware, GrpcHandlers
 from collectors.emulator.families.vnish import VNishFirmware
 from collectors.emulator.families.whatsminer import WhatsminerFirmware
+from collectors.emulator.families.whatsminer_v3 import (
+    WhatsminerV3Firmware,
+    WhatsminerV3With4028Firmware,
+)
 from collectors.emulator.miner import EmulatedMiner, make_identity
 from collectors.emulator.physics import SiteAir, diurnal_inlet_c
 from collectors.emulator.profiles import PROFILES, FirmwareFamily
 from collectors.emulator.tls import server_context
-from collectors.emulator.wire import ConnectionRegistry, HttpProtocol, RpcProtocol
+from collectors.emulator.wire import (
+    ConnectionRegistry,
+    FramedRpcProtocol,
+    HttpProtocol,
+    RpcProtocol,
+)
 
 if TYPE_CHECKING:
     from collectors.emulator.families.base import Firmware
@@ -43,6 +52,7 @@ RPC_PORT = 4028
 WEB_PORT = 80
 TLS_PORT = 443
 GRPC_PORT = 50051
+V3_PORT = 4433
 PERSISTENT_FAULTS = frozenset(
     {
         "fan_failure",
@@ -77,6 +87,8 @@ def firmwares() -> dict[FirmwareFamily, Firmware]:
         FirmwareFamily.AVALON: AvalonFirmware(),
         FirmwareFamily.VNISH: VNishFirmware(),
         FirmwareFamily.BRAIINS: BraiinsFirmware(),
+        FirmwareFamily.WHATSMINER_V3: WhatsminerV3Firmware(),
+        FirmwareFamily.WHATSMINER_V3_4028: WhatsminerV3With4028Firmware(),
     }
     return table
 
@@ -393,8 +405,21 @@ class Fleet:
             raise
 
     async def _open_extra(self, miner: EmulatedMiner, fw: Firmware, listeners: _Listeners) -> None:
-        """TLS (Whatsminer's LuCI page) and gRPC (BOSer) listeners."""
+        """TLS (Whatsminer's LuCI page), gRPC (BOSer) and 4433 (Whatsminer API v3) listeners."""
         address = miner.address
+        if fw.v3_port:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: FramedRpcProtocol(
+                    lambda request: self.firmwares[miner.family].v3_request(miner, request),
+                    lambda: miner.wire_fault("rpc"),
+                    listeners.registry,
+                ),
+                host=address,
+                port=V3_PORT,
+                reuse_address=True,
+                backlog=256,
+            )
+            listeners.servers.append(server)
         if fw.tls_port and self.scenario.whatsminer_https:
             server = await asyncio.get_running_loop().create_server(
                 lambda: HttpProtocol(
