@@ -58,6 +58,8 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("Bitaxe", "bitaxe-ultra"),
     ("BOS+", "braiins-s19jpro"),
     ("VNish", "vnish-s19jpro"),
+    ("Whatsminer v3", "whatsminer-m60s-v3"),
+    ("WM v3 4028 closed", "whatsminer-m60s-v3-4433"),  # baseline: pyasic picks v2, reads nothing
 )
 
 #: Share of each family in the "fleet mix" figures and the sustained run: a Qinghai-like site,
@@ -244,13 +246,16 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
-    """Per-family and mix CPU figures for every mode."""
+def measure_cpu(plan: Plan, tmp: Path, log: Any, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Per-family and mix CPU figures for every mode (``only``: these labels or keys, no mix)."""
     addresses = family_addresses(plan)
     modes = ["baseline", "agent"] + (["agent_untuned"] if plan.untuned else [])
-    groups = {label: addresses[key] for label, key in FAMILIES}
-    mix = mix_addresses(addresses, plan.mix_total)
-    groups["Fleet mix"] = mix
+    chosen = [(label, key) for label, key in FAMILIES if not only or {label, key} & set(only)]
+    addresses = {key: addresses[key] for _, key in chosen}
+    groups = {label: addresses[key] for label, key in chosen}
+    mix = [] if only else mix_addresses(addresses, plan.mix_total)
+    if mix:
+        groups["Fleet mix"] = mix
     if plan.one_process_per_group:
         jobs = [(mode, {label: addrs}) for label, addrs in groups.items() for mode in modes]
     else:
@@ -704,6 +709,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-family", type=int, default=None, help="miners per family")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--cycles", type=int, default=None, help="measured cycles per run")
+    parser.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        help="CPU part: only this family (table label or emulator profile; repeatable, no mix)",
+    )
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     overrides = {
@@ -733,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         agent_poll_ms = None
         if "cpu" not in args.skip:
             log("CPU per poll (baseline vs agent) ...")
-            results["cpu"] = measure_cpu(plan, tmp, log)
+            results["cpu"] = measure_cpu(plan, tmp, log, tuple(args.family))
             agent_poll_ms = (
                 results["cpu"]["families"]
                 .get("Fleet mix", {})
