@@ -550,7 +550,8 @@ def snapshot_from_data(
         power_w=power,
         power_source=PowerSource.MEASURED if power is not None else None,
         uptime_s=_int_or_none(data.uptime),
-        is_mining=bool(data.is_mining),
+        # pyasic's BTMinerV3 reads no mining state: MinerData's default True is not a reading.
+        is_mining=None if whatsminer_v3.is_v3(miner) else bool(data.is_mining),
     )
 
 

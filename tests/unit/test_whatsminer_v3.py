@@ -74,6 +74,9 @@ def test_whatsminer_v3_snapshot_keeps_hottest_chip_and_no_air_or_board_sensor():
     for board in snap.boards:
         assert (board.board_temp_c, board.inlet_temp_c, board.outlet_temp_c) == (None,) * 3
     assert snap.inlet_temp_c is None
+    assert (
+        snap.is_mining is None
+    )  # pyasic's v3 class does not read it: its default True is no reading
     assert inlet_value(snap) is None
     with_env = v3_reading(0.0, env_temp=40.0)
     assert inlet_value(with_env) == 40.0
