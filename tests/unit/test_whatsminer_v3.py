@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
+
+import pytest
 from pyasic.data import Fan, HashBoard, MinerData
 from pyasic.device.algorithm.sha256 import SHA256HashRate, SHA256Unit
 from pyasic.miners.backends.btminer import BTMinerV2, BTMinerV3
@@ -12,10 +16,10 @@ from agent.alarms.rules import inlet_value
 from agent.alarms.testing import Site
 from agent.fleet_state import MinerRecord
 from agent.metrics import miner_fragments
-from collectors import whatsminer_v3
+from collectors import pyasic_tuning, whatsminer_v3
 from collectors.pyasic_source import miner_from_hint, snapshot_from_data
 from collectors.snapshot import MinerSnapshot, Tier
-from collectors.source import MinerTarget
+from collectors.source import CollectorError, FailureReason, MinerTarget
 
 ADDRESS = "10.0.0.7"
 
@@ -114,3 +118,28 @@ def test_whatsminer_v3_ambient_40_c_at_3000_m_gets_r2_critical():
     r2 = next(a for a in engine.active() if a.rule == "R2")
     assert r2.severity.label == "critical"
     assert r2.value == 40.0
+
+
+async def test_whatsminer_v3_tuned_read_refuses_an_oversized_frame():
+    """A 4433 reply announcing more than MAX_RPC_BYTES is cut off as OVERSIZED, not buffered."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        writer.write(struct.pack("<I", pyasic_tuning.MAX_RPC_BYTES + 1) + b"{" * 1024)
+        await writer.drain()
+        await asyncio.sleep(5)  # never sends the rest
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        miner = miner_from_hint("127.0.0.1", "whatsminer-v3:M60S_VK30")
+        miner.rpc.port = server.sockets[0].getsockname()[1]
+        pyasic_tuning.tune(miner)
+        async with asyncio.timeout(3):
+            with pytest.raises(CollectorError) as info:
+                await miner.rpc.send_command("get.device.info")
+        assert info.value.reason is FailureReason.OVERSIZED
+    finally:
+        server.close()
+        await server.wait_closed()
+        pyasic_tuning.uninstall()
