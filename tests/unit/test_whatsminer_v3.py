@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 
 import pytest
@@ -127,8 +128,14 @@ async def test_whatsminer_v3_tuned_read_refuses_an_oversized_frame():
         await reader.readexactly(4)
         writer.write(struct.pack("<I", pyasic_tuning.MAX_RPC_BYTES + 1) + b"{" * 1024)
         await writer.drain()
-        await asyncio.sleep(5)  # never sends the rest
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # never sends the rest; returns when the client aborts
         writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        handled.set()
+
+    handled = asyncio.Event()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
@@ -139,6 +146,8 @@ async def test_whatsminer_v3_tuned_read_refuses_an_oversized_frame():
             with pytest.raises(CollectorError) as info:
                 await miner.rpc.send_command("get.device.info")
         assert info.value.reason is FailureReason.OVERSIZED
+        async with asyncio.timeout(3):
+            await handled.wait()  # the server saw the abort and closed its side
     finally:
         server.close()
         await server.wait_closed()
