@@ -201,7 +201,8 @@ class MinerConfig(_Section):
     model: str | None = Field(
         default=None,
         description="Model hint, skips detection: `S19j Pro`, `M30S+ VE40`, `BM1366`, or with "
-        "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`, `luxos:Antminer S19 XP`.",
+        "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`, `luxos:Antminer S19 XP`, "
+        "`whatsminer-v3:M60S_VK30` (Whatsminer API v3 on 4433).",
     )
     username: str | None = Field(
         default=None,

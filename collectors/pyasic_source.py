@@ -45,7 +45,12 @@ from pyasic.miners.factory import MINER_CLASSES, MinerTypes
 from pyasic.web.antminer import AntminerModernWebAPI
 from pyasic.web.vnish import VNishWebAPI
 
-from collectors import luxos, pools, pyasic_tuning  # perf: CPU-saving adaptations (issue 7)
+from collectors import (
+    luxos,
+    pools,
+    pyasic_tuning,  # perf: CPU-saving adaptations (issue 7)
+    whatsminer_v3,  # issue 16: API v3 detection and sensor semantics
+)
 from collectors.identity import clean_mac, clean_text
 from collectors.snapshot import (
     BoardReading,
@@ -261,6 +266,9 @@ def miner_from_hint(address: str, hint: str) -> Any:
     model = hint
     if ":" in hint:
         prefix, _, rest = hint.partition(":")
+        if prefix.strip().lower() == "whatsminer-v3":  # issue 16: API v3 on 4433
+            v2 = miner_from_hint(address, f"whatsminer:{rest}")
+            return whatsminer_v3.same_class_on_v3(address, v2)
         family = _HINT_PREFIXES.get(prefix.strip().lower())
         if family is None:
             raise CollectorError(FailureReason.UNKNOWN_MODEL, f"unknown family in hint {hint!r}")
@@ -407,7 +415,9 @@ async def _vnish_refuses_password(miner: Any, deadline: float) -> bool:
     return response.status_code in {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN}
 
 
-def _boards(data: Any) -> tuple[BoardReading, ...]:
+def _boards(data: Any, miner: Any = None) -> tuple[BoardReading, ...]:
+    if whatsminer_v3.is_v3(miner):
+        return _v3_boards(data)
     return tuple(
         BoardReading(
             index=int(board.slot),
@@ -416,6 +426,25 @@ def _boards(data: Any) -> tuple[BoardReading, ...]:
             chip_temp_c=_temperature(board.chip_temp),
             inlet_temp_c=_inlet_temperature(board.inlet_temp),
             outlet_temp_c=_inlet_temperature(board.outlet_temp),
+            chips=_int_or_none(board.chips),
+            expected_chips=_int_or_none(board.expected_chips),
+            missing=bool(board.missing),
+        )
+        for board in data.hashboards
+    )
+
+
+def _v3_boards(data: Any) -> tuple[BoardReading, ...]:
+    """Whatsminer API v3: pyasic's board temp/inlet are the coolest chip, outlet the hottest.
+
+    Only the hottest chip is kept (as the chip temperature); no board, inlet or outlet sensor
+    exists, so those stay unknown and never feed the air-inlet rule (issue 16, trap a).
+    """
+    return tuple(
+        BoardReading(
+            index=int(board.slot),
+            hashrate_hs=hashrate_hs(board.hashrate),
+            chip_temp_c=_temperature(board.outlet_temp),
             chips=_int_or_none(board.chips),
             expected_chips=_int_or_none(board.expected_chips),
             missing=bool(board.missing),
@@ -518,7 +547,7 @@ def snapshot_from_data(
         identity=base,
         hashrate_hs=hashrate,
         expected_hashrate_hs=hashrate_hs(data.expected_hashrate),
-        boards=_boards(data),
+        boards=_boards(data, miner),
         expected_boards=_int_or_none(data.expected_hashboards),
         fans=_fans(data),
         expected_fans=_int_or_none(data.expected_fans),
@@ -526,8 +555,11 @@ def snapshot_from_data(
         power_w=power,
         power_source=PowerSource.MEASURED if power is not None else None,
         uptime_s=_int_or_none(data.uptime),
-        # pyasic's LuxOS backend has no is_mining reading: MinerData's default True is no reading.
-        is_mining=None if luxos.is_luxos(miner) else bool(data.is_mining),
+        # pyasic's LuxOS backend and BTMinerV3 read no mining state: MinerData's default True
+        # is not a reading.
+        is_mining=(
+            None if luxos.is_luxos(miner) or whatsminer_v3.is_v3(miner) else bool(data.is_mining)
+        ),
     )
 
 
@@ -665,6 +697,9 @@ class PyasicSource:
             cached = _Cached(miner=miner, from_hint=True)
         else:
             miner = await self._detector(ip)
+            if miner is not None:  # issue 16: 4028 closed, API v3 on 4433 (pyasic picks v2)
+                remaining = deadline - asyncio.get_running_loop().time()
+                miner = await whatsminer_v3.upgrade_to_v3(miner, max(0.05, min(2.0, remaining)))
             if miner is None:
                 port = self._ports.get(target.address, ApiPort(4028, web=False))
                 raise await _probe_failure(ip, port, deadline, "detection")

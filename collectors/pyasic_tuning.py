@@ -60,6 +60,7 @@ import hashlib
 import importlib.metadata
 import json
 import secrets
+import struct
 import types  # reliability: detection read cap
 import zlib
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ from pyasic import settings as pyasic_settings
 from pyasic.errors import APIError
 from pyasic.miners import factory as pyasic_factory  # reliability: detection read cap
 from pyasic.rpc.base import BaseMinerRPCAPI
+from pyasic.rpc.btminer import BTMinerV3RPCAPI
 from pyasic.web.antminer import AntminerModernWebAPI
 from pyasic.web.braiins_os.boser import BOSerWebAPI, BOSMinerGRPCStub
 
@@ -723,6 +725,46 @@ class _TunedRPC:
         return data
 
 
+async def _capped_read_frame(
+    self: Any,  # noqa: ARG001 — becomes a method of the tuned v3 RPC class
+    reader: asyncio.StreamReader,
+    timeout: int,  # noqa: ASYNC109 — pyasic's signature (seconds)
+) -> bytes:
+    """Whatsminer API v3 (4433) reply: a 4-byte little-endian length, then that many bytes.
+
+    Why: pyasic's ``BTMinerV3RPCAPI._read_bytes`` trusts the length prefix (up to 4 GiB
+    buffered) and has no deadline of its own; this one refuses a length over `MAX_RPC_BYTES`
+    (``CollectorError(OVERSIZED)``, connection aborted) and keeps pyasic's behaviour otherwise
+    (a short or broken frame gives the bytes read so far, which pyasic fails to parse).
+    The 4028 read cap (`_capped_read_bytes`, read to EOF) cannot serve here: the frame has a
+    binary header and the server need not close.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            (length,) = struct.unpack("<I", await reader.readexactly(4))
+            if length <= MAX_RPC_BYTES:
+                return await reader.readexactly(length)
+    except (asyncio.CancelledError, TimeoutError):
+        raise
+    except Exception:  # noqa: BLE001 — pyasic's _read_bytes swallows these too
+        return b""
+    transport = getattr(reader, "_transport", None)  # asyncio's own field
+    if transport is not None:
+        transport.abort()
+    msg = f"RPC frame of {length} bytes announced, over {MAX_RPC_BYTES}"
+    raise CollectorError(FailureReason.OVERSIZED, msg)
+
+
+class _TunedRPCV3:
+    """Mixin for pyasic's Whatsminer API v3 client: command cache and the capped frame read."""
+
+    _read_bytes = _capped_read_frame
+
+    def get_commands(self) -> list[str]:
+        """Cached per class: pyasic recomputes it with dir() on every multicommand."""
+        return list(_class_commands(type(self)))
+
+
 class _TunedRPCCommandsOnly:
     """Mixin for RPC classes with their own multicommand (Whatsminer): only the cache."""
 
@@ -1065,7 +1107,9 @@ def tune(miner: Any) -> None:
     install()
     rpc = getattr(miner, "rpc", None)
     if isinstance(rpc, BaseMinerRPCAPI):
-        if type(rpc).multicommand is BaseMinerRPCAPI.multicommand:
+        if isinstance(rpc, BTMinerV3RPCAPI):  # framed replies on 4433, not read to EOF
+            _retype(rpc, _TunedRPCV3)
+        elif type(rpc).multicommand is BaseMinerRPCAPI.multicommand:
             _retype(rpc, _TunedRPC)
         else:
             _retype(rpc, _TunedRPCCommandsOnly)

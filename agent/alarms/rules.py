@@ -628,6 +628,27 @@ def code_severity(family: Family, error: ErrorCode) -> Severity | None:
     return None
 
 
+_VENDOR = {
+    Family.ANTMINER: "Antminer",
+    Family.WHATSMINER: "Whatsminer",
+    Family.AVALON: "Avalon",
+    Family.BITAXE: "Bitaxe",
+    Family.BRAIINS: "Braiins OS",
+    Family.VNISH: "VNish",
+}
+
+
+def error_text(family: Family, error: ErrorCode) -> str:
+    """R10's name for one firmware error: its code and its text, for every family.
+
+    ``Whatsminer error 600: Environment temperature is too high.``; without a code (Antminer
+    status texts, VNish chain states): ``Antminer error: Temperature too high, protect``.
+    """
+    vendor = _VENDOR.get(family, "firmware")
+    code = f" {error.code}" if error.code is not None else ""
+    return f"{vendor} error{code}: {error.message}"
+
+
 def r10(snap: MinerSnapshot, track: MinerTrack) -> Verdict | None:
     """R10: thermal firmware error codes → CRIT (370 → WARN); clears when the code is gone."""
     if snap.errors is None:
@@ -637,12 +658,13 @@ def r10(snap: MinerSnapshot, track: MinerTrack) -> Verdict | None:
     top = max((s for s, _ in found), default=None)
     raising = frozenset(s for s in (WARN, CRIT) if top is not None and s <= top)
     codes = ", ".join(str(e.code) if e.code is not None else e.message for _, e in found)
+    named = "; ".join(error_text(track.family, e) for _, e in found)
     return Verdict(
         raising,
         ALL - raising,
         value=None,
         unit="",
-        what="firmware errors",
+        what=named or "no firmware temperature error",
         tags=("temperature_protect",) if track.temp_protect else (),
         details={"errors": codes or None},
     )

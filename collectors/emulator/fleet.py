@@ -27,11 +27,20 @@ from collectors.emulator.families.luxos import LuxOSFirmware
 from collectors.emulator.families.unsupported import UnsupportedFirmware
 from collectors.emulator.families.vnish import VNishFirmware
 from collectors.emulator.families.whatsminer import WhatsminerFirmware
+from collectors.emulator.families.whatsminer_v3 import (
+    WhatsminerV3Firmware,
+    WhatsminerV3With4028Firmware,
+)
 from collectors.emulator.miner import EmulatedMiner, make_identity
 from collectors.emulator.physics import SiteAir, diurnal_inlet_c
 from collectors.emulator.profiles import PROFILES, FirmwareFamily
 from collectors.emulator.tls import server_context
-from collectors.emulator.wire import ConnectionRegistry, HttpProtocol, RpcProtocol
+from collectors.emulator.wire import (
+    ConnectionRegistry,
+    FramedRpcProtocol,
+    HttpProtocol,
+    RpcProtocol,
+)
 
 if TYPE_CHECKING:
     from collectors.emulator.families.base import Firmware
@@ -45,6 +54,7 @@ RPC_PORT = 4028
 WEB_PORT = 80
 TLS_PORT = 443
 GRPC_PORT = 50051
+V3_PORT = 4433
 PERSISTENT_FAULTS = frozenset(
     {
         "fan_failure",
@@ -81,6 +91,8 @@ def firmwares() -> dict[FirmwareFamily, Firmware]:
         FirmwareFamily.VNISH: VNishFirmware(),
         FirmwareFamily.BRAIINS: BraiinsFirmware(),
         FirmwareFamily.LUXOS: LuxOSFirmware(),
+        FirmwareFamily.WHATSMINER_V3: WhatsminerV3Firmware(),
+        FirmwareFamily.WHATSMINER_V3_4028: WhatsminerV3With4028Firmware(),
     }
     return table
 
@@ -402,8 +414,21 @@ class Fleet:
             raise
 
     async def _open_extra(self, miner: EmulatedMiner, fw: Firmware, listeners: _Listeners) -> None:
-        """TLS (Whatsminer's LuCI page) and gRPC (BOSer) listeners."""
+        """TLS (Whatsminer's LuCI page), gRPC (BOSer) and 4433 (Whatsminer API v3) listeners."""
         address = miner.address
+        if fw.v3_port:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: FramedRpcProtocol(
+                    lambda request: self.firmwares[miner.family].v3_request(miner, request),
+                    lambda: miner.wire_fault("rpc"),
+                    listeners.registry,
+                ),
+                host=address,
+                port=V3_PORT,
+                reuse_address=True,
+                backlog=256,
+            )
+            listeners.servers.append(server)
         if fw.tls_port and self.scenario.whatsminer_https:
             server = await asyncio.get_running_loop().create_server(
                 lambda: HttpProtocol(

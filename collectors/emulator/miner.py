@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from collectors.emulator.physics import AirflowFaults, MinerPhysics, SiteAir
 from collectors.emulator.pools import PoolState
-from collectors.emulator.profiles import PROFILES, FirmwareFamily, ModelProfile
+from collectors.emulator.profiles import (
+    PROFILES,
+    WHATSMINER_V3_FAMILIES,
+    FirmwareFamily,
+    ModelProfile,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -179,11 +184,12 @@ class EmulatedMiner:
             if t is not None and self.family is FirmwareFamily.AVALON:
                 # Avalon reports per-board chip max (MTmax) only; pyasic reads it as both.
                 t = (t[0], t[2], t[2])
+            v3 = self.family in WHATSMINER_V3_FAMILIES  # per board: chips only, no PCB sensor
             boards.append(
                 {
                     "index": i,
                     "hashrate_hs": rates[i],
-                    "board_temp_c": t[1] if t is not None else None,
+                    "board_temp_c": t[1] if t is not None and not v3 else None,
                     "chip_temp_c": t[2] if t is not None else None,
                     "chips": self.profile.chips_per_board if t is not None else None,
                     "expected_chips": self.profile.chips_per_board,
@@ -206,6 +212,7 @@ class EmulatedMiner:
             "fans": [{"index": i, "rpm": r} for i, r in enumerate(phys.fan_rpms())],
             "fan_duty_ratio": round(phys.duty, 4),
             "inlet_temp_c": round(phys.inlet_c, 2),
+            "ambient_sensor": self.profile.ambient_sensor,
             "power_w": self.power_w(),
             "uptime_s": self.uptime_s(),
             "is_mining": phys.running,

@@ -23,6 +23,10 @@ class FirmwareFamily(StrEnum):
     BRAIINS = "braiins"
     VNISH = "vnish"
     LUXOS = "luxos"
+    WHATSMINER_V3 = "whatsminer-v3"
+    """Whatsminer API v3 (firmware after 2024-11) on 4433, with 4028 closed."""
+    WHATSMINER_V3_4028 = "whatsminer-v3-4028"
+    """Whatsminer API v3 on 4433, and the v2-style API on 4028 still answering."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,40 @@ class ModelProfile:
     """Board (PCB) rise over inlet as a share of the chip rise (chip-controlled models)."""
     fan_power_w: float
     """Power of all fans at full duty at sea level."""
+    ambient_sensor: bool = True
+    """The firmware reports an environment (air inlet) temperature."""
+
+
+def _whatsminer_m60s(key: str, family: FirmwareFamily, *, ambient_sensor: bool) -> ModelProfile:
+    """Whatsminer M60S VK30 on API v3 firmware (172 TH/s, 3,422 W; 3 boards of 245 chips)."""
+    return ModelProfile(
+        key=key,
+        family=family,
+        model="M60S_VK30",
+        pyasic_class="BTMinerM60SVK30",
+        hashrate_ths=172.0,
+        power_w=3422.0,
+        boards=3,
+        chips_per_board=245,
+        fans=2,
+        max_rpm=7000,
+        min_duty=0.35,
+        controlled_sensor="chip",
+        target_c=76.0,
+        throttle_c=90.0,
+        trip_c=103.0,
+        resume_c=70.0,
+        rise_full_fan_k=40.0,
+        board_rise_ratio=0.72,
+        fan_power_w=210.0,
+        ambient_sensor=ambient_sensor,
+    )
+
+
+WHATSMINER_V3_FAMILIES = frozenset(
+    {FirmwareFamily.WHATSMINER_V3, FirmwareFamily.WHATSMINER_V3_4028}
+)
+"""Families speaking Whatsminer API v3 (issue 16): their own per-family test module."""
 
 
 PROFILES: dict[str, ModelProfile] = {
@@ -270,6 +308,15 @@ PROFILES: dict[str, ModelProfile] = {
             rise_full_fan_k=30.0,
             board_rise_ratio=0.6,
             fan_power_w=1.2,
+        ),
+        _whatsminer_m60s(
+            "whatsminer-m60s-v3", FirmwareFamily.WHATSMINER_V3_4028, ambient_sensor=True
+        ),
+        _whatsminer_m60s(
+            "whatsminer-m60s-v3-noenv", FirmwareFamily.WHATSMINER_V3_4028, ambient_sensor=False
+        ),
+        _whatsminer_m60s(
+            "whatsminer-m60s-v3-4433", FirmwareFamily.WHATSMINER_V3, ambient_sensor=True
         ),
     )
 }

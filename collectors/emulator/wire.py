@@ -36,6 +36,9 @@ ENDLESS = 1 << 62
 REQUESTS: dict[str, int] = {"rpc": 0, "http": 0, "grpc": 0}
 """Requests answered per protocol since start (the benchmark divides CPU by these)."""
 
+V3_HEADER = struct.Struct("<I")
+"""Whatsminer API v3 frame header: the JSON body's length, little-endian."""
+
 RpcHandler = Callable[[str, object], bytes]
 """(command, parameter) -> complete reply bytes."""
 
@@ -354,6 +357,61 @@ class RpcProtocol(FlowControl):
             oversized_payload=oversized,
             flow=self,
         )
+
+
+class FramedRpcProtocol(FlowControl):
+    """4433 (Whatsminer API v3): 4-byte little-endian length + JSON ``{"cmd","param"}``.
+
+    The reply is framed the same way; one command per connection, then the server closes
+    (pyasic opens a connection per command and reads exactly the announced length).
+    """
+
+    def __init__(
+        self, handler: Callable[[object], bytes], faults: FaultGetter, registry: ConnectionRegistry
+    ) -> None:
+        """Serve ``handler`` (parsed request -> JSON body bytes) with wire ``faults``."""
+        self.handler = handler
+        self.faults = faults
+        self.registry = registry
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Track the connection."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.registry.transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
+        """Forget the connection."""
+        if self.transport is not None:
+            self.registry.transports.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Accumulate one frame, then answer it."""
+        if self.answered or self.transport is None:
+            return
+        self.buffer += data
+        if len(self.buffer) < V3_HEADER.size:
+            return
+        (length,) = V3_HEADER.unpack_from(self.buffer)
+        if length > MAX_REQUEST_BYTES:
+            self.transport.close()
+            return
+        body = self.buffer[V3_HEADER.size : V3_HEADER.size + length]
+        if len(body) < length:
+            return
+        self.answered = True
+        REQUESTS["rpc"] += 1
+        try:
+            request = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            request = None
+        fault, delay = self.faults()
+        payload = self.handler(request)
+        framed = V3_HEADER.pack(len(payload)) + payload
+        _Deliverer(self.registry).deliver(self.transport, framed, fault, delay, close=True)
 
 
 class HttpProtocol(FlowControl):

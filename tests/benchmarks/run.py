@@ -59,6 +59,8 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("BOS+", "braiins-s19jpro"),
     ("VNish", "vnish-s19jpro"),
     ("LuxOS", "luxos-s19xp"),
+    ("Whatsminer v3", "whatsminer-m60s-v3"),
+    ("WM v3 4028 closed", "whatsminer-m60s-v3-4433"),  # baseline: pyasic picks v2, reads nothing
 )
 
 #: Share of each family in the "fleet mix" figures and the sustained run: a Qinghai-like site,
@@ -96,7 +98,6 @@ class Plan:
     family_base: str  # per-family fleet: <family_base>.F.N
     sustained_base: str  # sustained fleet: consecutive addresses from here
     listen_host: str  # the agent's and the exposition benchmark's HTTP address
-    families: tuple[str, ...] = ()  # only these FAMILIES labels, and no mix (--family)
 
 
 FULL = Plan(
@@ -246,20 +247,16 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
-    """Per-family and mix CPU figures for every mode."""
+def measure_cpu(plan: Plan, tmp: Path, log: Any, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Per-family and mix CPU figures for every mode (``only``: these labels or keys, no mix)."""
     addresses = family_addresses(plan)
     modes = ["baseline", "agent"] + (["agent_untuned"] if plan.untuned else [])
-    chosen = [
-        (label, key) for label, key in FAMILIES if label in plan.families or not plan.families
-    ]
+    chosen = [(label, key) for label, key in FAMILIES if not only or {label, key} & set(only)]
+    addresses = {key: addresses[key] for _, key in chosen}
     groups = {label: addresses[key] for label, key in chosen}
-    mix: list[str] = []
-    if not plan.families:
-        mix = mix_addresses(addresses, plan.mix_total)
+    mix = [] if only else mix_addresses(addresses, plan.mix_total)
+    if mix:
         groups["Fleet mix"] = mix
-    else:
-        addresses = {key: addresses[key] for _, key in chosen}
     if plan.one_process_per_group:
         jobs = [(mode, {label: addrs}) for label, addrs in groups.items() for mode in modes]
     else:
@@ -717,8 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         "--family",
         action="append",
         default=[],
-        choices=[label for label, _ in FAMILIES],
-        help="measure only this family (repeatable; no fleet mix)",
+        help="CPU part: only this family (table label or emulator profile; repeatable, no mix)",
     )
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
@@ -730,7 +726,6 @@ def main(argv: list[str] | None = None) -> int:
         "cycles": args.cycles,
     }
     plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
-    plan = dataclasses.replace(plan, families=tuple(args.family))
     out = (
         args.out
         or REPO
@@ -750,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         agent_poll_ms = None
         if "cpu" not in args.skip:
             log("CPU per poll (baseline vs agent) ...")
-            results["cpu"] = measure_cpu(plan, tmp, log)
+            results["cpu"] = measure_cpu(plan, tmp, log, tuple(args.family))
             agent_poll_ms = (
                 results["cpu"]["families"]
                 .get("Fleet mix", {})

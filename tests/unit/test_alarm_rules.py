@@ -9,7 +9,7 @@ import pytest
 from agent.alarms.config import ThermalSettings
 from agent.alarms.engine import AlarmEngine, Observation
 from agent.alarms.model import Severity, TransitionKind
-from agent.alarms.rules import code_severity
+from agent.alarms.rules import code_severity, error_text
 from agent.alarms.testing import Driver, Site, make_snapshot
 from collectors.snapshot import ErrorCode, Family, MinerSnapshot, Tier
 
@@ -317,3 +317,41 @@ def test_alarm_cleared_transition_says_the_value_now():
         drv.hold(5, inlet=value)
     cleared = [t for t in drv.transitions if t.rule == "R2" and t.kind is TransitionKind.CLEARED]
     assert [t.summary for t in cleared] == ["R2 inlet temperature cleared: inlet 22.5 °C"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "error", "named"),
+    [
+        (
+            "whatsminer",
+            ErrorCode(message="Environment temperature is too high.", code=600),
+            "Whatsminer error 600: Environment temperature is too high.",
+        ),
+        (
+            "s19",
+            ErrorCode(message="Temperature too high, protect"),
+            "Antminer error: Temperature too high, protect",
+        ),
+        ("avalon", ErrorCode(message="chip overheat", code=7), "Avalon error 7: chip overheat"),
+    ],
+)
+def test_alarm_r10_summary_names_the_code_and_its_text(preset, error, named):
+    """R10's summary names each error by code and text (issue 16: not "firmware errors")."""
+    drv = Driver(0, preset=preset)
+    drv.poll(die=80.0, errors=(error,))
+    alarm = next(a for a in drv.engine.active() if a.rule == "R10")
+    assert alarm.summary == f"R10 firmware temperature protection critical: {named}"
+
+
+@pytest.mark.parametrize(
+    ("family", "named"),
+    [
+        (Family.VNISH, "VNish error: chain 1 overheat"),
+        (Family.BRAIINS, "Braiins OS error: chain 1 overheat"),
+        (Family.BITAXE, "Bitaxe error: chain 1 overheat"),
+        (Family.UNKNOWN, "firmware error: chain 1 overheat"),
+    ],
+)
+def test_alarm_r10_error_text_for_every_family(family, named):
+    """Every family's errors are named by vendor, code (when given) and text."""
+    assert error_text(family, ErrorCode(message="chain 1 overheat")) == named

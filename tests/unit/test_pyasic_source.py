@@ -11,7 +11,8 @@ from pyasic.device.algorithm.hashrate.sha256 import SHA256HashRate
 from pyasic.device.algorithm.hashrate.unit.sha256 import SHA256Unit
 from pyasic.errors import APIError
 
-from collectors.emulator.profiles import PROFILES, FirmwareFamily
+from collectors import whatsminer_v3
+from collectors.emulator.profiles import PROFILES, WHATSMINER_V3_FAMILIES, FirmwareFamily
 from collectors.pyasic_source import (
     _PROBE_REPLY_LIMIT,
     _http_reply_failure,
@@ -54,7 +55,10 @@ def test_miner_from_hint_builds_the_right_class_without_io():
 @pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 def test_miner_from_hint_accepts_every_emulated_models_reported_name(profile):
     """The model string each emulated firmware reports, as a hint, gives its pyasic class."""
-    hinted = miner_from_hint("10.0.0.1", f"{profile.family.value}:{profile.model}")
+    v3 = profile.family in WHATSMINER_V3_FAMILIES
+    prefix = "whatsminer-v3" if v3 else profile.family.value
+    hinted = miner_from_hint("10.0.0.1", f"{prefix}:{profile.model}")
+    assert whatsminer_v3.is_v3(hinted) is v3
     assert type(hinted).__name__ == profile.pyasic_class
     if profile.family in {FirmwareFamily.WHATSMINER, FirmwareFamily.AVALON}:
         assert type(miner_from_hint("10.0.0.1", profile.model)).__name__ == profile.pyasic_class

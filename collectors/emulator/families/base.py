@@ -43,6 +43,8 @@ class Firmware:
     web_port: ClassVar[bool] = True
     tls_port: ClassVar[bool] = False
     grpc_port: ClassVar[bool] = False
+    v3_port: ClassVar[bool] = False
+    """Listen on 4433 (Whatsminer API v3) and answer with ``v3_request``."""
     rpc_terminator: ClassVar[bytes] = b"\x00"
     joins: ClassVar[bool] = False
     description: ClassVar[str] = "cgminer 4.11.1"
@@ -99,6 +101,11 @@ class Firmware:
             return None
         result: JsonDict = renderer(miner)
         return result
+
+    def v3_request(self, miner: EmulatedMiner, request: object) -> bytes:
+        """The JSON body answering one Whatsminer API v3 request (families with ``v3_port``)."""
+        del miner, request
+        return b"{}"
 
     # ---- HTTP ------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ class WhatsminerFirmware(Firmware):
     rpc_terminator: ClassVar[bytes] = b""
     joins: ClassVar[bool] = True
     description: ClassVar[str] = "btminer"
+    fw_version: ClassVar[str] = FW_VERSION
+    """``get_version`` fw_ver: pyasic picks API v2 up to 2024-11, v3 after."""
 
     def http(self, miner: EmulatedMiner, request: HttpRequest) -> HttpResponse:
         """Plain HTTP redirects to HTTPS; HTTPS serves the LuCI page."""
@@ -191,7 +193,12 @@ class WhatsminerFirmware(Firmware):
         """get_version: fw_ver dated ≤ 2024-11 (API v2)."""
         return self._msg(
             miner,
-            {"api_ver": "2.0.5", "fw_ver": FW_VERSION, "platform": "H6OS", "chip": "IC_MODEL_H6OS"},
+            {
+                "api_ver": "2.0.5",
+                "fw_ver": self.fw_version,
+                "platform": "H6OS",
+                "chip": "IC_MODEL_H6OS",
+            },
         )
 
     def rpc_version(self, miner: EmulatedMiner) -> JsonDict:
@@ -252,7 +259,7 @@ class WhatsminerFirmware(Firmware):
                 "mineroff": "false" if miner.physics.running else "true",
                 "mineroff_reason": "",
                 "mineroff_time": "",
-                "FirmwareVersion": f"'{FW_VERSION}'",
+                "FirmwareVersion": f"'{self.fw_version}'",
                 "power_mode": "",
                 "hash_percent": "",
             },
