@@ -132,7 +132,8 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site", help="only miners of this site")
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
+def connection_options(parser: argparse.ArgumentParser) -> None:
+    """--url, --user, --ca-file, as for altiwatch top."""
     parser.add_argument(
         "--url", default=DEFAULT_URL, help=f"the agent's HTTP address (default {DEFAULT_URL})"
     )
@@ -167,11 +168,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--by",
         help="who (default: the local user; basic auth's user when the agent has one)",
     )
-    _connection(start)
+    connection_options(start)
     end = actions.add_parser("end", help="close maintenance windows")
     _selection(end)
-    _connection(end)
+    connection_options(end)
     listing = actions.add_parser("list", help="show the open maintenance windows")
     listing.add_argument("--json", action="store_true", help="the API's JSON")
-    _connection(listing)
+    connection_options(listing)
     parser.set_defaults(handler=_cmd)
