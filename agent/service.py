@@ -480,7 +480,15 @@ class AgentService:
                 window = closed
                 self._window_closed(window, "maintenance_ended", now)
             self.fleet.changed(record.miner_id)
-            done.append({"miner": record.miner_id, "name": record.name, **window.as_dict()})
+            location = record.location.as_dict() if record.location is not None else None
+            done.append(
+                {
+                    "miner": record.miner_id,
+                    "name": record.name,
+                    "location": location,
+                    **window.as_dict(),
+                }
+            )
         self.engine.set_maintenance(self.maintenance.miners())
         return 200, {"action": request.action, "miners": done}
 
