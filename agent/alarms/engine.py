@@ -600,10 +600,11 @@ class AlarmEngine:
                 state = state or self._states.setdefault(key, AlarmState())
                 out.extend(self._step(key, state, now, verdict))
             out.extend(self._site_pool_failover(site, now))
-            members = self._members.get(site, set()) - self._maintenance
+            every = self._members.get(site, set())
+            members = every - self._maintenance  # miners in maintenance do not count
             key = (site, None, "R7")
             state = self._states.get(key)
-            if not members:
+            if not every or (not members and state is None):
                 continue
             down = [
                 self._tracks[m]
@@ -615,11 +616,12 @@ class AlarmEngine:
                 for t in down
                 if t.down_since is not None and t.down_since >= now - s.site_outage_window_s
             ]
+            counted = len(members) or 1  # all in maintenance: nothing down counts
             outage = (
                 len(recent) >= s.site_outage_min_miners
-                and len(recent) / len(members) > s.site_outage_ratio
+                and len(recent) / counted > s.site_outage_ratio
             )
-            calm = len(down) / len(members) <= s.site_outage_ratio
+            calm = len(down) / counted <= s.site_outage_ratio
             if (
                 state is not None
                 and state.restored
@@ -634,7 +636,7 @@ class AlarmEngine:
                 frozenset({Severity.INFO, Severity.WARNING, Severity.CRITICAL})
                 if calm
                 else frozenset(),
-                value=round(len(down) / len(members), 3),
+                value=round(len(down) / counted, 3),
                 unit="ratio",
                 what="share of the site down",
                 tags=("site_outage",),

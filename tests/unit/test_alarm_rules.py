@@ -317,3 +317,24 @@ def test_alarm_cleared_transition_says_the_value_now():
         drv.hold(5, inlet=value)
     cleared = [t for t in drv.transitions if t.rule == "R2" and t.kind is TransitionKind.CLEARED]
     assert [t.summary for t in cleared] == ["R2 inlet temperature cleared: inlet 22.5 °C"]
+
+
+def test_alarm_r7_site_ratio_leaves_out_miners_in_maintenance():
+    """4 of 10 down is an outage, not when 3 of them are in maintenance; ending it counts them."""
+    engine = AlarmEngine(ThermalSettings(), [Site("site", 0)])
+    miners = [f"m{i}" for i in range(10)]
+    up = make_snapshot(0, die=60.0)
+    engine.evaluate(0, [Observation(m, "site", 0, up) for m in miners])
+    engine.set_maintenance(miners[:3])
+    transitions = []
+    for step in range(1, 4):
+        t = step * 30
+        obs = [Observation(m, "site", t, None if m in miners[:4] else up) for m in miners]
+        transitions += engine.evaluate(t, obs)
+    assert [tr for tr in transitions if tr.rule == "R7" and tr.miner is None] == []
+    engine.set_maintenance(())
+    site = [tr for tr in engine.evaluate(100, []) if tr.rule == "R7" and tr.miner is None]
+    assert [tr.kind for tr in site] == [TransitionKind.RAISED]
+    engine.set_maintenance(miners)  # everyone on the bench: nothing down counts, it clears
+    site = [tr for tr in engine.evaluate(130, []) if tr.rule == "R7" and tr.miner is None]
+    assert [tr.kind for tr in site] == [TransitionKind.CLEARED]
