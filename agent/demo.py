@@ -6,7 +6,10 @@
    --base-address 127.77.0.1``), waiting for its ``emulator_ready`` line;
 2. a broker on a free port: Debian's ``mosquitto`` if installed, else the pure-Python ``amqtt``
    broker if importable, else none (the agent then runs without MQTT and the demo says so);
-3. the agent (``altiwatch run``) with a generated config in a temporary state directory,
+3. the agent (``altiwatch run``) with a generated config in a temporary state directory, and
+   an inventory CSV placing the miners in containers × racks × shelves × slots
+   (``demo_layout``: 2 containers, 3 racks each, 3 shelves of 2), so ``altiwatch dispatch``,
+   ``top --group rack`` and the site page show a real floor,
 
 waits until the agent's ``/readyz`` answers, prints where to look, and runs until SIGINT
 (Ctrl-C) or SIGTERM, then stops the agent, the broker and the emulator in that order and exits 0.
@@ -286,10 +289,42 @@ def _emulator_miners(control_url: str) -> list[dict[str, Any]]:
         return miners
 
 
+LAYOUT = (2, 3, 3, 2)
+"""Demo floor: containers, racks per container, shelves per rack, slots per shelf (36 places)."""
+
+
+def demo_layout(index: int) -> dict[str, str]:
+    """The place of the ``index``-th miner (0-based): ``C1`` rack 1 shelf 1 slot 1 onwards.
+
+    Miners beyond the floor's 36 places go on in further containers.
+    """
+    _, racks, shelves, slots = LAYOUT
+    per_container = racks * shelves * slots
+    within = index % per_container
+    return {
+        "container": f"C{index // per_container + 1}",
+        "rack": str(within // (shelves * slots) + 1),
+        "shelf": str(within % (shelves * slots) // slots + 1),
+        "slot": str(within % slots + 1),
+    }
+
+
+def write_inventory(path: Path, miners: Sequence[dict[str, Any]]) -> Path:
+    """The demo's inventory CSV: address, name (the emulated hostname) and place per miner."""
+    lines = ["address,name,container,rack,shelf,slot"]
+    for index, miner in enumerate(miners):
+        place = demo_layout(index)
+        name = str(miner.get("hostname") or "")
+        lines.append(",".join([miner["address"], name, *place.values()]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def agent_config(demo: Demo, listen_port: int) -> dict[str, Any]:
     """The generated agent config: the emulated miners, a fast poll, MQTT to the demo broker."""
     assert demo.emulator_control is not None
     miners = _emulator_miners(demo.emulator_control)
+    inventory = write_inventory(demo.workdir / "inventory.csv", miners)
     config: dict[str, Any] = {
         "agent": {
             "id": "demo",
@@ -297,7 +332,7 @@ def agent_config(demo: Demo, listen_port: int) -> dict[str, Any]:
             "log_format": "json",
             "log_level": "info",
         },
-        "sites": [demo.site],
+        "sites": [{**demo.site, "inventory_csv": str(inventory)}],
         "miners": [{"address": m["address"], "site": demo.site["name"]} for m in miners],
         "polling": {"interval_s": 10, "slow_interval_s": 60, "timeout_s": 8},
         "http": {"listen": f"127.0.0.1:{listen_port}"},

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import ipaddress
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from agent import event_loop
 from agent.alarms.engine import AlarmEngine, Observation
@@ -49,7 +51,16 @@ from agent.fleet_state import FleetState
 from agent.gc_policy import GcPauses, freeze_settled_heap
 from agent.http_api import HttpApi
 from agent.http_front import HttpFront
+from agent.location import Locator, describe
 from agent.logging_setup import configure_logging
+from agent.maintenance import (
+    MaintenanceBook,
+    MaintenanceRequest,
+    MaintenanceStore,
+    Window,
+    reconcile,
+    select,
+)
 from agent.metrics import AgentMetrics, MetricsRenderer
 from agent.mqtt.publisher import EventPublisher
 from agent.notify import Notifier
@@ -63,6 +74,7 @@ if TYPE_CHECKING:
 
     from agent.alarms.model import AlarmTransition
     from agent.fleet_state import MinerRecord
+    from agent.mqtt.events import MaintenanceEvent
     from collectors.source import MinerSource
 
 log = structlog.get_logger("altiwatch.service")
@@ -138,13 +150,16 @@ class AgentService:
         self._env = env
         self._clock = clock
         self.notifier = notifier or Notifier.from_env(env)
-        self.fleet = FleetState()
+        self.locator = Locator(config)  # reads the inventory CSVs: ConfigError → exit 78
+        self.fleet = FleetState(placer=self.locator.place)
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = AgentMetrics(self.registry, version=_version())
         self.gc_pauses = GcPauses()
         self.registry.register(self.gc_pauses)
         self.source: MinerSource = source or self._make_source(config)
         self.engine = self._make_engine(config)
+        self.maintenance = self._make_maintenance(config)
+        self.engine.set_maintenance(self.maintenance.miners())
         self.publisher = self._make_publisher(config)
         self.renderer = MetricsRenderer(
             self.fleet,
@@ -152,6 +167,7 @@ class AgentService:
             sites=[s.name for s in config.sites],
             alarms=self.engine,
             publisher=self.publisher,
+            maintenance=self.maintenance,
         )
         self.poller = self._make_poller(config)
         security = self._web_security(config)  # validated here either way: exit 78 if invalid
@@ -162,6 +178,8 @@ class AgentService:
             renderer=self.renderer,
             ready=lambda: self._ready_sent,
             alarms=self.engine,
+            maintenance=self.maintenance,
+            maintain=self.maintain,
             on_request=lambda path: self.metrics.http_api_requests.labels(path=path).inc(),
             **({} if http_front else security),
         )
@@ -223,6 +241,16 @@ class AgentService:
             pool_settings=config.pool_alarms,
         )
 
+    def _make_maintenance(self, config: AgentConfig) -> MaintenanceBook:
+        store = None
+        try:
+            store = MaintenanceStore(config.agent.state_dir / "alarms.sqlite3")
+        except (OSError, sqlite3.Error) as exc:
+            # Maintenance still works from memory; a restart would end every window.
+            self.metrics.state_write_failures.inc()
+            log.warning("maintenance_store_unavailable", error=str(exc))
+        return MaintenanceBook(store)
+
     @staticmethod
     def _make_publisher(config: AgentConfig) -> EventPublisher | None:
         if not config.mqtt.enabled:
@@ -280,6 +308,8 @@ class AgentService:
                 "miner_renamed", site=site, old=old, miner=record.miner_id, address=record.address
             )
             self._drop_id(site, old, reason="renamed")
+            if self.maintenance.rename(old, record.miner_id) is not None:
+                self.engine.set_maintenance(self.maintenance.miners())
         for dup in self.fleet.drain_duplicates() if self.fleet.duplicates else ():
             self._report_duplicate(dup)
         if self.publisher is None or not record.visible:
@@ -365,10 +395,23 @@ class AgentService:
         If the publisher fails, the state is not saved this tick (it is with the next one).
         """
         batch, self._outcomes = self._outcomes, []
+        now = self._clock()
+        with _guard("maintenance_expiry_failed"):
+            for window in self.maintenance.expire(now):
+                self._window_closed(window, "maintenance_expired", now)
         with _guard("alarm_evaluate_failed"):
-            transitions = self.engine.evaluate(self._clock(), self._observations(batch))
+            transitions = self.engine.evaluate(now, self._observations(batch))
+            # Held back while the miner is in maintenance: the engine keeps the state, and
+            # the difference is announced when the window closes (`_window_closed`).
+            held = [t for t in transitions if t.miner is not None and t.miner in self.maintenance]
+            if held:
+                transitions = [
+                    t for t in transitions if t.miner is None or t.miner not in self.maintenance
+                ]
+                for t in held:
+                    log.debug("alarm_held", miner=t.miner, rule=t.rule, kind=t.kind.value)
             # Logged once committed to the outbox: an `alarm_*` line means the event is durable.
-            self._deliver(transitions)
+            transitions = self._deliver(transitions)
             for t in transitions:
                 log.info(
                     _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
@@ -382,11 +425,122 @@ class AgentService:
                 )
         self._count_state_write_failures()
 
-    def _deliver(self, transitions: list[AlarmTransition]) -> None:
-        """Hand ``transitions`` to the publisher's outbox, then save the engine's state."""
+    def _deliver(self, transitions: list[AlarmTransition]) -> list[AlarmTransition]:
+        """Hand ``transitions`` to the publisher's outbox, then save the engine's state.
+
+        Returns them as published: named and placed (``_placed``).
+        """
+        transitions = [self._placed(t) for t in transitions]
         if transitions and self.publisher is not None:
             self.publisher.alarm_transitions(transitions)  # raises: state not saved
         self.engine.commit()
+        return transitions
+
+    def _placed(self, t: AlarmTransition) -> AlarmTransition:
+        """``t`` with the miner's name and location, also at the end of its summary."""
+        record = self.fleet.by_id(t.miner) if t.miner is not None else None
+        if record is None or (record.name is None and record.location is None):
+            return t
+        where = describe(record.name, record.miner_id, record.location)
+        return dataclasses.replace(
+            t,
+            name=record.name,
+            location=record.location.as_dict() if record.location is not None else None,
+            summary=f"{t.summary} — {where}",
+        )
+
+    # ------------------------------------------------------------------ maintenance
+
+    def maintain(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Apply a ``POST /api/v1/maintenance`` body (polling loop): (HTTP status, JSON answer)."""
+        try:
+            request = MaintenanceRequest.model_validate(body)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+            return 400, {"error": "; ".join(problems)}
+        records = select(self.fleet.rendered(), request)
+        if not records:
+            return 404, {"error": "no miner in the agent's inventory matches"}
+        now = self._clock()
+        done: list[dict[str, Any]] = []
+        for record in records:
+            if request.action == "start":
+                held = {t.rule: int(t.severity) for t in self.engine.firing(record.miner_id)}
+                until = now + request.for_s if request.for_s is not None else None
+                reason = request.reason or ""
+                window = self.maintenance.start(
+                    Window(record.site, record.miner_id, reason, now, until, request.by, held)
+                )
+                self._window_event(window, "maintenance_started", now)
+            else:
+                closed = self.maintenance.end(record.miner_id)
+                if closed is None:
+                    continue
+                window = closed
+                self._window_closed(window, "maintenance_ended", now)
+            self.fleet.changed(record.miner_id)
+            location = record.location.as_dict() if record.location is not None else None
+            done.append(
+                {
+                    "miner": record.miner_id,
+                    "name": record.name,
+                    "location": location,
+                    **window.as_dict(),
+                }
+            )
+        self.engine.set_maintenance(self.maintenance.miners())
+        return 200, {"action": request.action, "miners": done}
+
+    def _window_event(self, window: Window, event: MaintenanceEvent, now: float) -> None:
+        """Log a maintenance event and publish it on the site's event stream."""
+        record = self.fleet.by_id(window.miner)
+        name = record.name if record is not None else None
+        location = record.location if record is not None else None
+        log.info(
+            event,
+            site=window.site,
+            miner=window.miner,
+            name=name,
+            where=location.text() if location is not None else None,
+            reason=window.reason,
+            until=window.until,
+            by=window.by,
+            at=now,
+        )
+        if self.publisher is not None:
+            with _guard("mqtt_enqueue_failed"):
+                self.publisher.maintenance(
+                    window.site,
+                    window.miner,
+                    event,
+                    window=window.as_dict(),
+                    name=name,
+                    location=location.as_dict() if location is not None else None,
+                )
+
+    def _window_closed(self, window: Window, event: MaintenanceEvent, now: float) -> None:
+        """A window ended or expired: say so, then announce what changed while it was open."""
+        self.engine.set_maintenance(self.maintenance.miners())
+        self.fleet.changed(window.miner)
+        self._window_event(window, event, now)
+        try:
+            air = self.engine.site_air(window.site)
+        except KeyError:
+            air = None
+        transitions = reconcile(window, self.engine.firing(window.miner), now=now, air=air)
+        with _guard("alarm_release_failed"):
+            for t in self._deliver(transitions):
+                log.info(
+                    _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
+                    miner=t.miner,
+                    site=t.site,
+                    rule=t.rule,
+                    severity=t.severity.label,
+                    summary=t.summary,
+                )
 
     def _count_state_write_failures(self) -> None:
         failures = self.engine.state_write_failures
@@ -401,6 +555,10 @@ class AgentService:
             for site, miner in self.fleet.drain_removed():
                 log.info("miner_series_dropped", site=site, miner=miner)
                 self._drop_id(site, miner, reason="removed")
+                window = self.maintenance.end(miner)  # gone from inventory: so is its window
+                if window is not None:
+                    self.engine.set_maintenance(self.maintenance.miners())
+                    self._window_event(window, "maintenance_ended", self._clock())
 
     async def _discovery(self) -> None:
         """Scan every ``discovery:`` range on its interval; poll miners found there too."""
@@ -572,11 +730,14 @@ class AgentService:
         try:
             new = load_config(self.config_path, env=self._env)
             web_print = web_fingerprint(new)  # the web config validated as at start
+            locator = Locator(new)  # the inventory CSVs re-read
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))  # noqa: TRY400 - not a traceback case
             self.notifier.ready()
             return False
         self._note_web_changes(new, web_print)
+        self.locator = locator
+        self.fleet.replace_placer(locator.place)
         configure_logging(new.agent.log_format, new.agent.log_level)
         restart_all = new.polling != self.config.polling
         if restart_all:
@@ -680,7 +841,7 @@ class AgentService:
         return EX_OK
 
     def _close(self) -> None:
-        for component in (self.publisher, self.engine):
+        for component in (self.publisher, self.engine, self.maintenance):
             close = getattr(component, "close", None)
             if callable(close):
                 with _guard("close_failed"):

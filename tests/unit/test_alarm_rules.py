@@ -355,3 +355,24 @@ def test_alarm_r10_summary_names_the_code_and_its_text(preset, error, named):
 def test_alarm_r10_error_text_for_every_family(family, named):
     """Every family's errors are named by vendor, code (when given) and text."""
     assert error_text(family, ErrorCode(message="chain 1 overheat")) == named
+
+
+def test_alarm_r7_site_ratio_leaves_out_miners_in_maintenance():
+    """4 of 10 down is an outage, not when 3 of them are in maintenance; ending it counts them."""
+    engine = AlarmEngine(ThermalSettings(), [Site("site", 0)])
+    miners = [f"m{i}" for i in range(10)]
+    up = make_snapshot(0, die=60.0)
+    engine.evaluate(0, [Observation(m, "site", 0, up) for m in miners])
+    engine.set_maintenance(miners[:3])
+    transitions = []
+    for step in range(1, 4):
+        t = step * 30
+        obs = [Observation(m, "site", t, None if m in miners[:4] else up) for m in miners]
+        transitions += engine.evaluate(t, obs)
+    assert [tr for tr in transitions if tr.rule == "R7" and tr.miner is None] == []
+    engine.set_maintenance(())
+    site = [tr for tr in engine.evaluate(100, []) if tr.rule == "R7" and tr.miner is None]
+    assert [tr.kind for tr in site] == [TransitionKind.RAISED]
+    engine.set_maintenance(miners)  # everyone on the bench: nothing down counts, it clears
+    site = [tr for tr in engine.evaluate(130, []) if tr.rule == "R7" and tr.miner is None]
+    assert [tr.kind for tr in site] == [TransitionKind.CLEARED]
