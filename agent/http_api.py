@@ -1,4 +1,4 @@
-"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, /api/v1/fleet, /api/v1/alarms.
+"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, /api/v1/*, the site page /.
 
 The server runs on its own thread and event loop (``altiwatch-http``), as prometheus_client's
 own exporter does, so scrapes never queue behind polls nor polls behind scrapes. Nothing shared
@@ -8,7 +8,8 @@ asking the polling loop for a new one (coalesced, at most about once a second, s
 than that; gzip is deflated here, once per per-miner render (`GzipBody`). The JSON API builds
 its objects on the polling loop and serialises them here. ``/healthz`` answers 200 only if the
 polling loop answers within ``LOOP_ANSWER_S``; ``/readyz`` answers 503 until the first poll
-cycle completed.
+cycle completed. ``/`` is the site page (`agent.site_page`), rendered here from the same
+objects as the two JSON paths.
 
 TLS and basic auth from an exporter-toolkit ``web_config_file`` plug in through the
 ``middlewares`` and ``ssl_context`` arguments of ``HttpApi`` (see `agent.web_security`).
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
+from agent import site_page
 from agent.metrics import CONTENT_TYPE, GzipBody, fan_duty_ratio
 
 if TYPE_CHECKING:
@@ -218,6 +220,7 @@ class HttpApi:
                 web.get("/readyz", self.readyz),
                 web.get("/api/v1/fleet", self.fleet_json),
                 web.get("/api/v1/alarms", self.alarms_json),
+                web.get("/", self.page),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -386,3 +389,15 @@ class HttpApi:
         """Active alarms with their explanation."""
         active = await self._on_main(self._alarm_objects)
         return web.Response(body=json.dumps(active, default=str).encode(), content_type=_JSON)
+
+    def _page_objects(self) -> tuple[list[dict[str, Any]], list[Any]]:
+        return self._fleet_objects(), self._alarm_objects()
+
+    async def page(self, _request: web.Request) -> web.Response:
+        """The site page: air, counts, open alarms and the rack map (`agent.site_page`)."""
+        fleet, alarms = await self._on_main(self._page_objects)
+        # Rendered here, on the server thread, from the fresh objects the polling loop made.
+        body = site_page.render(fleet, alarms)
+        return web.Response(
+            text=body, content_type="text/html", headers={"Cache-Control": "no-store"}
+        )

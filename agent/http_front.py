@@ -4,9 +4,10 @@ Why a process: the polling loop is busy (2,000 miners at 15 s take ~75 % of a co
 threads of one CPython process share one GIL and one garbage collector, so scrapes served from a
 thread of the agent delay polls, however little Python each one runs. The front answers an
 allow-list of exact paths (``PATHS``: /metrics, /healthz, /readyz, /api/v1/fleet,
-/api/v1/alarms; anything else is its own 404), each from a copy fetched at most ``MAX_AGE_S``
-before, from the agent over a private Unix socket (concurrent requests share one fetch), and
-gzips it itself; 100 clients scraping back to back cost the agent one answer a second per path.
+/api/v1/alarms, the site page /; anything else is its own 404), each from a copy fetched at
+most ``MAX_AGE_S`` before, from the agent over a private Unix socket (concurrent requests share
+one fetch), and gzips it itself; 100 clients scraping back to back cost the agent one answer a
+second per path.
 It runs at the lowest CPU priority (``FRONT_NICE``): when the cores are short, polls come first
 and scrapes wait. Connections, header bytes and time per client are bounded by
 `agent.http_guard`; bcrypt work by `agent.web_security`.
@@ -89,7 +90,7 @@ RESTART_DELAYS_S = (0.2, 1.0, 5.0)
 """Delays before restarting an exited front: the first restart is quick, a crash loop is not."""
 UPSTREAM_HOST = "http://altiwatch"
 """The host part of upstream URLs (the Unix socket decides where they go)."""
-PATHS = ("/metrics", "/healthz", "/readyz", "/api/v1/fleet", "/api/v1/alarms")
+PATHS = ("/metrics", "/healthz", "/readyz", "/api/v1/fleet", "/api/v1/alarms", "/")
 """The only paths the front answers (exactly; anything else is a 404 from the front)."""
 _MUST_SUCCEED = frozenset({"/metrics"})  # another status is an agent failure: 503, logged
 _GZIP_MIN_BYTES = 1024  # "ok\n" is not worth a gzip member
