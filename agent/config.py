@@ -44,6 +44,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 from agent.alarms.config import PoolAlarmSettings, SitePools, ThermalSettings
 from agent.errors import ConfigError, ConfigProblem
 from agent.event_loop import EventLoop
+from agent.location import Location, check_pattern
 from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
 from agent.shard import owns
@@ -174,6 +175,24 @@ class SiteConfig(_Section):
         default_factory=SitePools,
         description="Pools the site's miners may mine on (allow-list for rule R14).",
     )
+    location_pattern: str | None = Field(
+        default=None,
+        description="Miner locations spelled by their addresses: placeholders `{container}`, "
+        "`{rack}`, `{shelf}`, `{slot}` each match one address segment, e.g. "
+        "`10.28.{rack}.{slot}`; lowest precedence (after `miners[].location` and the "
+        "inventory CSV).",
+    )
+    inventory_csv: Path | None = Field(
+        default=None,
+        description="Inventory CSV of the site's miners, read at start and on reload: a header "
+        "row naming `address` and/or `mac`, then any of `name`, `container`, `rack`, `shelf`, "
+        "`slot`; a row matched by MAC wins over one matched by address.",
+    )
+
+    @field_validator("location_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        return None if value is None else check_pattern(value)
 
 
 def _check_address(value: str) -> str:
@@ -196,7 +215,16 @@ class MinerConfig(_Section):
         "are several.",
     )
     name: str | None = Field(
-        default=None, pattern=_NAME, description="Identity fallback after MAC and serial."
+        default=None,
+        pattern=_NAME,
+        description="Display name, shown before the MAC wherever the miner is named for "
+        "people; also its id when it reports neither MAC nor serial.",
+    )
+    location: Location | None = Field(
+        default=None,
+        description="Where the miner stands: `{container, rack, shelf, slot}`, free-form "
+        "strings, each optional; wins field by field over the site's inventory CSV and "
+        "`location_pattern`.",
     )
     model: str | None = Field(
         default=None,

@@ -20,6 +20,10 @@ under its configured name or address, with ``duplicate_of`` naming the id it cla
 metric flag) and its record listed once in ``duplicates`` (warning log and MQTT event). Once
 the holder stops answering, the id moves as for a miner that changed address.
 
+Each record carries its display ``name`` and ``location`` (`agent.location`), placed by the
+fleet's ``placer`` when added, after each poll (the inventory may match the MAC once read) and
+on ``replace_placer`` (config reload).
+
 ``generation`` increases on every change; each record has its own ``version`` so renderers can
 cache per-miner output and rebuild only what changed.
 """
@@ -29,13 +33,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from agent.location import NOWHERE, Placement
 from agent.power import estimate_power_w
 from collectors.snapshot import Identity, MinerSnapshot, PowerSource, Tier
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from agent.location import Location
     from collectors.source import MinerTarget
+
+    Placer = Callable[[str, str, str | None], Placement]
+    """(site, address, MAC or None) → the miner's display name and location."""
 
 
 @dataclass(slots=True)
@@ -61,6 +70,23 @@ class MinerRecord:
     duplicate_of: str | None = None  # the id it reports, held by the miner at duplicate_holder
     duplicate_holder: str | None = None
     version: int = 0
+    placement: Placement = NOWHERE
+
+    @property
+    def name(self) -> str | None:
+        """Display name (``miners[].name`` or the inventory's), None when unknown."""
+        return self.placement.name or self.target.name
+
+    @property
+    def location(self) -> Location | None:
+        """Where the miner stands, None when nothing is known."""
+        return self.placement.location
+
+    @property
+    def mac(self) -> str | None:
+        """The MAC read on the slow tier, if any."""
+        snap = self.slow or self.snapshot
+        return snap.identity.mac if snap is not None else None
 
     @property
     def address(self) -> str:
@@ -129,8 +155,9 @@ def _merge(fast: MinerSnapshot, slow: MinerSnapshot | None) -> MinerSnapshot:
 class FleetState:
     """All miner records, keyed by inventory address."""
 
-    def __init__(self) -> None:
-        """Start empty."""
+    def __init__(self, placer: Placer | None = None) -> None:
+        """Start empty; ``placer`` names and places each record (none: nothing known)."""
+        self._placer = placer
         self._records: dict[str, MinerRecord] = {}
         self._by_id: dict[str, str] = {}  # miner id -> address
         self._dirty: set[str] = set()
@@ -161,6 +188,23 @@ class FleetState:
         record.version = self.generation
         self._dirty.add(record.address)
 
+    def _place(self, record: MinerRecord) -> bool:
+        """Name and place ``record`` anew; True when that changed anything."""
+        if self._placer is None:
+            return False
+        placement = self._placer(record.site, record.address, record.mac)
+        if placement == record.placement:
+            return False
+        record.placement = placement
+        return True
+
+    def replace_placer(self, placer: Placer | None) -> None:
+        """Use ``placer`` from now on (config reload) and place every record again."""
+        self._placer = placer
+        for record in self._records.values():
+            if self._place(record):
+                self._touch(record)
+
     def drain_dirty(self) -> set[str]:
         """Addresses whose record changed (or went away) since the last call (for the renderer)."""
         dirty, self._dirty = self._dirty, set()
@@ -173,10 +217,12 @@ class FleetState:
             record.target = target
             record.site = site
             record.removed_at = None
+            self._place(record)
             self._touch(record)
             return record
         record = MinerRecord(site=site, target=target, miner_id=target.address, added_at=now)
         record.miner_id = stable_id(None, target)
+        self._place(record)
         self._records[target.address] = record
         self._claim(record)
         self._touch(record)
@@ -237,6 +283,8 @@ class FleetState:
                 if exported:  # its series, alarms and retained topics go with the old id
                     self.renamed.append((record.site, record.miner_id))
             record.miner_id = new_id
+        if snapshot.tier is Tier.SLOW:  # the MAC may be new: an inventory row may match it
+            self._place(record)
         self._claim(record)
         self._touch(record)
         return record

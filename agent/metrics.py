@@ -141,7 +141,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "asic_miner_info",
         "gauge",
-        "Miner metadata (make, model, firmware, address, hostname, mac, serial); always 1.",
+        "Miner metadata (make, model, firmware, address, hostname, mac, serial) and where it "
+        "stands (name, container, rack, shelf, slot; empty when unknown); always 1.",
     ),
     Family(
         "asic_duplicate_id_info",
@@ -314,6 +315,11 @@ def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[byte
             hostname=ident.hostname,
             mac=ident.mac,
             serial=ident.serial,
+            name=record.name,
+            container=loc.container if (loc := record.location) is not None else None,
+            rack=loc.rack if loc is not None else None,
+            shelf=loc.shelf if loc is not None else None,
+            slot=loc.slot if loc is not None else None,
         )
         add("asic_miner_info", 1, "," + info[1:-1])
     if record.duplicate_of is not None:

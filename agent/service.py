@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import ipaddress
@@ -49,6 +50,7 @@ from agent.fleet_state import FleetState
 from agent.gc_policy import GcPauses, freeze_settled_heap
 from agent.http_api import HttpApi
 from agent.http_front import HttpFront
+from agent.location import Locator, describe
 from agent.logging_setup import configure_logging
 from agent.metrics import AgentMetrics, MetricsRenderer
 from agent.mqtt.publisher import EventPublisher
@@ -138,7 +140,8 @@ class AgentService:
         self._env = env
         self._clock = clock
         self.notifier = notifier or Notifier.from_env(env)
-        self.fleet = FleetState()
+        self.locator = Locator(config)  # reads the inventory CSVs: ConfigError → exit 78
+        self.fleet = FleetState(placer=self.locator.place)
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = AgentMetrics(self.registry, version=_version())
         self.gc_pauses = GcPauses()
@@ -368,7 +371,7 @@ class AgentService:
         with _guard("alarm_evaluate_failed"):
             transitions = self.engine.evaluate(self._clock(), self._observations(batch))
             # Logged once committed to the outbox: an `alarm_*` line means the event is durable.
-            self._deliver(transitions)
+            transitions = self._deliver(transitions)
             for t in transitions:
                 log.info(
                     _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
@@ -382,11 +385,29 @@ class AgentService:
                 )
         self._count_state_write_failures()
 
-    def _deliver(self, transitions: list[AlarmTransition]) -> None:
-        """Hand ``transitions`` to the publisher's outbox, then save the engine's state."""
+    def _deliver(self, transitions: list[AlarmTransition]) -> list[AlarmTransition]:
+        """Hand ``transitions`` to the publisher's outbox, then save the engine's state.
+
+        Returns them as published: named and placed (``_placed``).
+        """
+        transitions = [self._placed(t) for t in transitions]
         if transitions and self.publisher is not None:
             self.publisher.alarm_transitions(transitions)  # raises: state not saved
         self.engine.commit()
+        return transitions
+
+    def _placed(self, t: AlarmTransition) -> AlarmTransition:
+        """``t`` with the miner's name and location, also at the end of its summary."""
+        record = self.fleet.by_id(t.miner) if t.miner is not None else None
+        if record is None or (record.name is None and record.location is None):
+            return t
+        where = describe(record.name, record.miner_id, record.location)
+        return dataclasses.replace(
+            t,
+            name=record.name,
+            location=record.location.as_dict() if record.location is not None else None,
+            summary=f"{t.summary} — {where}",
+        )
 
     def _count_state_write_failures(self) -> None:
         failures = self.engine.state_write_failures
@@ -572,11 +593,14 @@ class AgentService:
         try:
             new = load_config(self.config_path, env=self._env)
             web_print = web_fingerprint(new)  # the web config validated as at start
+            locator = Locator(new)  # the inventory CSVs re-read
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))  # noqa: TRY400 - not a traceback case
             self.notifier.ready()
             return False
         self._note_web_changes(new, web_print)
+        self.locator = locator
+        self.fleet.replace_placer(locator.place)
         configure_logging(new.agent.log_format, new.agent.log_level)
         restart_all = new.polling != self.config.polling
         if restart_all:

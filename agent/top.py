@@ -33,6 +33,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from agent.location import Location, walk_key
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:9847"
 SortKey = Literal["hashrate", "temp", "alarms", "miner"]
 SORT_KEYS: tuple[SortKey, ...] = ("hashrate", "temp", "alarms", "miner")
+GroupKey = Literal["container", "rack"]
+GROUP_KEYS: tuple[GroupKey, ...] = ("container", "rack")
 EX_OK = 0
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -248,6 +252,30 @@ class Row:
     alarms: tuple[Alarm, ...]
     bad_shares: float | None = None
     """Rejected + stale over all shares in R12's window (None: no pool counters)."""
+    name: str | None = None
+    location: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+    """container, rack, shelf, slot (None: unknown)."""
+    maintenance: str | None = None
+    """The maintenance reason while the miner is in maintenance."""
+
+    @property
+    def label(self) -> str:
+        """The miner named for people: ``name (id)``, or the id alone."""
+        named = self.name and self.name != self.miner
+        return f"{self.name} ({self.miner})" if named else self.miner
+
+    @property
+    def where(self) -> str:
+        """``C3/12/2/4`` (unknown parts ``-``), or ``-`` when nothing is known."""
+        if not any(self.location):
+            return "-"
+        return "/".join(part or "-" for part in self.location)
+
+    def group(self, by: GroupKey) -> str:
+        """The container (``by="container"``) or container and rack the miner stands in."""
+        container, rack = self.location[0], self.location[1]
+        text = f"container {container or '?'}"
+        return text if by == "container" else f"{text}, rack {rack or '?'}"
 
     @property
     def ratio(self) -> float | None:
@@ -289,7 +317,17 @@ class Row:
             fan_load = max(rpms) / rpm_max
         up = raw.get("up")
         alarms = tuple(a for a in map(Alarm.parse, _list(raw, "alarms")) if a is not None)
+        place = _dict(raw, "location")
+        maintenance = _dict(raw, "maintenance")
         return cls(
+            name=_str(raw, "name"),
+            location=(
+                _str(place, "container"),
+                _str(place, "rack"),
+                _str(place, "shelf"),
+                _str(place, "slot"),
+            ),
+            maintenance=(_str(maintenance, "reason") or "-") if maintenance else None,
             miner=_str(raw, "miner", "name", "address") or "?",
             site=_str(raw, "site") or "-",
             model=_str(raw, "model"),
@@ -398,6 +436,8 @@ def sort_rows(rows: Sequence[Row], key: SortKey) -> list[Row]:
 
 
 def _status(row: Row) -> Text:
+    if row.maintenance is not None:
+        return Text("maintenance", style="magenta")
     if row.up is True:
         return Text("up", style="green")
     if row.up is False:
@@ -453,7 +493,7 @@ def _site_header(
 
 def _explanations(rows: Sequence[Row], site_alarms: Sequence[Alarm]) -> Text | None:
     """The engine's one-line explanation of each alarm (value, derated and sea-level limit)."""
-    items = [("site", a) for a in site_alarms] + [(r.miner, a) for r in rows for a in r.alarms]
+    items = [("site", a) for a in site_alarms] + [(r.label, a) for r in rows for a in r.alarms]
     items = [(who, a) for who, a in items if a.summary]
     if not items:
         return None
@@ -483,6 +523,7 @@ def _hidden_note(hidden: Sequence[Row]) -> Text:
 def _table(rows: Sequence[Row]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
     table.add_column("miner", no_wrap=True)
+    table.add_column("where", no_wrap=True)
     table.add_column("model", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("hashrate", justify="right", no_wrap=True)
@@ -504,7 +545,8 @@ def _table(rows: Sequence[Row]) -> Table:
         if row.hottest_c is not None and row.sensor:
             hottest = f"{hottest} {row.sensor}"
         table.add_row(
-            row.miner,
+            row.label,
+            row.where,
             row.model or "-",
             _status(row),
             format_hashrate(row.hashrate_hs),
@@ -550,12 +592,14 @@ def render(
     source: str = "",
     now: float | None = None,
     limit: int | None = DEFAULT_LIMIT,
+    group: GroupKey | None = None,
 ) -> RenderableType:
     """One frame: a title line, then a header and a table per site (sites sorted by name).
 
     Each site's table shows its first ``limit`` rows in sort order (the worst ones for every
     key but ``miner``) and counts the rest; ``None`` or 0 shows every row. The header and the
-    alarm counts always cover the whole site.
+    alarm counts always cover the whole site. With ``group``, a site's rows are split into one
+    table per container (or per container and rack), in walking order, ``limit`` rows each.
     """
     rows = [Row.parse(m) for m in fleet if isinstance(m, dict)]
     air = _site_air(fleet)
@@ -574,15 +618,35 @@ def render(
                 site, air.get(site, SiteAir.parse(None)), site_rows, site_alarms.get(site, [])
             )
         )
-        shown = site_rows[:limit] if limit else site_rows
-        if shown:
-            parts.append(_table(shown))
-        if len(shown) < len(site_rows):
-            parts.append(_hidden_note(site_rows[len(shown) :]))
+        for heading, group_rows in _groups(site_rows, group):
+            if heading:
+                parts.append(Text(heading, style="bold"))
+            shown = group_rows[:limit] if limit else group_rows
+            if shown:
+                parts.append(_table(shown))
+            if len(shown) < len(group_rows):
+                parts.append(_hidden_note(group_rows[len(shown) :]))
         explained = _explanations(site_rows, site_alarms.get(site, []))
         if explained is not None:
             parts.append(explained)
     return Group(*parts)
+
+
+def _groups(rows: Sequence[Row], by: GroupKey | None) -> list[tuple[str, list[Row]]]:
+    """``rows`` split by container (or container and rack) in walking order; one group if None."""
+    if by is None:
+        return [("", list(rows))]
+    groups: dict[str, list[Row]] = {}
+    order: dict[str, tuple[object, ...]] = {}
+    for row in rows:
+        key = row.group(by)
+        groups.setdefault(key, []).append(row)
+        order[key] = walk_key(Location(container=row.location[0], rack=row.location[1]))
+    headings = sorted(groups, key=lambda k: (order[k], k))
+    return [
+        (f"{k}: {len(groups[k])} miners, {sum(1 for r in groups[k] if r.up)} up", groups[k])
+        for k in headings
+    ]
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -601,6 +665,7 @@ def run_once(
     *,
     console: Console | None = None,
     limit: int | None = DEFAULT_LIMIT,
+    group: GroupKey | None = None,
 ) -> int:
     """Print one frame; EX_UNAVAILABLE (69) with a message on stderr if the agent is unreachable."""
     try:
@@ -609,7 +674,7 @@ def run_once(
     except FetchError as exc:
         sys.stderr.write(f"altiwatch top: {exc}\n")
         return EX_UNAVAILABLE
-    frame = render(fleet, alarms=alarms, sort=sort, source=conn.url, limit=limit)
+    frame = render(fleet, alarms=alarms, sort=sort, source=conn.url, limit=limit, group=group)
     (console or _console()).print(frame)
     return EX_OK
 
@@ -622,6 +687,7 @@ def run_live(
     sleep: Callable[[float], None] = time.sleep,
     console: Console | None = None,
     limit: int | None = DEFAULT_LIMIT,
+    group: GroupKey | None = None,
 ) -> int:
     """Refresh the view every ``interval_s`` until Ctrl-C; fetch errors show in place."""
     conn = agent if isinstance(agent, Connection) else Connection.parse(agent)
@@ -631,7 +697,9 @@ def run_live(
             while True:
                 try:
                     fleet, alarms = fetch(conn, timeout_s=max(1.0, interval_s))
-                    frame = render(fleet, alarms=alarms, sort=sort, source=conn.url, limit=limit)
+                    frame = render(
+                        fleet, alarms=alarms, sort=sort, source=conn.url, limit=limit, group=group
+                    )
                 except FetchError as exc:
                     frame = Text(f"altiwatch top: {exc} (retrying)", style="bold red")
                 live.update(frame, refresh=True)
@@ -658,8 +726,8 @@ def _cmd_top(args: argparse.Namespace) -> int:
         sys.stderr.write("altiwatch top: --limit must be 0 (all) or positive\n")
         return EX_USAGE
     if args.once:
-        return run_once(conn, args.sort, limit=args.limit)
-    return run_live(conn, args.sort, interval_s=args.interval, limit=args.limit)
+        return run_once(conn, args.sort, limit=args.limit, group=args.group)
+    return run_live(conn, args.sort, interval_s=args.interval, limit=args.limit, group=args.group)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -680,6 +748,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "alarms (most severe first), miner (by id); default temp",
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument(
+        "--group",
+        choices=GROUP_KEYS,
+        help="one table per container, or per container and rack, in walking order "
+        "(miners[].location)",
+    )
     parser.add_argument(
         "--user",
         help=f"basic-auth user (http.web_config_file); password from ${PASSWORD_ENV} or a prompt",

@@ -38,6 +38,8 @@ class AlarmTransition:
 
     ``miner`` is the stable miner id, or ``None`` for site-level alarms (R7 site, R9).
     ``threshold`` is the derated value in force; ``sea_level_threshold`` the same rule at 0 m.
+    ``name`` and ``location`` (container, rack, shelf, slot) say which miner, for people; the
+    service fills them in before publishing (None when unknown or site-level).
     """
 
     kind: TransitionKind
@@ -55,3 +57,5 @@ class AlarmTransition:
     tags: tuple[str, ...] = ()
     summary: str = ""
     details: dict[str, float | str | None] = field(default_factory=dict)
+    name: str | None = None
+    location: dict[str, str | None] | None = None

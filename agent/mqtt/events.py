@@ -156,6 +156,8 @@ class AlarmPayload(_EventStream):
     tags: list[str]
     summary: str
     details: dict[str, float | str | None]
+    name: str | None = None
+    location: dict[str, str | None] | None = None
 
 
 MinerStatusEvent = Literal["miner_online", "miner_offline", "miner_removed", "miner_duplicate_id"]
@@ -334,6 +336,8 @@ class EventFactory:
                 "tags": list(t.tags),
                 "summary": t.summary,
                 "details": dict(t.details),
+                "name": t.name,
+                "location": t.location,
             }
         )
         body = payload.to_json()

@@ -243,3 +243,19 @@ def test_top_limit_shows_the_worst_rows_and_counts_the_rest():
     assert "… 26 more miners not shown (1 down, 0 with alarms)" in text
     assert "30/31 up" in text  # the header still covers the whole site
     assert "M000" in _frame(fleet, sort="temp", limit=0)
+
+
+def test_top_group_by_rack_shows_names_before_ids_in_walking_order():
+    """``--group rack``: one table per container and rack (rack 2 before rack 10), name first."""
+    fleet = [
+        {**_s19("02:00:00:00:00:0A", board=50), "location": {"container": "C1", "rack": "10"}},
+        {
+            **_s19("02:00:00:00:00:02", board=50),
+            "name": "S19-0412",
+            "location": {"container": "C1", "rack": "2", "shelf": "3", "slot": None},
+        },
+    ]
+    text = _frame(fleet, group="rack")
+    assert text.index("container C1, rack 2:") < text.index("container C1, rack 10:")
+    assert "S19-0412 (02:00:00:00:00:02)" in text
+    assert "C1/2/3/-" in text
