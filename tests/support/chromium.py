@@ -94,11 +94,11 @@ class _DevTools:
 
     async def until_event(self, method: str) -> dict[str, Any]:
         """Wait for the next event ``method`` (earlier events kept)."""
-        for event in self.events:
-            if event["method"] == method:
-                return event
+        for seen in self.events:
+            if seen["method"] == method:
+                return seen
         while True:
-            event = await self.ws.receive_json()
+            event: dict[str, Any] = await self.ws.receive_json()
             if "method" in event:
                 self.events.append(event)
                 if event["method"] == method:
@@ -227,9 +227,7 @@ async def load_page_async(
             ws_url = await _devtools_url(proc)
             drain = asyncio.create_task(_drain(proc.stderr))
             async with asyncio.timeout(LOAD_TIMEOUT_S):
-                return await _drive(
-                    ws_url, url, width=width, height=height, headers=headers or {}
-                )
+                return await _drive(ws_url, url, width=width, height=height, headers=headers or {})
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)  # the browser and its renderer/GPU/zygote children
