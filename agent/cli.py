@@ -44,6 +44,8 @@ EXTENSIONS: tuple[str, ...] = (
     "agent.alarms.cli",  # altiwatch thresholds   (alarms)
     "agent.mqtt.tail",  # altiwatch events tail  (mqtt)
     "agent.top",  # altiwatch top          (dashboards)
+    "agent.maintenance_cli",  # altiwatch maintenance  (field)
+    "agent.dispatch",  # altiwatch dispatch     (field)
 )
 # ----------------------------------------------------------------------------------------------
 

@@ -205,6 +205,12 @@ class FleetState:
             if self._place(record):
                 self._touch(record)
 
+    def changed(self, miner_id: str) -> None:
+        """Re-render the miner carrying ``miner_id`` (something outside its record changed)."""
+        record = self.by_id(miner_id)
+        if record is not None:
+            self._touch(record)
+
     def drain_dirty(self) -> set[str]:
         """Addresses whose record changed (or went away) since the last call (for the renderer)."""
         dirty, self._dirty = self._dirty, set()

@@ -1,4 +1,9 @@
-"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, /api/v1/*, the site page /.
+"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, the JSON API /api/v1/*, /.
+
+``GET /api/v1/maintenance`` lists the open maintenance windows; ``POST /api/v1/maintenance``
+(a JSON `agent.maintenance.MaintenanceRequest`, at most ``MAX_WRITE_BYTES``) starts or ends
+them through the service (``maintain``), never cached. The front passes the basic-auth user
+on as ``X-Altiwatch-User``; it becomes the window's ``by``.
 
 The server runs on its own thread and event loop (``altiwatch-http``), as prometheus_client's
 own exporter does, so scrapes never queue behind polls nor polls behind scrapes. Nothing shared
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
 
     from agent.fleet_state import FleetState, MinerRecord
+    from agent.maintenance import MaintenanceBook, Window
     from agent.metrics import AlarmView, Exposition, MetricsRenderer
 
 _JSON = "application/json"
@@ -48,6 +54,12 @@ EXPOSITION_MAX_AGE_S = 1.0
 WRITE_SLICE = 256 * 1024
 """/metrics bodies are written in slices this big (bounds memory per slow scraper)."""
 LOOP_ANSWER_S = 5.0
+MAX_WRITE_BYTES = 64 * 1024
+"""Largest body of a write (``POST /api/v1/maintenance``)."""
+AUTH_USER_KEY = "altiwatch.auth_user"
+"""Request key holding the user basic auth let through (absent without basic auth)."""
+USER_HEADER = "X-Altiwatch-User"
+"""The basic-auth user the front authenticated (it drops any such header from clients)."""
 """/healthz fails, and /metrics sends its last exposition, if the polling loop is slower."""
 
 
@@ -67,9 +79,14 @@ def _plain(value: Any) -> Any:
 
 
 def miner_json(
-    record: MinerRecord, alarms: AlarmView | None, firing: list[Any] | None = None
+    record: MinerRecord,
+    alarms: AlarmView | None,
+    firing: list[Any] | None = None,
+    maintenance: Window | None = None,
 ) -> dict[str, Any]:
     """One miner as the JSON API shows it; unknown values are null.
+
+    ``maintenance``: the miner's open maintenance window (null when it is in none).
 
     ``fan_duty_ratio`` is the same estimate as the metric (fastest fan / rated max rpm).
 
@@ -83,6 +100,7 @@ def miner_json(
         "address": record.address,
         "name": record.name,
         "location": record.location.as_dict() if record.location is not None else None,
+        "maintenance": maintenance.as_dict() if maintenance is not None else None,
         "up": record.up,
         "last_error": record.last_error,
         "last_error_detail": record.last_error_detail,
@@ -111,6 +129,7 @@ def miner_json(
         "is_mining": None,
         "fault_light": None,
         "boards": [],
+        "expected_boards": None,
         "fans": [],
         "errors": [],
         "pools": [],
@@ -129,6 +148,7 @@ def miner_json(
             is_mining=snap.is_mining,
             fault_light=snap.fault_light,
             boards=[asdict(b) for b in snap.boards],
+            expected_boards=snap.expected_boards,
             fans=[asdict(f) for f in snap.fans],
             errors=[asdict(e) for e in snap.errors or ()],
             pools=[asdict(p) for p in snap.pools or ()],
@@ -199,6 +219,8 @@ class HttpApi:
         renderer: MetricsRenderer,
         ready: Callable[[], bool],
         alarms: AlarmView | None = None,
+        maintenance: MaintenanceBook | None = None,
+        maintain: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None,
         middlewares: Sequence[Any] = (),
         ssl_context: ssl.SSLContext | None = None,
         on_request: Callable[[str], object] = lambda _path: None,
@@ -206,10 +228,13 @@ class HttpApi:
         """Build the routes; nothing listens until ``start``.
 
         ``on_request(path)`` is called for every request answered (the agent counts them).
+        ``maintain(body)`` applies a maintenance request on the polling loop: (status, JSON).
         """
         self.fleet = fleet
         self.renderer = renderer
         self.alarms = alarms
+        self.maintenance = maintenance
+        self._maintain = maintain
         self._ready = ready
         self._ssl = ssl_context
         self._on_request = on_request
@@ -221,6 +246,8 @@ class HttpApi:
                 web.get("/readyz", self.readyz),
                 web.get("/api/v1/fleet", self.fleet_json),
                 web.get("/api/v1/alarms", self.alarms_json),
+                web.get("/api/v1/maintenance", self.maintenance_json),
+                web.post("/api/v1/maintenance", self.maintenance_write),
                 web.get("/", self.page),
             ]
         )
@@ -374,8 +401,15 @@ class HttpApi:
         if self.alarms is not None:
             for alarm in self.alarms.active():
                 by_miner.setdefault(getattr(alarm, "miner", None) or "", []).append(alarm)
+        book = self.maintenance
         return [
-            miner_json(r, self.alarms, by_miner.get(r.miner_id, [])) for r in self.fleet.rendered()
+            miner_json(
+                r,
+                self.alarms,
+                by_miner.get(r.miner_id, []),
+                book.get(r.miner_id) if book is not None else None,
+            )
+            for r in self.fleet.rendered()
         ]
 
     def _alarm_objects(self) -> list[Any]:
@@ -391,6 +425,52 @@ class HttpApi:
         active = await self._on_main(self._alarm_objects)
         return web.Response(body=json.dumps(active, default=str).encode(), content_type=_JSON)
 
+    def _maintenance_objects(self) -> list[dict[str, Any]]:
+        if self.maintenance is None:
+            return []
+        out = []
+        for window in self.maintenance.windows():
+            record = self.fleet.by_id(window.miner)
+            location = record.location if record is not None else None
+            out.append(
+                {
+                    "miner": window.miner,
+                    "site": window.site,
+                    "name": record.name if record is not None else None,
+                    "address": record.address if record is not None else None,
+                    "location": location.as_dict() if location is not None else None,
+                    **window.as_dict(),
+                }
+            )
+        return out
+
+    async def maintenance_json(self, _request: web.Request) -> web.Response:
+        """The open maintenance windows, oldest first."""
+        body = await self._on_main(self._maintenance_objects)
+        return web.Response(body=json.dumps(body).encode(), content_type=_JSON)
+
+    async def maintenance_write(self, request: web.Request) -> web.Response:
+        """Start or end maintenance (a JSON MaintenanceRequest); 400 on a bad body."""
+        maintain = self._maintain
+        if maintain is None:
+            return _json_reply(503, {"error": "maintenance is not available"})
+        if (request.content_length or 0) > MAX_WRITE_BYTES:
+            return _json_reply(413, {"error": f"body larger than {MAX_WRITE_BYTES} bytes"})
+        raw = await request.content.read(MAX_WRITE_BYTES + 1)
+        if len(raw) > MAX_WRITE_BYTES:
+            return _json_reply(413, {"error": f"body larger than {MAX_WRITE_BYTES} bytes"})
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return _json_reply(400, {"error": f"not JSON: {exc}"})
+        if not isinstance(body, dict):
+            return _json_reply(400, {"error": "expected a JSON object"})
+        user = request.get(AUTH_USER_KEY) or request.headers.get(USER_HEADER)
+        if isinstance(user, str) and user:
+            body["by"] = user[:128]
+        status, answer = await self._on_main(lambda: maintain(body))
+        return _json_reply(status, answer)
+
     def _page_objects(self) -> tuple[list[dict[str, Any]], list[Any]]:
         return self._fleet_objects(), self._alarm_objects()
 
@@ -402,3 +482,7 @@ class HttpApi:
         return web.Response(
             text=body, content_type="text/html", headers={"Cache-Control": "no-store"}
         )
+
+
+def _json_reply(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type=_JSON)

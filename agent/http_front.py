@@ -4,7 +4,9 @@ Why a process: the polling loop is busy (2,000 miners at 15 s take ~75 % of a co
 threads of one CPython process share one GIL and one garbage collector, so scrapes served from a
 thread of the agent delay polls, however little Python each one runs. The front answers an
 allow-list of exact paths (``PATHS``: /metrics, /healthz, /readyz, /api/v1/fleet,
-/api/v1/alarms, the site page /; anything else is its own 404), each from a copy fetched at
+/api/v1/alarms, /api/v1/maintenance, the site page /; anything else is its own 404;
+``WRITE_PATHS`` take a POST, passed to the agent uncached, with the basic-auth user as
+``X-Altiwatch-User``, after which the cached reads are fetched anew), each from a copy fetched at
 most ``MAX_AGE_S`` before, from the agent over a private Unix socket (concurrent requests share
 one fetch), and gzips it itself; 100 clients scraping back to back cost the agent one answer a
 second per path.
@@ -52,7 +54,13 @@ from zlib_ng import gzip_ng
 
 from agent import event_loop
 from agent.event_loop import EventLoop
-from agent.http_api import accepts_gzip, send_chunks
+from agent.http_api import (
+    AUTH_USER_KEY,
+    MAX_WRITE_BYTES,
+    USER_HEADER,
+    accepts_gzip,
+    send_chunks,
+)
 from agent.http_guard import (
     HANDLER_ARGS,
     LOG_WINDOW_S,
@@ -90,8 +98,18 @@ RESTART_DELAYS_S = (0.2, 1.0, 5.0)
 """Delays before restarting an exited front: the first restart is quick, a crash loop is not."""
 UPSTREAM_HOST = "http://altiwatch"
 """The host part of upstream URLs (the Unix socket decides where they go)."""
-PATHS = ("/metrics", "/healthz", "/readyz", "/api/v1/fleet", "/api/v1/alarms", "/")
-"""The only paths the front answers (exactly; anything else is a 404 from the front)."""
+PATHS = (
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/api/v1/fleet",
+    "/api/v1/alarms",
+    "/api/v1/maintenance",
+    "/",
+)
+"""The only paths the front answers with GET (exactly; anything else is a 404 from the front)."""
+WRITE_PATHS = ("/api/v1/maintenance",)
+"""The only paths the front passes a POST on for (never cached)."""
 _MUST_SUCCEED = frozenset({"/metrics"})  # another status is an agent failure: 503, logged
 _GZIP_MIN_BYTES = 1024  # "ok\n" is not worth a gzip member
 
@@ -166,6 +184,10 @@ class ExpositionCache:
         #: Fetches made so far (concurrent requests share one).
         self.fetches = 0
 
+    def invalidate(self) -> None:
+        """Forget the latest answer: the next request fetches anew (after a write)."""
+        self._latest = None
+
     async def get(self) -> CachedExposition:
         """An answer at most ``max_age_s`` old; :class:`UpstreamError` if none can be had."""
         latest = self._latest
@@ -216,6 +238,7 @@ class Front:
         self.cache = self.caches["/metrics"]
         self.app = web.Application(middlewares=list(middlewares))
         self.app.add_routes([web.get(path, self.cached) for path in PATHS])
+        self.app.add_routes([web.post(path, self.write) for path in WRITE_PATHS])
 
     async def _fetch(self, path: str) -> Reply:
         """The agent's answer for ``path``; one log line per failed fetch, not per request."""
@@ -232,6 +255,37 @@ class Front:
             error = f"agent not answering: {exc!r}"
         log.warning("http_front_upstream_failed", path=path, error=error)
         raise UpstreamError(error)
+
+    async def write(self, request: web.Request) -> web.StreamResponse:
+        """Pass a POST (at most ``MAX_WRITE_BYTES``) to the agent; the reads are fetched anew."""
+        if (request.content_length or 0) > MAX_WRITE_BYTES:
+            return web.Response(status=413, text="body too large\n")
+        body = await request.content.read(MAX_WRITE_BYTES + 1)
+        if len(body) > MAX_WRITE_BYTES:
+            return web.Response(status=413, text="body too large\n")
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        user = request.get(AUTH_USER_KEY)
+        if isinstance(user, str):
+            headers[USER_HEADER] = user
+        try:
+            async with self._upstream.post(
+                f"{UPSTREAM_HOST}{request.path}",
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+            ) as resp:
+                reply = Reply(
+                    resp.status, resp.headers.get("Content-Type", "text/plain"), await resp.read()
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("http_front_upstream_failed", path=request.path, error=repr(exc))
+            return web.Response(status=503, text="agent not answering\n")
+        finally:
+            for cache in self.caches.values():
+                cache.invalidate()
+        return web.Response(
+            status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+        )
 
     async def cached(self, request: web.Request) -> web.StreamResponse:
         """The path's cached answer, gzip-compressed when the client accepts it; 503 without one."""

@@ -43,9 +43,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 
     from agent.fleet_state import FleetState, MinerRecord
+    from agent.maintenance import MaintenanceBook
     from collectors.snapshot import MinerSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -143,6 +144,12 @@ FAMILIES: tuple[Family, ...] = (
         "gauge",
         "Miner metadata (make, model, firmware, address, hostname, mac, serial) and where it "
         "stands (name, container, rack, shelf, slot; empty when unknown); always 1.",
+    ),
+    Family(
+        "asic_maintenance",
+        "gauge",
+        "1 while the miner is in maintenance (its alarms held back, out of the R7 site-outage "
+        "ratio), 0 otherwise.",
     ),
     Family(
         "asic_duplicate_id_info",
@@ -285,8 +292,15 @@ def _ok(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[bytes, ...]:
-    """Every family's lines for one miner (b"" where the miner has no series)."""
+def miner_fragments(
+    record: MinerRecord,
+    alarms: AlarmView | None,
+    maintenance: Container[str] | None = None,
+) -> tuple[bytes, ...]:
+    """Every family's lines for one miner (b"" where the miner has no series).
+
+    ``maintenance``: the ids of the miners in maintenance (``asic_maintenance``).
+    """
     lines: list[list[str]] = [[] for _ in FAMILIES]
     base = f'site="{escape_label_value(record.site)}",miner="{escape_label_value(record.miner_id)}"'
     own = "{" + base + "}"
@@ -322,6 +336,8 @@ def miner_fragments(record: MinerRecord, alarms: AlarmView | None) -> tuple[byte
             slot=loc.slot if loc is not None else None,
         )
         add("asic_miner_info", 1, "," + info[1:-1])
+    if maintenance is not None:
+        add("asic_maintenance", 1 if record.miner_id in maintenance else 0)
     if record.duplicate_of is not None:
         flag = labels(claimed=record.duplicate_of, holder_address=record.duplicate_holder)
         add("asic_duplicate_id_info", 1, "," + flag[1:-1])
@@ -402,14 +418,23 @@ def _thresholds(add: Callable[[str, float | None, str], None], limits: Any) -> N
     add("asic_fan_max_rpm", getattr(limits, "rpm_max", None), "")
 
 
-def _alarm_lines(alarms: AlarmView | None, sites_of: Callable[[str], str | None]) -> bytes:
-    """``asic_alarm_active`` per miner alarm, then ``altiwatch_site_alarm_active`` per site."""
+def _alarm_lines(
+    alarms: AlarmView | None,
+    sites_of: Callable[[str], str | None],
+    held: Container[str] = (),
+) -> bytes:
+    """``asic_alarm_active`` per miner alarm, then ``altiwatch_site_alarm_active`` per site.
+
+    Alarms of the miners in ``held`` (in maintenance) are left out.
+    """
     if alarms is None:
         return b""
     per_miner: list[str] = []
     per_site: list[str] = []
     for alarm in alarms.active():
         miner = getattr(alarm, "miner", None)
+        if miner is not None and miner in held:
+            continue
         site = getattr(alarm, "site", None) or (sites_of(miner) if miner else None) or ""
         severity = getattr(alarm, "severity", None)
         severity_label = escape_label_value(getattr(severity, "label", None) or str(severity))
@@ -612,17 +637,19 @@ class MetricsRenderer:
         sites: Sequence[str] = (),
         alarms: AlarmView | None = None,
         publisher: StatsView | None = None,
+        maintenance: MaintenanceBook | None = None,
     ) -> None:
         """Read the fleet, engine and publisher; register the live collector in ``registry``."""
         self.fleet = fleet
         self.registry = registry
         self.alarms = alarms
+        self.maintenance = maintenance
         self.publisher = publisher
         self._sites = tuple(sites)
         self._rows: list[dict[str, bytes]] = [{} for _ in FAMILIES]
         self._body: bytes | None = None
         self._alarm_bytes = b""
-        self._alarm_changes: int | None = None
+        self._alarm_changes: object = None
         self._rendered_at = 0.0
         self.renders = 0
         self.last_render_s = 0.0
@@ -665,9 +692,12 @@ class MetricsRenderer:
         if self._body is None:
             dirty.update(record.address for record in self.fleet)
         changes = getattr(self.alarms, "changes", None)
+        book = self.maintenance
+        if changes is not None and book is not None:
+            changes = (changes, book.changes)
         alarm_bytes = self._alarm_bytes
         if changes is None or changes != self._alarm_changes:
-            alarm_bytes = _alarm_lines(self.alarms, self._site_of)
+            alarm_bytes = _alarm_lines(self.alarms, self._site_of, book or ())
             self._alarm_changes = changes
         if self._body is not None and not dirty and alarm_bytes == self._alarm_bytes:
             return self._body
@@ -693,7 +723,7 @@ class MetricsRenderer:
             record = self.fleet.get(address)
             fragments: tuple[bytes, ...] | None = None
             if record is not None and record.visible and record.up is not None:
-                fragments = miner_fragments(record, self.alarms)
+                fragments = miner_fragments(record, self.alarms, self.maintenance)
             for i, rows in enumerate(self._rows):
                 if fragments is not None and fragments[i]:
                     rows[address] = fragments[i]

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from agent import event_loop
 from agent.alarms.engine import AlarmEngine, Observation
@@ -52,6 +53,14 @@ from agent.http_api import HttpApi
 from agent.http_front import HttpFront
 from agent.location import Locator, describe
 from agent.logging_setup import configure_logging
+from agent.maintenance import (
+    MaintenanceBook,
+    MaintenanceRequest,
+    MaintenanceStore,
+    Window,
+    reconcile,
+    select,
+)
 from agent.metrics import AgentMetrics, MetricsRenderer
 from agent.mqtt.publisher import EventPublisher
 from agent.notify import Notifier
@@ -65,6 +74,7 @@ if TYPE_CHECKING:
 
     from agent.alarms.model import AlarmTransition
     from agent.fleet_state import MinerRecord
+    from agent.mqtt.events import MaintenanceEvent
     from collectors.source import MinerSource
 
 log = structlog.get_logger("altiwatch.service")
@@ -148,6 +158,8 @@ class AgentService:
         self.registry.register(self.gc_pauses)
         self.source: MinerSource = source or self._make_source(config)
         self.engine = self._make_engine(config)
+        self.maintenance = self._make_maintenance(config)
+        self.engine.set_maintenance(self.maintenance.miners())
         self.publisher = self._make_publisher(config)
         self.renderer = MetricsRenderer(
             self.fleet,
@@ -155,6 +167,7 @@ class AgentService:
             sites=[s.name for s in config.sites],
             alarms=self.engine,
             publisher=self.publisher,
+            maintenance=self.maintenance,
         )
         self.poller = self._make_poller(config)
         security = self._web_security(config)  # validated here either way: exit 78 if invalid
@@ -165,6 +178,8 @@ class AgentService:
             renderer=self.renderer,
             ready=lambda: self._ready_sent,
             alarms=self.engine,
+            maintenance=self.maintenance,
+            maintain=self.maintain,
             on_request=lambda path: self.metrics.http_api_requests.labels(path=path).inc(),
             **({} if http_front else security),
         )
@@ -225,6 +240,16 @@ class AgentService:
             autocommit=False,
             pool_settings=config.pool_alarms,
         )
+
+    def _make_maintenance(self, config: AgentConfig) -> MaintenanceBook:
+        store = None
+        try:
+            store = MaintenanceStore(config.agent.state_dir / "alarms.sqlite3")
+        except (OSError, sqlite3.Error) as exc:
+            # Maintenance still works from memory; a restart would end every window.
+            self.metrics.state_write_failures.inc()
+            log.warning("maintenance_store_unavailable", error=str(exc))
+        return MaintenanceBook(store)
 
     @staticmethod
     def _make_publisher(config: AgentConfig) -> EventPublisher | None:
@@ -368,8 +393,21 @@ class AgentService:
         If the publisher fails, the state is not saved this tick (it is with the next one).
         """
         batch, self._outcomes = self._outcomes, []
+        now = self._clock()
+        with _guard("maintenance_expiry_failed"):
+            for window in self.maintenance.expire(now):
+                self._window_closed(window, "maintenance_expired", now)
         with _guard("alarm_evaluate_failed"):
-            transitions = self.engine.evaluate(self._clock(), self._observations(batch))
+            transitions = self.engine.evaluate(now, self._observations(batch))
+            # Held back while the miner is in maintenance: the engine keeps the state, and
+            # the difference is announced when the window closes (`_window_closed`).
+            held = [t for t in transitions if t.miner is not None and t.miner in self.maintenance]
+            if held:
+                transitions = [
+                    t for t in transitions if t.miner is None or t.miner not in self.maintenance
+                ]
+                for t in held:
+                    log.debug("alarm_held", miner=t.miner, rule=t.rule, kind=t.kind.value)
             # Logged once committed to the outbox: an `alarm_*` line means the event is durable.
             transitions = self._deliver(transitions)
             for t in transitions:
@@ -408,6 +446,91 @@ class AgentService:
             location=record.location.as_dict() if record.location is not None else None,
             summary=f"{t.summary} — {where}",
         )
+
+    # ------------------------------------------------------------------ maintenance
+
+    def maintain(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Apply a ``POST /api/v1/maintenance`` body (polling loop): (HTTP status, JSON answer)."""
+        try:
+            request = MaintenanceRequest.model_validate(body)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+            return 400, {"error": "; ".join(problems)}
+        records = select(self.fleet.rendered(), request)
+        if not records:
+            return 404, {"error": "no miner in the agent's inventory matches"}
+        now = self._clock()
+        done: list[dict[str, Any]] = []
+        for record in records:
+            if request.action == "start":
+                held = {t.rule: int(t.severity) for t in self.engine.firing(record.miner_id)}
+                until = now + request.for_s if request.for_s is not None else None
+                reason = request.reason or ""
+                window = self.maintenance.start(
+                    Window(record.site, record.miner_id, reason, now, until, request.by, held)
+                )
+                self._window_event(window, "maintenance_started", now)
+            else:
+                closed = self.maintenance.end(record.miner_id)
+                if closed is None:
+                    continue
+                window = closed
+                self._window_closed(window, "maintenance_ended", now)
+            self.fleet.changed(record.miner_id)
+            done.append({"miner": record.miner_id, "name": record.name, **window.as_dict()})
+        self.engine.set_maintenance(self.maintenance.miners())
+        return 200, {"action": request.action, "miners": done}
+
+    def _window_event(self, window: Window, event: MaintenanceEvent, now: float) -> None:
+        """Log a maintenance event and publish it on the site's event stream."""
+        record = self.fleet.by_id(window.miner)
+        name = record.name if record is not None else None
+        location = record.location if record is not None else None
+        log.info(
+            event,
+            site=window.site,
+            miner=window.miner,
+            name=name,
+            where=location.text() if location is not None else None,
+            reason=window.reason,
+            until=window.until,
+            by=window.by,
+            at=now,
+        )
+        if self.publisher is not None:
+            with _guard("mqtt_enqueue_failed"):
+                self.publisher.maintenance(
+                    window.site,
+                    window.miner,
+                    event,
+                    window=window.as_dict(),
+                    name=name,
+                    location=location.as_dict() if location is not None else None,
+                )
+
+    def _window_closed(self, window: Window, event: MaintenanceEvent, now: float) -> None:
+        """A window ended or expired: say so, then announce what changed while it was open."""
+        self.engine.set_maintenance(self.maintenance.miners())
+        self.fleet.changed(window.miner)
+        self._window_event(window, event, now)
+        try:
+            air = self.engine.site_air(window.site)
+        except KeyError:
+            air = None
+        transitions = reconcile(window, self.engine.firing(window.miner), now=now, air=air)
+        with _guard("alarm_release_failed"):
+            for t in self._deliver(transitions):
+                log.info(
+                    _TRANSITION_EVENTS.get(t.kind.value, "alarm_transition"),
+                    miner=t.miner,
+                    site=t.site,
+                    rule=t.rule,
+                    severity=t.severity.label,
+                    summary=t.summary,
+                )
 
     def _count_state_write_failures(self) -> None:
         failures = self.engine.state_write_failures
@@ -704,7 +827,7 @@ class AgentService:
         return EX_OK
 
     def _close(self) -> None:
-        for component in (self.publisher, self.engine):
+        for component in (self.publisher, self.engine, self.maintenance):
             close = getattr(component, "close", None)
             if callable(close):
                 with _guard("close_failed"):

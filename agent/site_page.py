@@ -93,7 +93,7 @@ class Tile:
     hostname: str | None
     location: Location | None
     maintenance: str | None
-    """The maintenance reason ("" without one); None when not in maintenance."""
+    """The maintenance window (reason, by whom, until when); None when not in maintenance."""
     headroom_k: float | None
     past_critical: bool
 
@@ -114,7 +114,12 @@ class Tile:
         maintenance = raw.get("maintenance")
         reason = None
         if isinstance(maintenance, dict):
-            reason = _text(maintenance.get("reason")) or ""
+            reason = _text(maintenance.get("reason")) or "no reason given"
+            who, until = _text(maintenance.get("by")), _num(maintenance.get("until"))
+            if who is not None:
+                reason += f", by {who}"
+            if until is not None:
+                reason += ", until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
         return cls(
             row=row,
             name=_text(raw.get("name")),
@@ -389,7 +394,7 @@ def _tile(tile: Tile) -> str:
         tile.location.describe() if tile.location else "no location",
     ]
     if status == "maintenance":
-        details.append(f"maintenance: {tile.maintenance or 'no reason given'}")
+        details.append(f"maintenance: {tile.maintenance}")
     elif status == "offline":
         details.append(f"offline: {row.error or 'no answer'}")
     if tile.headroom_k is not None:

@@ -112,17 +112,43 @@ class Connection:
 
     def get_json(self, path: str, timeout_s: float) -> Any:
         """GET ``path`` as JSON; FetchError (never the password) on any failure."""
-        url = self.url + path
+        request = urllib.request.Request(self.url + path, headers=self._headers())  # noqa: S310 - scheme checked in parse()
+        return self._json(request, timeout_s)
+
+    def post_json(self, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
+        """POST ``body`` as JSON to ``path``: (status, JSON answer), 4xx answers included.
+
+        FetchError on a network failure, a 401/5xx, or an answer that is not JSON.
+        """
+        headers = {**self._headers(), "Content-Type": "application/json"}
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in parse()
+            self.url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        try:
+            return HTTPStatus.OK, self._json(request, timeout_s)
+        except _ClientError as exc:
+            return exc.status, exc.answer
+
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.username is not None:
             token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked in parse()
+        return headers
+
+    def _json(self, request: urllib.request.Request, timeout_s: float) -> Any:
+        url = request.full_url
         try:
             context = self._context()
             with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310 - scheme checked in parse()
                 body = response.read()
         except urllib.error.HTTPError as exc:
+            if request.get_method() == "POST" and 400 <= exc.code < 500 and exc.code != 401:  # noqa: PLR2004 - HTTP client errors
+                try:
+                    answer = json.loads(exc.read())
+                except ValueError:
+                    answer = {"error": exc.reason}
+                raise _ClientError(exc.code, answer) from None
             hint = (
                 " (use --user and ALTIWATCH_TOP_PASSWORD)"
                 if exc.code == HTTPStatus.UNAUTHORIZED
@@ -138,6 +164,15 @@ class Connection:
         except ValueError as exc:
             msg = f"{url} did not return JSON"
             raise FetchError(msg) from exc
+
+
+class _ClientError(Exception):
+    """A write was refused (4xx) with a JSON answer."""
+
+    def __init__(self, status: int, answer: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.answer = answer
 
 
 def fetch(

@@ -62,6 +62,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.errors import ConfigError, ConfigProblem
+from agent.http_api import AUTH_USER_KEY
 from agent.http_guard import ThrottledLog, client_key
 
 if TYPE_CHECKING:
@@ -706,6 +707,8 @@ def basic_auth_middleware(
                 user_known=credentials is not None and credentials[0] in cfg.basic_auth_users,
             )
             return _unauthorized()
+        if credentials is not None:
+            request[AUTH_USER_KEY] = credentials[0]  # who asked for a write (maintenance `by`)
         return await handler(request)
 
     return require_basic_auth

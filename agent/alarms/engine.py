@@ -221,6 +221,7 @@ class AlarmEngine:
         self._members: dict[str, set[str]] = {}
         self._dirty: set[Key] = set()
         self._started_at: float | None = None
+        self._maintenance: frozenset[str] = frozenset()
         #: Bumped on every transition (and restore): the set of firing alarms and their
         #: severities can only have changed if this moved (the /metrics renderer relies on it).
         self.changes = 0
@@ -327,6 +328,23 @@ class AlarmEngine:
         if self._autocommit:
             self._flush()
         return out
+
+    def set_maintenance(self, miners: Collection[str]) -> None:
+        """Miners in maintenance: left out of the R7 site-outage ratio (their state is kept)."""
+        self._maintenance = frozenset(miners)
+
+    def firing(self, miner: str) -> list[AlarmTransition]:
+        """The miner's firing alarms as RAISED transitions with their evidence (re-announcing)."""
+        return [
+            self._transition(
+                key,
+                state,
+                Transition(TransitionKind.RAISED, state.severity, None),
+                state.updated_at or 0.0,
+            )
+            for key, state in self._states.items()
+            if key[1] == miner and state.severity is not None
+        ]
 
     def retain(self, miners: Collection[str]) -> list[AlarmTransition]:
         """Forget every known or restored miner not in ``miners`` (call after config reload)."""
@@ -582,12 +600,16 @@ class AlarmEngine:
                 state = state or self._states.setdefault(key, AlarmState())
                 out.extend(self._step(key, state, now, verdict))
             out.extend(self._site_pool_failover(site, now))
-            members = self._members.get(site, set())
+            members = self._members.get(site, set()) - self._maintenance
             key = (site, None, "R7")
             state = self._states.get(key)
             if not members:
                 continue
-            down = [self._tracks[m] for m in self._down.get(site, ()) if m in self._tracks]
+            down = [
+                self._tracks[m]
+                for m in self._down.get(site, ())
+                if m in self._tracks and m not in self._maintenance
+            ]
             recent = [
                 t
                 for t in down

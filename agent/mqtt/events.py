@@ -5,7 +5,8 @@ Topics (prefix ``altiwatch/v1`` by default; every segment sanitised by :func:`se
     <p>/<site>/<miner>/telemetry           QoS0, MQTT5 message expiry     altiwatch.telemetry/1
     <p>/<site>/<miner>/alarm/<rule>        QoS1, retained current state   altiwatch.alarm/1
     <p>/<site>/events                      QoS1, the site's event stream  alarm/1, miner_status/1,
-                                                                          agent_event/1
+                                                                          agent_event/1,
+                                                                          maintenance/1
     <p>/<site>/agent/<agent_id>/status     QoS1, retained + Last Will     altiwatch.agent_status/1
 
 Site-level alarms (no miner) use the miner segment ``_site.<agent_id>``: each agent (each shard
@@ -42,6 +43,7 @@ MINER_STATUS_SCHEMA = "altiwatch.miner_status/1"
 AGENT_EVENT_SCHEMA = "altiwatch.agent_event/1"
 AGENT_STATUS_SCHEMA = "altiwatch.agent_status/1"
 TELEMETRY_SCHEMA = "altiwatch.telemetry/1"
+MAINTENANCE_SCHEMA = "altiwatch.maintenance/1"
 
 _UNSAFE = re.compile(r"[^a-z0-9_.-]+")
 
@@ -174,6 +176,25 @@ class MinerStatusPayload(_EventStream):
     event: MinerStatusEvent
     online: bool | None
     reason: str | None
+
+
+MaintenanceEvent = Literal["maintenance_started", "maintenance_ended", "maintenance_expired"]
+
+
+class MaintenancePayload(_EventStream):
+    """A miner's maintenance window opened, was ended, or expired by itself.
+
+    While it is open the miner's alarm transitions are held back; when it closes, the
+    difference to what was announced before follows as alarm events.
+    """
+
+    event: MaintenanceEvent
+    reason: str
+    since: float
+    until: float | None
+    by: str | None
+    name: str | None
+    location: dict[str, str | None] | None
 
 
 class AgentEventPayload(_EventStream):
@@ -368,6 +389,29 @@ class EventFactory:
                 "event": event,
                 "online": online,
                 "reason": reason,
+            }
+        )
+        return Outgoing(self.topics.events(site), payload.to_json(), qos=1, retain=False)
+
+    def maintenance(
+        self,
+        at: float,
+        site: str,
+        miner: str,
+        event: MaintenanceEvent,
+        *,
+        window: dict[str, object],
+        name: str | None,
+        location: dict[str, str | None] | None,
+    ) -> Outgoing:
+        """A maintenance event on the site's event stream (``window``: reason, since, until, by)."""
+        payload = MaintenancePayload.model_validate(
+            {
+                **self._stream(at, site, miner, MAINTENANCE_SCHEMA),
+                "event": event,
+                **window,
+                "name": name,
+                "location": location,
             }
         )
         return Outgoing(self.topics.events(site), payload.to_json(), qos=1, retain=False)

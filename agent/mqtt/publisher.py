@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from agent.alarms.model import AlarmTransition
     from agent.mqtt.config import MqttSettings
+    from agent.mqtt.events import MaintenanceEvent
     from collectors.snapshot import MinerSnapshot
 
 log = structlog.get_logger(__name__)
@@ -328,6 +329,22 @@ class EventPublisher:
         )
         msg = self._events.miner_status(
             self._clock(), site, miner, event, online=online, reason=reason
+        )
+        self._commit([msg])
+
+    def maintenance(
+        self,
+        site: str,
+        miner: str,
+        event: MaintenanceEvent,
+        *,
+        window: dict[str, object],
+        name: str | None = None,
+        location: dict[str, str | None] | None = None,
+    ) -> None:
+        """Queue ``maintenance_started``/``_ended``/``_expired`` on the site's event stream."""
+        msg = self._events.maintenance(
+            self._clock(), site, miner, event, window=window, name=name, location=location
         )
         self._commit([msg])
 

@@ -194,6 +194,11 @@ def test_site_page_tiles_coloured_by_headroom_and_marked_offline_or_maintenance(
     assert "s-offline" in tiles["OFF"][0]
     assert tiles["OFF"][1][-1] == "OFF"
     assert "s-maintenance" in tiles["MAINT"][0]
+    page = site_page.render(
+        [_miner("M", maintenance={"reason": "fan <swap>", "by": "li", "until": NOW + 3600})],
+        now=NOW,
+    )
+    assert "maintenance: fan &lt;swap&gt;, by li, until 2027-01-15 09:00 UTC" in page
     assert tiles["MAINT"][1][-1] == "MAINT"
 
 

@@ -13,6 +13,7 @@ FILES = {
     "altiwatch.agent_event/1": "agent_event.json",
     "altiwatch.agent_status/1": "agent_status.json",
     "altiwatch.telemetry/1": "telemetry.json",
+    "altiwatch.maintenance/1": "maintenance.json",
 }
 
 
