@@ -286,8 +286,38 @@ def _emulator_miners(control_url: str) -> list[dict[str, Any]]:
         return miners
 
 
+DEMO_RACKS = (3, 3, 2)
+"""Racks per container, shelves per rack, slots per shelf of the demo's rack map."""
+
+
+def demo_location(index: int, family: str | None) -> dict[str, str] | None:
+    """Where the demo's ``index``-th miner stands: containers of 3 racks × 3 shelves × 2 slots.
+
+    Bitaxes sit on a desk, not in a rack: no location (the site page shows them "unplaced").
+    """
+    if family == "bitaxe":
+        return None
+    racks, shelves, slots = DEMO_RACKS
+    per_container = racks * shelves * slots
+    within = index % per_container
+    return {
+        "container": f"C{index // per_container + 1}",
+        "rack": str(within // (shelves * slots) + 1),
+        "shelf": str(within // slots % shelves + 1),
+        "slot": str(within % slots + 1),
+    }
+
+
+def _demo_miner(index: int, miner: dict[str, Any], site: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"address": miner["address"], "site": site}
+    location = demo_location(index, miner.get("family"))
+    if location is not None:
+        entry["location"] = location
+    return entry
+
+
 def agent_config(demo: Demo, listen_port: int) -> dict[str, Any]:
-    """The generated agent config: the emulated miners, a fast poll, MQTT to the demo broker."""
+    """The generated agent config: the emulated miners (placed in racks), a fast poll, MQTT."""
     assert demo.emulator_control is not None
     miners = _emulator_miners(demo.emulator_control)
     config: dict[str, Any] = {
@@ -298,7 +328,7 @@ def agent_config(demo: Demo, listen_port: int) -> dict[str, Any]:
             "log_level": "info",
         },
         "sites": [demo.site],
-        "miners": [{"address": m["address"], "site": demo.site["name"]} for m in miners],
+        "miners": [_demo_miner(i, m, demo.site["name"]) for i, m in enumerate(miners)],
         "polling": {"interval_s": 10, "slow_interval_s": 60, "timeout_s": 8},
         "http": {"listen": f"127.0.0.1:{listen_port}"},
     }
@@ -360,6 +390,7 @@ def banner(demo: Demo) -> str:
         f"({site['altitude_m']:,.0f} m), the agent and "
         + (f"an MQTT broker ({demo.broker})." if demo.broker else "no MQTT broker."),
         "",
+        f"  Site page:   {demo.agent_url}/",
         f"  Metrics:     {demo.agent_url}/metrics",
         f"  Fleet JSON:  {demo.agent_url}/api/v1/fleet",
         f"  Alarms JSON: {demo.agent_url}/api/v1/alarms",

@@ -510,5 +510,5 @@ font-size:.7rem;line-height:1.1;overflow:hidden;vertical-align:middle}
 .s-maintenance{background:repeating-linear-gradient(45deg,#1f5fbf 0 4px,#5b8fd9 4px 8px);color:#fff}
 .alarm{border-color:#000;box-shadow:0 0 0 1px #fff inset}
 .legend{margin-top:1rem;color:#445;font-size:.8rem}
-.legend .tile{width:2.6rem;height:1.4rem;margin:0 .3rem 0 .8rem}
+.legend .tile{width:3.4rem;height:1.4rem;margin:0 .3rem 0 .8rem}
 """.replace("\n", "")
