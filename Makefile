@@ -92,6 +92,7 @@ test: check
 bench: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.run
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.poll_schedule
+	$(PY) -m tests.benchmarks.site_page
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.reliability_long all
 
 demo: setup
