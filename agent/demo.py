@@ -6,7 +6,10 @@
    --base-address 127.77.0.1``), waiting for its ``emulator_ready`` line;
 2. a broker on a free port: Debian's ``mosquitto`` if installed, else the pure-Python ``amqtt``
    broker if importable, else none (the agent then runs without MQTT and the demo says so);
-3. the agent (``altiwatch run``) with a generated config in a temporary state directory,
+3. the agent (``altiwatch run``) with a generated config in a temporary state directory, and
+   an inventory CSV placing the miners in containers × racks × shelves × slots
+   (``demo_layout``: 2 containers, 3 racks each, 3 shelves of 2), so ``altiwatch dispatch``,
+   ``top --group rack`` and the site page show a real floor,
 
 waits until the agent's ``/readyz`` answers, prints where to look, and runs until SIGINT
 (Ctrl-C) or SIGTERM, then stops the agent, the broker and the emulator in that order and exits 0.
@@ -286,40 +289,42 @@ def _emulator_miners(control_url: str) -> list[dict[str, Any]]:
         return miners
 
 
-DEMO_RACKS = (3, 3, 2)
-"""Racks per container, shelves per rack, slots per shelf of the demo's rack map."""
+LAYOUT = (2, 3, 3, 2)
+"""Demo floor: containers, racks per container, shelves per rack, slots per shelf (36 places)."""
 
 
-def demo_location(index: int, family: str | None) -> dict[str, str] | None:
-    """Where the demo's ``index``-th miner stands: containers of 3 racks × 3 shelves × 2 slots.
+def demo_layout(index: int) -> dict[str, str]:
+    """The place of the ``index``-th miner (0-based): ``C1`` rack 1 shelf 1 slot 1 onwards.
 
-    Bitaxes sit on a desk, not in a rack: no location (the site page shows them "unplaced").
+    Miners beyond the floor's 36 places go on in further containers.
     """
-    if family == "bitaxe":
-        return None
-    racks, shelves, slots = DEMO_RACKS
+    _, racks, shelves, slots = LAYOUT
     per_container = racks * shelves * slots
     within = index % per_container
     return {
         "container": f"C{index // per_container + 1}",
         "rack": str(within // (shelves * slots) + 1),
-        "shelf": str(within // slots % shelves + 1),
+        "shelf": str(within % (shelves * slots) // slots + 1),
         "slot": str(within % slots + 1),
     }
 
 
-def _demo_miner(index: int, miner: dict[str, Any], site: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"address": miner["address"], "site": site}
-    location = demo_location(index, miner.get("family"))
-    if location is not None:
-        entry["location"] = location
-    return entry
+def write_inventory(path: Path, miners: Sequence[dict[str, Any]]) -> Path:
+    """The demo's inventory CSV: address, name (the emulated hostname) and place per miner."""
+    lines = ["address,name,container,rack,shelf,slot"]
+    for index, miner in enumerate(miners):
+        place = demo_layout(index)
+        name = str(miner.get("hostname") or "")
+        lines.append(",".join([miner["address"], name, *place.values()]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def agent_config(demo: Demo, listen_port: int) -> dict[str, Any]:
-    """The generated agent config: the emulated miners (placed in racks), a fast poll, MQTT."""
+    """The generated agent config: the emulated miners, a fast poll, MQTT to the demo broker."""
     assert demo.emulator_control is not None
     miners = _emulator_miners(demo.emulator_control)
+    inventory = write_inventory(demo.workdir / "inventory.csv", miners)
     config: dict[str, Any] = {
         "agent": {
             "id": "demo",
@@ -327,8 +332,8 @@ def agent_config(demo: Demo, listen_port: int) -> dict[str, Any]:
             "log_format": "json",
             "log_level": "info",
         },
-        "sites": [demo.site],
-        "miners": [_demo_miner(i, m, demo.site["name"]) for i, m in enumerate(miners)],
+        "sites": [{**demo.site, "inventory_csv": str(inventory)}],
+        "miners": [{"address": m["address"], "site": demo.site["name"]} for m in miners],
         "polling": {"interval_s": 10, "slow_interval_s": 60, "timeout_s": 8},
         "http": {"listen": f"127.0.0.1:{listen_port}"},
     }

@@ -231,6 +231,18 @@ class MaintenanceBook:
             self._save([], [miner])
         return window
 
+    def rename(self, old: str, new: str) -> Window | None:
+        """Move the window of ``old`` to the miner's new id (its MAC read late); the moved one."""
+        window = self._windows.pop(old, None)
+        if window is None or new in self._windows:
+            if window is not None:
+                self._save([], [old])
+            return None
+        moved = replace(window, miner=new)
+        self._windows[new] = moved
+        self._save([moved], [old])
+        return moved
+
     def expire(self, now: float) -> list[Window]:
         """Close and return every window whose end has passed at ``now``."""
         gone = [w for w in self._windows.values() if w.expired(now)]

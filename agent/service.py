@@ -308,6 +308,8 @@ class AgentService:
                 "miner_renamed", site=site, old=old, miner=record.miner_id, address=record.address
             )
             self._drop_id(site, old, reason="renamed")
+            if self.maintenance.rename(old, record.miner_id) is not None:
+                self.engine.set_maintenance(self.maintenance.miners())
         for dup in self.fleet.drain_duplicates() if self.fleet.duplicates else ():
             self._report_duplicate(dup)
         if self.publisher is None or not record.visible:
@@ -480,7 +482,15 @@ class AgentService:
                 window = closed
                 self._window_closed(window, "maintenance_ended", now)
             self.fleet.changed(record.miner_id)
-            done.append({"miner": record.miner_id, "name": record.name, **window.as_dict()})
+            location = record.location.as_dict() if record.location is not None else None
+            done.append(
+                {
+                    "miner": record.miner_id,
+                    "name": record.name,
+                    "location": location,
+                    **window.as_dict(),
+                }
+            )
         self.engine.set_maintenance(self.maintenance.miners())
         return 200, {"action": request.action, "miners": done}
 
@@ -545,6 +555,10 @@ class AgentService:
             for site, miner in self.fleet.drain_removed():
                 log.info("miner_series_dropped", site=site, miner=miner)
                 self._drop_id(site, miner, reason="removed")
+                window = self.maintenance.end(miner)  # gone from inventory: so is its window
+                if window is not None:
+                    self.engine.set_maintenance(self.maintenance.miners())
+                    self._window_event(window, "maintenance_ended", self._clock())
 
     async def _discovery(self) -> None:
         """Scan every ``discovery:`` range on its interval; poll miners found there too."""

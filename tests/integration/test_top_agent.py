@@ -177,3 +177,34 @@ def test_top_reads_an_agent_behind_tls_and_basic_auth(tmp_path, emulator_factory
     )
     assert untrusted.returncode == 69  # the system CAs do not know the agent's certificate
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+    def maintenance(
+        *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ALTIWATCH), "maintenance", *args, "--url", url, *ca],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+
+    anonymous = maintenance("start", miners[0]["address"], "--reason", "x")
+    assert anonymous.returncode == 69  # the write path is behind the same basic auth
+    assert "401" in anonymous.stderr
+    as_ops = {"ALTIWATCH_TOP_PASSWORD": password}
+    started = maintenance(
+        "start",
+        miners[0]["address"],
+        "--reason",
+        "psu",
+        "--by",
+        "mallory",
+        "--user",
+        "ops",
+        env=as_ops,
+    )
+    assert started.returncode == 0, started.stderr
+    listed = maintenance("list", "--json", "--user", "ops", env=as_ops)
+    assert [w["by"] for w in json.loads(listed.stdout)] == ["ops"]  # the authenticated user

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import jsonschema
 from hypothesis import given
@@ -172,3 +173,24 @@ def test_events_seq_counts_the_events_topic_alone():
     assert [raised.events_seq, alarm["events_seq"]] == [1, 2]  # Xining West's own events topic
     assert other["events_seq"] == 1
     assert int(str(alarm["seq"])) > int(str(offline["seq"])) > int(str(started["seq"]))
+
+
+def test_maintenance_and_placed_alarm_payloads_validate():
+    """maintenance/1 events and alarm/1 payloads naming the miner and its place validate."""
+    f = factory()
+    where = {"container": "C3", "rack": "12", "shelf": None, "slot": None}
+    window = {"reason": "fan swap", "since": 1.0, "until": None, "by": None}
+    event = check(
+        f.maintenance(
+            2.0, "s", "m", "maintenance_started", window=window, name="S19-0412", location=where
+        ).payload
+    )
+    assert (event["event"], event["location"], event["until"]) == (
+        "maintenance_started",
+        where,
+        None,
+    )
+    placed = replace(transition(TransitionKind.RAISED), name="S19-0412", location=where)
+    _, messages = f.alarm(placed)
+    alarm = check(messages[0].payload)
+    assert (alarm["name"], alarm["location"]) == ("S19-0412", where)

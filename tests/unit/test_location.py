@@ -150,3 +150,20 @@ def test_location_fleet_state_places_records_and_replaces_placer():
     fleet.replace_placer(second.place)
     assert record.location == Location(shelf="3", slot="4")
     assert fleet.drain_dirty() == {"127.1.3.4"}
+
+
+def test_location_demo_inventory_places_36_miners_on_distinct_spots(tmp_path: Path):
+    """The demo floor: 2 containers × 3 racks × 3 shelves × 2 slots, one miner per place."""
+    from agent import demo  # noqa: PLC0415 - the demo module only for this test
+
+    miners = [{"address": f"127.77.0.{i + 1}", "hostname": f"m-{i:04d}"} for i in range(36)]
+    inventory = read_inventory(demo.write_inventory(tmp_path / "inventory.csv", miners))
+    places = {p.location for p in inventory.by_address.values()}
+    assert len(places) == 36
+    assert inventory.by_address["127.77.0.1"].location == Location(
+        container="C1", rack="1", shelf="1", slot="1"
+    )
+    assert inventory.by_address["127.77.0.36"].location == Location(
+        container="C2", rack="3", shelf="3", slot="2"
+    )
+    assert inventory.by_address["127.77.0.36"].name == "m-0035"

@@ -121,3 +121,18 @@ def test_maintenance_request_needs_a_selection_and_a_reason():
         MaintenanceRequest(action="start", miners=["M1"])
     with pytest.raises(ValidationError, match="Extra inputs"):
         MaintenanceRequest.model_validate({"action": "end", "miners": ["M1"], "force": True})
+
+
+def test_maintenance_window_follows_a_renamed_miner(tmp_path: Path):
+    """A miner first known by its address, then by its MAC, stays in maintenance (persisted)."""
+    path = tmp_path / "alarms.sqlite3"
+    book = MaintenanceBook(MaintenanceStore(path))
+    book.start(_window("10.0.0.7"))
+    moved = book.rename("10.0.0.7", "02:A1:55:77:8D:F5")
+    assert moved is not None
+    assert moved.since == 100.0
+    assert "10.0.0.7" not in book
+    book.close()
+    assert [w.miner for w in MaintenanceBook(MaintenanceStore(path)).windows()] == [
+        "02:A1:55:77:8D:F5"
+    ]
