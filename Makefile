@@ -54,8 +54,8 @@ dist: setup
 	  --output-file dist/requirements.txt --quiet
 
 # Debian's mosquitto (broker for tests and the demo), prometheus (+promtool), victoria-metrics
-# (VictoriaMetrics, vmagent, vmalert, vmauth: the many-sites kits) and prometheus-alertmanager
-# (central kit) when root and missing.
+# (VictoriaMetrics, vmagent, vmalert, vmauth: the many-sites kits), prometheus-alertmanager
+# (central kit) and chromium (the site page's browser test) when root and missing.
 sysdeps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -63,6 +63,7 @@ sysdeps:
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v vmagent >/dev/null || missing="$$missing victoria-metrics"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -92,6 +93,7 @@ test: check
 bench: setup
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.run
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.poll_schedule
+	$(PY) -m tests.benchmarks.site_page
 	PATH="/usr/sbin:$$PATH" $(PY) -m tests.benchmarks.reliability_long all
 
 demo: setup

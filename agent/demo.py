@@ -395,6 +395,7 @@ def banner(demo: Demo) -> str:
         f"({site['altitude_m']:,.0f} m), the agent and "
         + (f"an MQTT broker ({demo.broker})." if demo.broker else "no MQTT broker."),
         "",
+        f"  Site page:   {demo.agent_url}/",
         f"  Metrics:     {demo.agent_url}/metrics",
         f"  Fleet JSON:  {demo.agent_url}/api/v1/fleet",
         f"  Alarms JSON: {demo.agent_url}/api/v1/alarms",

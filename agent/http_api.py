@@ -1,4 +1,4 @@
-"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz and the JSON API /api/v1/*.
+"""The agent's HTTP surface (aiohttp): /metrics, /healthz, /readyz, the JSON API /api/v1/*, /.
 
 ``GET /api/v1/maintenance`` lists the open maintenance windows; ``POST /api/v1/maintenance``
 (a JSON `agent.maintenance.MaintenanceRequest`, at most ``MAX_WRITE_BYTES``) starts or ends
@@ -13,7 +13,8 @@ asking the polling loop for a new one (coalesced, at most about once a second, s
 than that; gzip is deflated here, once per per-miner render (`GzipBody`). The JSON API builds
 its objects on the polling loop and serialises them here. ``/healthz`` answers 200 only if the
 polling loop answers within ``LOOP_ANSWER_S``; ``/readyz`` answers 503 until the first poll
-cycle completed.
+cycle completed. ``/`` is the site page (`agent.site_page`), rendered here from the same
+objects as the two JSON paths.
 
 TLS and basic auth from an exporter-toolkit ``web_config_file`` plug in through the
 ``middlewares`` and ``ssl_context`` arguments of ``HttpApi`` (see `agent.web_security`).
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
+from agent import site_page
 from agent.metrics import CONTENT_TYPE, GzipBody, fan_duty_ratio
 
 if TYPE_CHECKING:
@@ -246,6 +248,7 @@ class HttpApi:
                 web.get("/api/v1/alarms", self.alarms_json),
                 web.get("/api/v1/maintenance", self.maintenance_json),
                 web.post("/api/v1/maintenance", self.maintenance_write),
+                web.get("/", self.page),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -467,6 +470,18 @@ class HttpApi:
             body["by"] = user[:128]
         status, answer = await self._on_main(lambda: maintain(body))
         return _json_reply(status, answer)
+
+    def _page_objects(self) -> tuple[list[dict[str, Any]], list[Any]]:
+        return self._fleet_objects(), self._alarm_objects()
+
+    async def page(self, _request: web.Request) -> web.Response:
+        """The site page: air, counts, open alarms and the rack map (`agent.site_page`)."""
+        fleet, alarms = await self._on_main(self._page_objects)
+        # Rendered here, on the server thread, from the fresh objects the polling loop made.
+        body = site_page.render(fleet, alarms)
+        return web.Response(
+            text=body, content_type="text/html", headers={"Cache-Control": "no-store"}
+        )
 
 
 def _json_reply(status: int, body: Any) -> web.Response:

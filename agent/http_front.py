@@ -4,11 +4,12 @@ Why a process: the polling loop is busy (2,000 miners at 15 s take ~75 % of a co
 threads of one CPython process share one GIL and one garbage collector, so scrapes served from a
 thread of the agent delay polls, however little Python each one runs. The front answers an
 allow-list of exact paths (``PATHS``: /metrics, /healthz, /readyz, /api/v1/fleet,
-/api/v1/alarms, /api/v1/maintenance; anything else is its own 404; ``WRITE_PATHS`` take a POST,
-passed to the agent uncached, with the basic-auth user as ``X-Altiwatch-User``, after which the
-cached reads are fetched anew), each from a copy fetched at most ``MAX_AGE_S``
-before, from the agent over a private Unix socket (concurrent requests share one fetch), and
-gzips it itself; 100 clients scraping back to back cost the agent one answer a second per path.
+/api/v1/alarms, /api/v1/maintenance, the site page /; anything else is its own 404;
+``WRITE_PATHS`` take a POST, passed to the agent uncached, with the basic-auth user as
+``X-Altiwatch-User``, after which the cached reads are fetched anew), each from a copy fetched at
+most ``MAX_AGE_S`` before, from the agent over a private Unix socket (concurrent requests share
+one fetch), and gzips it itself; 100 clients scraping back to back cost the agent one answer a
+second per path.
 It runs at the lowest CPU priority (``FRONT_NICE``): when the cores are short, polls come first
 and scrapes wait. Connections, header bytes and time per client are bounded by
 `agent.http_guard`; bcrypt work by `agent.web_security`.
@@ -104,6 +105,7 @@ PATHS = (
     "/api/v1/fleet",
     "/api/v1/alarms",
     "/api/v1/maintenance",
+    "/",
 )
 """The only paths the front answers with GET (exactly; anything else is a 404 from the front)."""
 WRITE_PATHS = ("/api/v1/maintenance",)

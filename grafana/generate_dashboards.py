@@ -97,6 +97,29 @@ def count_or_zero(expr: str, base: str) -> str:
     return f"count({expr}) or on () (0 * count({base}))"
 
 
+def headroom_by_miner() -> str:
+    """Per miner, derated warning threshold minus the reading it applies to (negative: past it)."""
+    threshold = m("asic_temperature_threshold_celsius", WARNING)
+    return f"max by (site, miner) ({threshold}) - on (site, miner) ({alarm_sensor_by_miner()})"
+
+
+PLACED = 'asic_miner_info{site=~"$site", model=~"$model", miner=~"$miner", rack!=""}'
+"""The info series of miners with a known rack (their location labels: container, rack, shelf)."""
+
+
+def headroom_by_rack_shelf() -> str:
+    """The least headroom per (container, rack) and shelf, from asic_miner_info's location labels.
+
+    The info series is 1, so multiplying by it keeps the headroom and adds the labels; the row
+    label ``rack`` is "container / rack" (rack numbers repeat from one container to the next).
+    """
+    placed = (
+        f"({headroom_by_miner()}) * on (site, miner) group_left (container, rack, shelf) {PLACED}"
+    )
+    least = f"min by (site, container, rack, shelf) ({placed})"
+    return f'label_join({least}, "rack", " / ", "container", "rack")'
+
+
 def share_rate(by: str, results: str = "") -> str:
     """Shares per second summed ``by`` labels (``results``: a result regex, all by default)."""
     extra = f'result=~"{results}"' if results else ""
@@ -150,6 +173,8 @@ class Panel:
     stacked: bool = False
     steps: tuple[tuple[float | None, str], ...] = ()
     """Colour thresholds (from value, colour); lines on time series."""
+    custom: Json = field(default_factory=dict)
+    """``fieldConfig.defaults.custom`` of a panel other than a time series (table cell options)."""
 
 
 def _variables(*, single_miner: bool) -> list[Json]:
@@ -257,6 +282,8 @@ def _panel_json(panel_id: int, panel: Panel, x: int, y: int) -> Json:
             "mode": "absolute",
             "steps": [{"value": value, "color": color} for value, color in panel.steps],
         }
+    if panel.custom:
+        defaults["custom"] = panel.custom
     if panel.kind == "timeseries":
         defaults["custom"] = {
             "drawStyle": "line",
@@ -758,15 +785,43 @@ def thermal_altitude() -> Json:
             "threshold: threshold minus the hottest reading of the sensor the threshold "
             "applies to (board for stock S19, chip otherwise).",
             "celsius",
+            [Target(f"bottomk({TOP_N}, {headroom_by_miner()})", "{{miner}}")],
+            steps=((None, "red"), (0, "orange"), (3, "green")),
+        ),
+        Panel(
+            "Rack heat-map: headroom by rack × shelf",
+            "The least headroom to the derated warning threshold among the miners of each rack "
+            "(row: container / rack) and shelf (column), from the location labels of "
+            "asic_miner_info (miners without a rack are left out): green 10 K and more, yellow "
+            "3-10 K, orange 0-3 K, red past the warning. The agent's site page (/) shows the "
+            "same map per miner, with offline and maintenance marked.",
+            "celsius",
             [
                 Target(
-                    f"bottomk({TOP_N}, max by (site, miner) "
-                    f"({m(threshold, WARNING)}) - on (site, miner) "
-                    f"({alarm_sensor_by_miner()}))",
-                    "{{miner}}",
+                    headroom_by_rack_shelf(), "{{rack}} shelf {{shelf}}", instant=True, table=True
                 )
             ],
-            steps=((None, "red"), (0, "orange"), (3, "green")),
+            kind="table",
+            width=24,
+            height=10,
+            decimals=1,
+            steps=((None, "red"), (0, "orange"), (3, "yellow"), (10, "green")),
+            custom={
+                "align": "center",
+                "cellOptions": {"type": "color-background", "mode": "basic"},
+            },
+            transformations=[
+                {
+                    "id": "groupingToMatrix",
+                    "options": {
+                        "columnField": "shelf",
+                        "rowField": "rack",
+                        "valueField": "Value",
+                        "emptyValue": "empty",
+                    },
+                },
+                {"id": "sortBy", "options": {"sort": [{"field": "rack\\shelf", "desc": False}]}},
+            ],
         ),
         Panel(
             "Chip temperature per miner",

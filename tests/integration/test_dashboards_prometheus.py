@@ -74,8 +74,13 @@ def test_dashboards_every_panel_query_returns_data_from_a_real_stack(
     emulator = emulator_factory(SCENARIO, base_address="127.70.0.1")
     addresses = [m["address"] for m in emulator.miners()]
     assert len(addresses) == 4
+    # The rack heat-map reads asic_miner_info's location labels: two S19 share rack 2 shelf 1.
+    places = [("C1", "2", "1"), ("C1", "1", "2"), ("C1", "2", "1"), ("C2", "1", "1")]
     config = agent_config(
-        [{"address": a} for a in addresses],
+        [
+            {"address": a, "location": {"container": c, "rack": r, "shelf": s}}
+            for a, (c, r, s) in zip(addresses, places, strict=True)
+        ],
         site="golmud",
         altitude_m=2800.0,
         interval_s=POLL_INTERVAL_S,
@@ -115,6 +120,27 @@ def test_dashboards_every_panel_query_returns_data_from_a_real_stack(
         if not empty:
             break
     assert not empty, "queries without data:\n" + "\n".join(f"{k}: {v}" for k, v in empty.items())
+
+    # The heat-map's cell is the least headroom of the miners at that rack and shelf.
+    by_id = dict(queries)
+    heat = prometheus.query(
+        by_id["thermal-altitude.json:Rack heat-map: headroom by rack × shelf:A"]
+    )
+    cells = {(r["metric"]["rack"], r["metric"]["shelf"]): float(r["value"][1]) for r in heat}
+    assert (
+        {("C1 / 2", "1"), ("C2 / 1", "1")}
+        <= set(cells)
+        <= {
+            ("C1 / 2", "1"),
+            ("C1 / 1", "2"),  # the offline S19: no temperature, no headroom once it is stale
+            ("C2 / 1", "1"),
+        }
+    )
+    headroom = prometheus.query(by_id["thermal-altitude.json:Headroom to derated warning:A"])
+    by_miner = {r["metric"]["miner"]: float(r["value"][1]) for r in headroom}
+    shared = [i["metric"]["miner"] for i in prometheus.query('asic_miner_info{rack="2"}')]
+    assert len(shared) == 2
+    assert cells[("C1 / 2", "1")] == pytest.approx(min(by_miner[m] for m in shared), abs=0.5)
 
 
 def test_dashboards_fleet_numbers_match_the_emulated_site(

@@ -321,3 +321,27 @@ def test_dashboards_status_stats_have_colour_thresholds():
         steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert steps[0]["value"] is None
         assert [s["value"] for s in steps[1:]] == sorted(s["value"] for s in steps[1:])
+
+
+def test_dashboards_thermal_rack_heat_map_is_headroom_by_rack_and_shelf():
+    """The thermal dashboard's rack heat-map: per-miner headroom joined to location labels."""
+    generator = load_generator()
+    thermal = dict(_dashboards())["thermal-altitude.json"]
+    panels = {p["title"]: p for p in _panels(thermal)}
+    heat = panels["Rack heat-map: headroom by rack × shelf"]
+    (target,) = heat["targets"]
+    expr = target["expr"]
+    assert generator.headroom_by_miner() in expr  # the headroom panel's per-miner figure
+    assert (
+        generator.headroom_by_miner() in panels["Headroom to derated warning"]["targets"][0]["expr"]
+    )
+    assert "group_left (container, rack, shelf) asic_miner_info{" in expr
+    assert expr.startswith("label_join(min by (site, container, rack, shelf) (")
+    assert target["instant"] is True
+    assert target["format"] == "table"
+    matrix = heat["transformations"][0]
+    assert matrix["id"] == "groupingToMatrix"
+    assert (matrix["options"]["rowField"], matrix["options"]["columnField"]) == ("rack", "shelf")
+    defaults = heat["fieldConfig"]["defaults"]
+    assert defaults["custom"]["cellOptions"]["type"] == "color-background"
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, 0, 3, 10]
