@@ -156,6 +156,27 @@ async def test_hostile_endless_body_is_cut_off(clean, family):
     )
 
 
+@pytest.mark.parametrize(("family", "port"), [("whatsminer", "rpc"), ("braiins", "grpc")])
+async def test_hostile_endless_reply_on_other_transports_is_cut_off(clean, family, port):
+    """Whatsminer's 4028 API and BOS+ gRPC streaming without end: cut at their caps, no timeout.
+
+    The Whatsminer reply is one JSON document that never ends (2 MiB RPC cap); the BOS+ reply
+    is one gRPC message declaring 4 GiB, which grpclib would buffer whole (8 MiB per
+    connection cap). Before the gRPC cap the poll held the stream until its deadline.
+    """
+    address = ADDRESSES[family]
+    source = PyasicSource(timeout_s=3.0)
+    healthy = await source.fetch(MinerTarget(address=address), Tier.FAST)
+    assert healthy.collected_at
+    clean.inject(address, "endless", port=port)
+    result, duration, peak = await _measured(
+        lambda: source.fetch(MinerTarget(address=address), Tier.FAST)
+    )
+    assert peak < PEAK_LIMIT, f"the poll held {peak / 1e6:.1f} MB at peak ({result!r})"
+    assert isinstance(result, CollectorError), f"an endless reply read as a snapshot: {result!r}"
+    assert result.reason is FailureReason.OVERSIZED, f"{result!r} after {duration:.1f} s"
+
+
 @pytest.fixture
 def debug_log() -> Iterator[io.StringIO]:
     """The agent's logging at debug into a buffer; the previous configuration restored after."""
