@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from pyasic.errors import APIError
 
 from agent.logging_setup import configure_logging
 from collectors.pyasic_source import PyasicSource
@@ -203,6 +204,29 @@ async def test_hostile_bos_session_token_never_logged_at_debug(emulator, debug_l
     assert token
     assert debug_log.getvalue(), "nothing was logged at debug"
     assert token not in debug_log.getvalue()
+
+
+WHATSMINER_PASSWORD = "planted-Pw-15"  # noqa: S105 - a planted secret, looked for in the log
+
+
+async def test_hostile_whatsminer_write_token_never_logged_at_debug(emulator, debug_log):
+    """The Whatsminer write path of pyasic at debug: no password, token or AES key in the log.
+
+    pyasic logs the token it derives (``host_sign``, and ``host_passwd_md5``, the AES key's
+    source) through the root logger at debug; a privileged command is then sent with it.
+    """
+    miners: list[Any] = []
+    source = PyasicSource(timeout_s=10.0, on_new_miner=miners.append)
+    await source.fetch(MinerTarget(address=ADDRESSES["whatsminer"]), Tier.FAST)
+    (miner,) = miners
+    miner.rpc.pwd = WHATSMINER_PASSWORD
+    token = await miner.rpc.get_token()
+    with contextlib.suppress(APIError):  # the emulator does not decrypt write commands
+        await miner.rpc.send_privileged_command("set_led", ignore_errors=True, auto=True)
+    text = debug_log.getvalue()
+    assert "Gathered token data" in text, "pyasic's token line was not logged at debug"
+    for secret in (WHATSMINER_PASSWORD, token.host_sign, token.host_passwd_md5):
+        assert secret not in text
 
 
 HOSTILE_MAC = "A" * 70_000
