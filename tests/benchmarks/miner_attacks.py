@@ -226,6 +226,12 @@ def bench_hostile(tmp: Path, log: Callable[[str], None]) -> dict[str, Any]:
         attacks = _attacks(hostile, victims)
         config = rl._config(emulator, INTERVAL_S)
         config["polling"]["slow_interval_s"] = SLOW_INTERVAL_S
+        # The emulator's model name ("Antminer S19j Pro") would make VNish and BOS+ units stock
+        # Antminers: they are detected instead.
+        detected = {a for family in ("vnish", "braiins") for a in hostile.get(family, [])}
+        config["miners"] = [
+            {"address": m["address"]} if m["address"] in detected else m for m in config["miners"]
+        ]
         agent = rl.Agent(tmp / "agent", config)
         rl._all_up(agent, len(inventory), timeout=300)
         pid = agent.process.proc.pid
