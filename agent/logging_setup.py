@@ -3,11 +3,11 @@
 ``configure_logging()`` sets one stdlib handler on the root logger whose
 ``structlog.stdlib.ProcessorFormatter`` renders both our structlog events and foreign stdlib
 records (pyasic, aiomqtt, aiohttp). The last step before rendering is ``redact``: values of keys
-that look like secrets (pass, pwd, secret, token, auth, credential) become ``**********``, and
-any string is first cut to `MAX_VALUE_CHARS` (`bound_text`), then has URL userinfo,
-``password=...``-style pairs and ``Authorization`` values masked, in linear time. The HTTP/2
-libraries under grpclib (hpack, h2, hyperframe) stay at WARNING even at debug: their debug
-lines carry raw headers. Python warnings
+that look like secrets (pass, pwd, secret, token, auth, credential, and sign as in pyasic's
+Whatsminer ``host_sign``) become ``**********``, and any string is first cut to
+`MAX_VALUE_CHARS` (`bound_text`), then has URL userinfo, ``password=...``-style pairs and
+``Authorization`` values masked, in linear time. The HTTP/2 libraries under grpclib (hpack, h2,
+hyperframe) stay at WARNING even at debug: their debug lines carry raw headers. Python warnings
 (``warnings.warn``) are logged as ``python_warning`` on the ``py.warnings`` logger: at warning
 level when raised from the project's own code, at debug when raised from a library (a
 third-party deprecation is the library's business, not the operator's). Under journald
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict, Processor, WrappedLogger
 
 MASK = "**********"
-SECRET_KEY = re.compile(r"pass|pwd|secret|token|auth|credential", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"pass|pwd|secret|token|auth|credential|(?<![a-z])sign(?![a-z])", re.IGNORECASE
+)
 MAX_VALUE_CHARS = 4096
 """A logged string longer than this keeps its first MAX_VALUE_CHARS characters (a traceback
 its last `MAX_TRACEBACK_CHARS`), cut before redaction: a hostile value (a 30,000-char MAC, an
@@ -51,7 +53,11 @@ _URL_USERINFO = re.compile(
 )
 _KEY_SEP = re.compile(r"(?<!\w)(?P<key>\w++)[\"']?\s*+[:=]\s*+[\"']?")
 _VALUE = re.compile(r"[^\s\"',;&)}\]]++")
-_SECRET_IN_KEY = re.compile(r"pass|pwd|secret|token|credential", re.IGNORECASE)
+_SECRET_IN_KEY = re.compile(
+    # ``sign`` as a word part: pyasic's Whatsminer token is ``host_sign`` (not ``signal``)
+    r"pass|pwd|secret|token|credential|(?<![a-z])sign(?![a-z])",
+    re.IGNORECASE,
+)
 _AUTHORIZATION = re.compile(
     # ``Authorization: Bearer x`` (the rest of the line), or a header tuple as h2/hpack print
     # it, ``(b'authorization', b'x')`` / ``b'authorization': b'x'`` (up to the quote).

@@ -70,32 +70,39 @@ from urllib.request import parse_http_list, parse_keqv_list
 import httpx
 import structlog
 from grpclib import GRPCError, Status
-from grpclib.client import Channel
+from grpclib.client import Channel, Handler
+from grpclib.exceptions import StreamTerminatedError
+from grpclib.protocol import H2Protocol
 from pyasic import settings as pyasic_settings
 from pyasic.errors import APIError
 from pyasic.miners import factory as pyasic_factory  # reliability: detection read cap
 from pyasic.rpc.base import BaseMinerRPCAPI
 from pyasic.rpc.btminer import BTMinerV3RPCAPI
 from pyasic.web.antminer import AntminerModernWebAPI
+from pyasic.web.braiins_os import boser as pyasic_boser  # security: gRPC reply cap
 from pyasic.web.braiins_os.boser import BOSerWebAPI, BOSMinerGRPCStub
 
 from collectors.source import CollectorError, FailureReason  # reliability: RPC read cap
 
 if TYPE_CHECKING:
+    from asyncio import Transport
     from collections.abc import Callable
     from ssl import SSLContext
 
 __all__ = [
     "JOIN_REPROBE_EVERY",
     "MAX_BODY_BYTES",
+    "MAX_GRPC_BYTES",
     "MAX_RPC_BYTES",
     "TRANSPORT_STATS",
     "WRITTEN_FOR",
+    "CappedChannel",
     "DigestChallenge",
     "LeanHTTPTransport",
     "TransportStats",
     "TuningMode",
     "TuningState",
+    "decode_body_off_loop",
     "exchange",
     "install",
     "installed",
@@ -263,7 +270,7 @@ async def exchange(
     finally:
         writer.close()
     try:
-        headers, body = decode_body(headers, body)
+        headers, body = await decode_body_off_loop(headers, body)
     except ValueError as exc:
         msg = f"bad reply from {host}:{port}: {exc}"
         raise httpx.RemoteProtocolError(msg, request=request) from exc
@@ -394,6 +401,21 @@ def decode_body(
     return kept, body
 
 
+async def decode_body_off_loop(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """`decode_body`, in a worker thread when the body has a ``Content-Encoding``.
+
+    Why: inflating a gzip bomb up to `MAX_BODY_BYTES` takes 5-20 ms of CPU; zlib releases the
+    GIL meanwhile, so in a thread it no longer stalls every other poll on the event loop (six
+    bombing miners made one fast poll in ten more than 10 ms late). Plain bodies, nearly all of
+    them since we ask for ``identity``, are returned at once.
+    """
+    if not any(name.lower() == b"content-encoding" for name, _value in headers):
+        return headers, body
+    return await asyncio.to_thread(decode_body, headers, body)
+
+
 def _inflate(coding: bytes, data: bytes, limit: int) -> bytes:
     if coding in {b"gzip", b"x-gzip"}:
         wbits = zlib.MAX_WBITS | 16
@@ -436,7 +458,7 @@ async def _bounded_tls(
         msg = f"reply from {request.url.host} timed out"
         raise httpx.ReadTimeout(msg, request=request) from exc
     try:
-        headers, body = decode_body(list(response.headers.raw), b"".join(parts))
+        headers, body = await decode_body_off_loop(list(response.headers.raw), b"".join(parts))
     except ValueError as exc:
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
     return httpx.Response(
@@ -468,6 +490,7 @@ class TuningState:
     original_transport: Callable[..., httpx.AsyncBaseTransport]
     original_factory_asyncio: types.ModuleType
     original_socket_ping: Any
+    original_boser_channel: type[Channel]
 
 
 _state: TuningState | None = None
@@ -483,7 +506,8 @@ def install() -> None:
 
     Process-wide: every pyasic web request made afterwards, including detection, uses it.
     Also caps detection's reads and makes its ping survive a non-UTF-8 reply
-    (`_cap_detection_reads`, `_detection_ping_survives_non_utf8`).
+    (`_cap_detection_reads`, `_detection_ping_survives_non_utf8`), and gives pyasic's BOSer
+    module `CappedChannel` for its own gRPC channels (the Login).
     """
     global _state  # noqa: PLW0603 — one process-wide hook, like pyasic's own settings
     if _state is None:
@@ -491,8 +515,10 @@ def install() -> None:
             original_transport=pyasic_settings.transport,
             original_factory_asyncio=pyasic_factory.asyncio,
             original_socket_ping=vars(pyasic_factory.MinerFactory)["_socket_ping"],
+            original_boser_channel=pyasic_boser.Channel,
         )
         pyasic_settings.transport = _lean_transport
+        pyasic_boser.Channel = CappedChannel  # the Login and untuned calls: capped too
         _cap_detection_reads()
         _detection_ping_survives_non_utf8()
 
@@ -504,6 +530,7 @@ def uninstall() -> None:
         pyasic_settings.transport = _state.original_transport
         pyasic_factory.asyncio = _state.original_factory_asyncio
         pyasic_factory.MinerFactory._socket_ping = _state.original_socket_ping  # noqa: SLF001
+        pyasic_boser.Channel = _state.original_boser_channel
         _state = None
 
 
@@ -970,6 +997,57 @@ class _TunedAntminerWeb:
         return {command: {}}
 
 
+# --- security (issue 15): gRPC reply cap ----------------------------------------------------
+MAX_GRPC_BYTES: Final = MAX_BODY_BYTES
+"""Bytes one Braiins OS+ gRPC connection may receive (every reply of a poll's calls, HTTP/2
+framing included); beyond it the connection is aborted."""
+
+
+class _CappedH2Protocol(H2Protocol):  # type: ignore[misc]  # grpclib is untyped here
+    """grpclib's HTTP/2 protocol, aborting the connection past `MAX_GRPC_BYTES` received.
+
+    Why: grpclib reads a message whole, whatever length its 5-byte prefix declares (up to
+    4 GiB), acknowledging each DATA frame as it buffers it, so HTTP/2 flow control never
+    stops a miner that streams one endless message. Counting received bytes here bounds every
+    call on the connection, the Login included. The abort makes grpclib end the calls in flight
+    with ``StreamTerminatedError``.
+    """
+
+    received = 0
+    overflowed = False
+    _capped_transport: Transport | None = None
+
+    def connection_made(self, transport: Transport) -> None:
+        """Remember the transport (to abort it), then grpclib's own set-up."""
+        self._capped_transport = transport
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Count, and past the cap abort instead of feeding HTTP/2."""
+        if self.overflowed:
+            return
+        self.received += len(data)
+        if self.received > MAX_GRPC_BYTES:
+            self.overflowed = True
+            if self._capped_transport is not None:
+                self._capped_transport.abort()
+            return
+        super().data_received(data)
+
+
+class CappedChannel(Channel):  # type: ignore[misc]  # grpclib is untyped here
+    """A grpclib ``Channel`` whose connection receives at most `MAX_GRPC_BYTES`."""
+
+    def _protocol_factory(self) -> H2Protocol:
+        return _CappedH2Protocol(Handler(), self._config, self._h2_config)
+
+    @property
+    def overflowed(self) -> bool:
+        """Whether the connection was aborted for receiving more than `MAX_GRPC_BYTES`."""
+        protocol = self._protocol
+        return isinstance(protocol, _CappedH2Protocol) and protocol.overflowed
+
+
 class _TunedBOSerWeb:
     """Mixin for ``BOSerWebAPI`` (Braiins OS+ gRPC): concurrent calls share one channel.
 
@@ -989,7 +1067,7 @@ class _TunedBOSerWeb:
     def _grpc_channel(self) -> Any:
         if self._tuned_channel is None:
             web: Any = self
-            self._tuned_channel = Channel(web.ip, web.port)
+            self._tuned_channel = CappedChannel(web.ip, web.port)
         return self._tuned_channel
 
     def _drop_grpc_channel(self) -> None:
@@ -1040,7 +1118,12 @@ class _TunedBOSerWeb:
                 await web._get_auth()  # noqa: SLF001 — pyasic's own re-login
                 metadata = [("authorization", await web.auth())]
                 result = (await endpoint(message, metadata=metadata)).to_pydict()
-        except (GRPCError, ConnectionError) as e:
+        except (GRPCError, ConnectionError, StreamTerminatedError) as e:
+            if channel.overflowed:  # security (issue 15): not an APIError, so reported
+                msg = f"gRPC replies over {MAX_GRPC_BYTES} bytes, cut off"
+                raise CollectorError(FailureReason.OVERSIZED, msg) from e
+            if isinstance(e, StreamTerminatedError):
+                raise  # as with pyasic's own send_command
             msg = f"gRPC command failed - {endpoint}"
             raise APIError(msg) from e
         return result

@@ -44,9 +44,10 @@ FaultKind = Literal[
 
 Hostile ones (issue 15): ``gzip_bomb`` answers every web request 200 with a ``Content-Encoding:
 gzip`` body that inflates to ``bytes`` (default 1 GiB, about 1 MB on the wire); ``endless``
-answers (web: 200 without a length) and then streams bytes until the peer hangs up; ``identity``
-makes the firmware report ``mac``, ``serial`` and/or ``hostname`` as given (any text, up to
-1 MiB each: oversized, malformed, NUL bytes, another miner's MAC), until it is cleared.
+answers (web: 200 without a length; gRPC: one message declaring 4 GiB) and then streams bytes
+until the peer hangs up; ``identity`` makes the firmware report ``mac``, ``serial`` and/or
+``hostname`` as given (any text, up to 1 MiB each: oversized, malformed, NUL bytes, another
+miner's MAC), until it is cleared.
 
 ``unsupported_firmware`` (issue 16): the miner runs a firmware pyasic 0.79 cannot identify. Its
 4028 RPC and web page answer well-formed cgminer JSON and HTML that name no firmware pyasic

@@ -1,6 +1,6 @@
 """Long versions of the reliability tests (issue 8); minutes each, so not in ``make test``.
 
-``python -m tests.benchmarks.reliability_long {miners,load,kill,drift,all} [--out FILE.json]``
+``python -m tests.benchmarks.reliability_long {miners,load,kill,front,hostile,drift,all} [--out FILE.json]``
 
 * ``miners``: 500 healthy emulated miners + 8 misbehaving ones (hang, drip, garbage, truncated,
   reset, 50 MB reply, refuse, model change). The same agent process is measured for a window
@@ -17,10 +17,13 @@
 * ``kill``: ten SIGKILLs at random points while alarms rise and clear (the integration test's
   scenario with ``kills=10``): produced vs delivered alarm events.
 * ``front``: the HTTP front under hostile clients (issue 15), see `tests.benchmarks.front_attacks`.
+* ``hostile``: 200 healthy miners beside hostile ones (issue 15: gzip bombs, endless replies,
+  hostile identity fields, cloned MACs), see `tests.benchmarks.miner_attacks`.
 * ``drift`` (not in ``all``): 2,000 quiet miners at 15 s for ``--minutes`` (25): the agent's CPU
   per poll and RSS minute by minute, first minutes against last.
 
-Everything binds to 127.91-127.93.x.y (reliability's loopback range) and stops by itself.
+Everything binds to 127.91-127.93.x.y and 127.95.x.y (reliability's loopback ranges) and stops
+by itself.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.pyasic_source import miner_from_hint
 from collectors.source import CollectorError
-from tests.benchmarks import front_attacks
+from tests.benchmarks import front_attacks, miner_attacks
 from tests.benchmarks.poll_worker import process_cpu_s
 from tests.benchmarks.run import histogram_quantiles
 from tests.benchmarks.run import parse_metrics as parse_flat
@@ -627,7 +630,9 @@ def bench_drift(
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen long benchmarks; print JSON and write it to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["miners", "load", "kill", "drift", "front", "all"])
+    parser.add_argument(
+        "which", choices=["miners", "load", "kill", "drift", "front", "hostile", "all"]
+    )
     parser.add_argument(
         "--altiwatch",
         type=Path,
@@ -674,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         "kill": bench_kill,
         "drift": functools.partial(bench_drift, minutes=args.minutes),
         "front": front_attacks.bench_front,
+        "hostile": miner_attacks.bench_hostile,
     }
     # "all" is what make bench runs; drift (25 minutes more) only when asked for.
     chosen = [n for n in benches if n != "drift"] if args.which == "all" else [args.which]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from pyasic.errors import APIError
 
 from agent.logging_setup import configure_logging
 from collectors.pyasic_source import PyasicSource
@@ -156,6 +157,27 @@ async def test_hostile_endless_body_is_cut_off(clean, family):
     )
 
 
+@pytest.mark.parametrize(("family", "port"), [("whatsminer", "rpc"), ("braiins", "grpc")])
+async def test_hostile_endless_reply_on_other_transports_is_cut_off(clean, family, port):
+    """Whatsminer's 4028 API and BOS+ gRPC streaming without end: cut at their caps, no timeout.
+
+    The Whatsminer reply is one JSON document that never ends (2 MiB RPC cap); the BOS+ reply
+    is one gRPC message declaring 4 GiB, which grpclib would buffer whole (8 MiB per
+    connection cap). Before the gRPC cap the poll held the stream until its deadline.
+    """
+    address = ADDRESSES[family]
+    source = PyasicSource(timeout_s=3.0)
+    healthy = await source.fetch(MinerTarget(address=address), Tier.FAST)
+    assert healthy.collected_at
+    clean.inject(address, "endless", port=port)
+    result, duration, peak = await _measured(
+        lambda: source.fetch(MinerTarget(address=address), Tier.FAST)
+    )
+    assert peak < PEAK_LIMIT, f"the poll held {peak / 1e6:.1f} MB at peak ({result!r})"
+    assert isinstance(result, CollectorError), f"an endless reply read as a snapshot: {result!r}"
+    assert result.reason is FailureReason.OVERSIZED, f"{result!r} after {duration:.1f} s"
+
+
 @pytest.fixture
 def debug_log() -> Iterator[io.StringIO]:
     """The agent's logging at debug into a buffer; the previous configuration restored after."""
@@ -182,6 +204,29 @@ async def test_hostile_bos_session_token_never_logged_at_debug(emulator, debug_l
     assert token
     assert debug_log.getvalue(), "nothing was logged at debug"
     assert token not in debug_log.getvalue()
+
+
+WHATSMINER_PASSWORD = "planted-Pw-15"  # noqa: S105 - a planted secret, looked for in the log
+
+
+async def test_hostile_whatsminer_write_token_never_logged_at_debug(emulator, debug_log):
+    """The Whatsminer write path of pyasic at debug: no password, token or AES key in the log.
+
+    pyasic logs the token it derives (``host_sign``, and ``host_passwd_md5``, the AES key's
+    source) through the root logger at debug; a privileged command is then sent with it.
+    """
+    miners: list[Any] = []
+    source = PyasicSource(timeout_s=10.0, on_new_miner=miners.append)
+    await source.fetch(MinerTarget(address=ADDRESSES["whatsminer"]), Tier.FAST)
+    (miner,) = miners
+    miner.rpc.pwd = WHATSMINER_PASSWORD
+    token = await miner.rpc.get_token()
+    with contextlib.suppress(APIError):  # the emulator does not decrypt write commands
+        await miner.rpc.send_privileged_command("set_led", ignore_errors=True, auto=True)
+    text = debug_log.getvalue()
+    assert "Gathered token data" in text, "pyasic's token line was not logged at debug"
+    for secret in (WHATSMINER_PASSWORD, token.host_sign, token.host_passwd_md5):
+        assert secret not in text
 
 
 HOSTILE_MAC = "A" * 70_000

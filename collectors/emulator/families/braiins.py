@@ -10,11 +10,14 @@ serialises without ``poolGroups`` and breaks pyasic).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import struct
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpclib
 import grpclib.const
+import grpclib.exceptions
 import grpclib.server
 
 # pyasic patches betterproto on import of its BOSer web API; import it the same way.
@@ -416,6 +419,9 @@ class GrpcHandlers:
             if fault is not None:
                 if fault.kind in {"hang", "drip"}:
                     await asyncio.Event().wait()
+                if fault.kind == "endless":
+                    await _endless_reply(stream, login=func == self._login)
+                    return
                 status = grpclib.const.Status.UNAVAILABLE
                 raise grpclib.GRPCError(status, f"emulated {fault.kind}")
             token = stream.metadata.get("authorization") if stream.metadata is not None else None
@@ -424,3 +430,22 @@ class GrpcHandlers:
             await func(stream)
 
         return handler
+
+
+ENDLESS_CHUNK = b"\x00" * (1 << 16)
+
+
+async def _endless_reply(stream: grpclib.server.Stream[Any, Any], *, login: bool) -> None:
+    """Answer one message that declares 4 GiB and streams zeros until the client hangs up.
+
+    A Login answers the token in its initial metadata first, as the real one does, so the
+    client goes on to read the message. Sent under HTTP/2 flow control: only what the client
+    acknowledges (reads) is sent beyond its window.
+    """
+    await stream.recv_message()
+    await stream.send_initial_metadata(metadata={"authorization": TOKEN} if login else None)
+    h2_stream = stream._stream  # noqa: SLF001 - raw DATA frames: no real message is this long
+    with contextlib.suppress(grpclib.exceptions.StreamTerminatedError, ConnectionError):
+        await h2_stream.send_data(b"\x00" + struct.pack(">I", 0xFFFFFFFF))
+        while True:
+            await h2_stream.send_data(ENDLESS_CHUNK)

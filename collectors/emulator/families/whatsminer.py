@@ -7,6 +7,7 @@ picks its API v2 class; the v3 port 4433 is closed.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, ClassVar
 
 from collectors.emulator.families.base import Firmware, JsonDict
@@ -200,6 +201,21 @@ class WhatsminerFirmware(Firmware):
                 "chip": "IC_MODEL_H6OS",
             },
         )
+
+    def rpc_get_token(self, miner: EmulatedMiner) -> JsonDict:
+        """get_token: the salts and time the privileged (write) API derives its token from."""
+        salt = hashlib.sha256(miner.address.encode()).hexdigest()
+        return {
+            "STATUS": "S",
+            "When": int(miner.sim_time),
+            "Code": 134,
+            "Msg": {
+                "time": f"{int(miner.sim_time) % 10_000:04d}",
+                "salt": salt[:8],
+                "newsalt": salt[8:16],
+            },
+            "Description": "",
+        }
 
     def rpc_version(self, miner: EmulatedMiner) -> JsonDict:
         """version: alias of get_version on btminer."""
