@@ -44,6 +44,7 @@ EXTENSIONS: tuple[str, ...] = (
     "agent.alarms.cli",  # altiwatch thresholds   (alarms)
     "agent.mqtt.tail",  # altiwatch events tail  (mqtt)
     "agent.top",  # altiwatch top          (dashboards)
+    "agent.alerts.cli",  # altiwatch notify       (alerts)
 )
 # ----------------------------------------------------------------------------------------------
 
