@@ -98,10 +98,12 @@ class BrokerSettings(_Strict):
         "on it). Default `altiwatch-notify-<hostname>`.",
     )
     session_expiry_s: int = Field(
-        default=7 * 24 * 3600,
+        default=24 * 3600,
         ge=0,
-        description="How long the broker keeps this instance's session (and queues its events) "
-        "while it is away.",
+        description="How long the broker keeps this instance's session while it is away. The "
+        "broker queues the instance's share of the events meanwhile, delivered when it returns "
+        "(a restart loses nothing); 0: no session, a stopped instance's share goes to the others "
+        "at once, and events published while every instance is down are lost.",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
     reconnect_max_s: float = Field(

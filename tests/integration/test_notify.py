@@ -178,6 +178,7 @@ def write_config(
     channels: list[dict[str, Any]],
     *,
     client_id: str,
+    broker_extra: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
     """A notify config file in ``directory`` (its state dir beside it)."""
@@ -188,6 +189,7 @@ def write_config(
             "port": broker.port,
             "group": "crew",
             "client_id": client_id,
+            **(broker_extra or {}),
         },
         "state_dir": str(directory / "state"),
         "language": "zh",
@@ -358,3 +360,32 @@ async def test_notify_groups_a_burst_into_one_message(mosquitto, receivers, tmp_
     content = wecom[0].body["markdown"]["content"]
     assert "共 50 台矿机" in content
     assert "另有 30 台" in content
+
+
+async def test_notify_survivor_takes_all_events_with_session_expiry_zero(
+    mosquitto, receivers, tmp_path, notifies
+):
+    """With `session_expiry_s: 0`, one of two instances stopped: the other delivers all 20 events (failover)."""
+    channels = [c for c in all_channels(tmp_path, receivers) if c["type"] == "webhook"]
+    pair = [
+        Notify(
+            write_config(
+                tmp_path / name, mosquitto, channels, client_id=name, group_window_s=0,
+                broker_extra={"session_expiry_s": 0},
+            )
+        )
+        for name in ("notify-a", "notify-b")
+    ]  # fmt: skip
+    notifies.extend(pair)
+    for n in pair:
+        await n.subscribed()
+    assert pair[0].stop() == 0
+    async with publisher(mosquitto, tmp_path / "pub") as pub:
+        pub.alarm_transitions([transition(i, rule=f"R{i}") for i in range(20)])
+        await wait_until(
+            lambda: sum(delivered_ids(receivers).values()) >= 20, within=30, what="20 delivered"
+        )
+    ids = delivered_ids(receivers)
+    assert len(ids) == 20
+    assert set(ids.values()) == {1}, ids
+    assert sum(len(r["event_ids"]) for r in pair[1].events("alert_delivered")) == 20
