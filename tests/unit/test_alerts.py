@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from agent.alerts import grouping, templates
-from agent.alerts.config import NotifyConfig, SecretSource
+from agent.alerts.config import NotifyConfig, SecretSource, load_notify_config
 from agent.alerts.queue import AlertQueue
 from agent.alerts.service import backoff_s
 from agent.errors import ConfigError
@@ -151,3 +153,10 @@ def test_alert_secret_source_reads_a_systemd_credential(tmp_path):
     assert "SECabc" not in repr(value)
     with pytest.raises(ConfigError):
         SecretSource(credential="absent").read({"CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+
+def test_alert_example_config_validates():
+    """deploy/examples/notify.yaml is a valid notify config with one channel of five kinds."""
+    config = load_notify_config(Path(__file__).resolve().parents[2] / "deploy/examples/notify.yaml")
+    assert [c.type for c in config.channels] == ["dingtalk", "wecom", "feishu", "telegram", "email"]
+    assert config.language == "zh"
