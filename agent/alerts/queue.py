@@ -150,6 +150,15 @@ class AlertQueue:
                 (next_at, batch_id),
             )
 
+    def hurry(self, channel: str, now: float) -> int:
+        """The channel answered again: its waiting batches are due now, not at their backoff."""
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE batches SET next_at = ? WHERE channel = ? AND next_at > ?",
+                (now, channel, now),
+            )
+        return cur.rowcount
+
     def next_wakeup(self, window_s: float) -> float | None:
         """When the next group closes or the next batch is due (None: nothing waiting)."""
         (first_pending,) = self._db.execute("SELECT MIN(received_at) FROM pending").fetchone()

@@ -4,7 +4,8 @@ Two named tasks in one TaskGroup: the consumer commits each wanted event to the 
 pending row per channel whose severity filter it passes); the dispatcher closes groups whose
 window has passed into batches, renders each batch in its channel's language and sends it,
 rescheduling a failure with exponential, jittered backoff (``retry_min_s`` doubling up to
-``retry_max_s``) from the queue itself, so retries survive a restart. Channels are independent:
+``retry_max_s``) from the queue itself, so retries survive a restart; the first success after
+a failure makes the rest of that channel's backlog due at once. Channels are independent:
 one vendor down delays only its own messages.
 """
 
@@ -146,6 +147,8 @@ class NotifyService:
             )
             return
         self.queue.delivered(batch.id)
+        if batch.attempts > 0 and self.queue.hurry(batch.channel, time.time()):
+            self._wake.set()  # the vendor is back: send its backlog now
         log.info(
             "alert_delivered",
             channel=batch.channel,

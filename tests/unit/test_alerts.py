@@ -160,3 +160,16 @@ def test_alert_example_config_validates():
     config = load_notify_config(Path(__file__).resolve().parents[2] / "deploy/examples/notify.yaml")
     assert [c.type for c in config.channels] == ["dingtalk", "wecom", "feishu", "telegram", "email"]
     assert config.language == "zh"
+
+
+def test_alert_queue_hurry_makes_a_channels_backlog_due_now(tmp_path):
+    """After a channel answers again, its backed-off batches are due at once; other channels keep theirs."""
+    queue = AlertQueue(tmp_path)
+    for i, channel in enumerate(["a", "a", "b"]):
+        queue.accept(alarm(i, rule=f"R{i}"), [channel], f"k{i}", now=100.0)
+    queue.close_groups(0.0, now=100.0)
+    for batch in queue.due(100.0):
+        queue.retry_at(batch.id, 400.0)
+    assert queue.hurry("a", now=150.0) == 2
+    assert sorted(b.channel for b in queue.due(150.0)) == ["a", "a"]
+    queue.close()
