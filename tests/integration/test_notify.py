@@ -16,7 +16,7 @@ import pytest
 
 from agent.alarms.model import Severity, TransitionKind
 from tests.support import events
-from tests.support.alert_receivers import AlertReceivers, SmtpReceiver
+from tests.support.alert_receivers import SECRET, TOKEN, AlertReceivers, SmtpReceiver
 from tests.support.mosquitto import wait_until
 from tests.support.notify import Notify, all_channels, delivered_ids, publisher, write_config
 
@@ -104,7 +104,7 @@ async def test_notify_delivers_to_every_channel_with_valid_signatures(
 async def test_notify_receivers_outage_and_restart_deliver_each_alarm_once(
     mosquitto, receivers, tmp_path, notifies
 ):
-    """Receivers down, notify SIGKILLed and restarted mid-outage, receivers back: every alarm arrives exactly once."""
+    """Receivers down, notify SIGKILLed and restarted mid-outage, receivers back: every alarm arrives exactly once; no secret logged."""
     channels = [c for c in all_channels(tmp_path, receivers)
                 if c["type"] in {"webhook", "dingtalk"}]  # fmt: skip
     config = write_config(tmp_path / "n", mosquitto, channels, client_id="notify-outage")
@@ -141,6 +141,10 @@ async def test_notify_receivers_outage_and_restart_deliver_each_alarm_once(
     assert len(ids) == 20
     assert set(ids.values()) == {1}, ids
     assert set(dingtalk_mentions().values()) == {1}, dingtalk_mentions()
+    logged = json.dumps(notify.lines + restarted.lines)
+    assert "alert_delivery_failed" in logged
+    assert TOKEN not in logged  # the robot token lives in the URL: failures never quote it
+    assert SECRET not in logged
     assert receivers.rejected() == []
 
 
