@@ -56,10 +56,12 @@ def run_notify(args: argparse.Namespace) -> int:
     try:
         config = load_notify_config(args.config)
         if args.check:
-            for channel in config.channels:  # every secret must be readable
-                from agent.alerts.channels import build_channel  # noqa: PLC0415
+            from agent.alerts.channels import build_channel  # noqa: PLC0415 - only for --check
 
+            for channel in config.channels:  # every secret must be readable
                 build_channel(channel, config, env)
+            if config.broker.password is not None:
+                config.broker.password.read(env)
             sys.stdout.write(f"{args.config}: ok, {len(config.channels)} channel(s)\n")
             return EX_OK
     except ConfigError as exc:

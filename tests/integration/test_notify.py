@@ -9,6 +9,8 @@ specifies. Grouping windows and retry delays are shortened to keep the module fa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -225,3 +227,32 @@ async def test_notify_survivor_takes_all_events_with_session_expiry_zero(
     assert len(ids) == 20
     assert set(ids.values()) == {1}, ids
     assert sum(len(r["event_ids"]) for r in pair[1].events("alert_delivered")) == 20
+
+
+def test_notify_check_reads_every_secret_and_exits_78_on_a_missing_one(tmp_path):
+    """`notify --check`: 0 when the file and every secret are fine; 78 naming the missing credential."""
+    rx = AlertReceivers()  # not started: --check sends nothing
+    channels = all_channels(tmp_path, rx)
+    good = write_config(tmp_path / "good", _NoBroker(), channels, client_id="check")
+    bad_channel = channels[0] | {"secret": {"credential": "absent"}}
+    bad = write_config(tmp_path / "bad", _NoBroker(), [bad_channel], client_id="check")
+    argv = [sys.executable, "-m", "agent", "notify", "--check", "--config"]
+    env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    ok = subprocess.run(
+        [*argv, str(good)], capture_output=True, text=True, env=env, check=False, timeout=60
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "ok, 6 channel(s)" in ok.stdout
+    failed = subprocess.run(
+        [*argv, str(bad)], capture_output=True, text=True, env=env, check=False, timeout=60
+    )
+    assert failed.returncode == 78
+    assert "absent" in failed.stderr
+    assert SECRET not in failed.stderr + failed.stdout
+
+
+class _NoBroker:
+    """Where a config points when no broker is needed."""
+
+    host = "127.0.0.1"
+    port = 1883

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from tests.support.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class BrokerAddress(Protocol):
+    """Where the broker listens (a ``Mosquitto``, or any host/port pair)."""
+
+    host: str
+    port: int
 
 
 class Notify:
@@ -140,7 +147,7 @@ def all_channels(
 
 def write_config(
     directory: Path,
-    broker: Mosquitto,
+    broker: BrokerAddress,
     channels: list[dict[str, Any]],
     *,
     client_id: str,
