@@ -46,6 +46,7 @@ EXTENSIONS: tuple[str, ...] = (
     "agent.top",  # altiwatch top          (dashboards)
     "agent.maintenance_cli",  # altiwatch maintenance  (field)
     "agent.dispatch",  # altiwatch dispatch     (field)
+    "agent.alerts.cli",  # altiwatch notify       (alerts)
 )
 # ----------------------------------------------------------------------------------------------
 

@@ -255,6 +255,60 @@ def config_page() -> str:
     return "".join(out)
 
 
+NOTIFY_INTRO = """\
+# `altiwatch notify` configuration reference
+
+Its own YAML file, `/etc/altiwatch/notify.yaml` by default (`altiwatch notify --config FILE`),
+validated strictly like the agent's: an unknown key or a wrong type exits **78**, and
+`altiwatch notify --check` also reads every secret. A secret is never inline: it is
+`{file: PATH}` or `{credential: NAME}` (systemd `LoadCredential=`). `channels[]` entries are
+told apart by `type`; each type's own keys are listed in its section. How to set it up:
+[Alerts in chat and e-mail](../alerts.md).
+"""
+
+
+def notify_page() -> str:
+    """docs/reference/notify.md from ``NotifyConfig`` and its channel models."""
+    from agent.alerts import config as notify_config  # noqa: PLC0415 - imported on demand
+
+    header = ("key", "type", "default", "constraints", "description")
+    out = [GENERATED.format(source="the pydantic models of agent/alerts/config.py"), NOTIFY_INTRO]
+    sections: list[tuple[str, type[BaseModel], str]] = [
+        ("top level", notify_config.NotifyConfig, ""),
+    ]
+    sections += [
+        (f"`channels[]` of `type: {kind}`", model, "channels[].")
+        for kind, model in (
+            ("dingtalk", notify_config.DingTalkChannel),
+            ("wecom", notify_config.WeComChannel),
+            ("feishu", notify_config.FeishuChannel),
+            ("telegram", notify_config.TelegramChannel),
+            ("slack", notify_config.SlackChannel),
+            ("webhook", notify_config.WebhookChannel),
+            ("email", notify_config.EmailChannel),
+        )
+    ]
+    for title, model, prefix in sections:
+        check_descriptions(model)
+        doc = (model.__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        out.append(f"\n## {title}\n\n{doc}\n\n")
+        rows = [
+            (
+                f"`{prefix}{path}`",
+                "list of mappings (by `type`, below)"
+                if path == "channels"
+                else type_text(info.annotation),
+                default_text(info),
+                constraint_text(info),
+                info.description or "",
+            )
+            for path, info in config_rows(model)
+            if not (model is notify_config.NotifyConfig and path.startswith("channels[]."))
+        ]
+        out.append(table(header, rows))
+    return "".join(out)
+
+
 # ============================================================================== metrics
 
 
@@ -805,6 +859,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "mqtt.md": mqtt_page,
     "alarms.md": alarms_page,
     "cli.md": cli_page,
+    "notify.md": notify_page,
 }
 
 

@@ -1,4 +1,4 @@
-"""Event consumers against a real mosquitto: `altiwatch events tail` and the webhook relay example."""
+"""Event consumers against a real mosquitto: `altiwatch events tail` (`altiwatch notify`: test_notify.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ import json
 import subprocess
 import sys
 import threading
-from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from aiohttp import web
 
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
 from agent.mqtt.config import MqttSettings
 from agent.mqtt.publisher import EventPublisher
 from tests.support import events
 from tests.support.mosquitto import wait_until
-from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,8 +27,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.broker
 
 REPO = Path(__file__).resolve().parents[2]
-RELAY = REPO / "deploy" / "examples" / "webhook_relay.py"
-WEBHOOK_HOST = "127.50.1.1"
 
 
 def transition(n: int, severity: Severity, kind: TransitionKind) -> AlarmTransition:
@@ -167,53 +162,3 @@ async def test_events_tail_renders_readable_lines(mosquitto, tmp_path, procs):
     assert "golmud/m3 chip_temp" in line
     assert "91.0 vs 78.0 (sea level 85.0, 2800.0 m" in line
     assert "event-007" in line
-
-
-async def test_webhook_relay_two_instances_share_the_load(mosquitto, tmp_path, procs):
-    """Two relays in one shared-subscription group deliver each of 20 alarms once, split between them."""
-    hits: list[tuple[str, dict[str, Any]]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        hits.append((request.headers["X-Altiwatch-Relay"], await request.json()))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port(WEBHOOK_HOST)
-    site = web.TCPSite(runner, WEBHOOK_HOST, port)
-    await site.start()
-    try:
-        relays = []
-        for name in ("relay-a", "relay-b"):
-            proc = spawn(
-                procs,
-                [
-                    sys.executable, str(RELAY),
-                    "--host", mosquitto.host, "--port", str(mosquitto.port),
-                    "--url", f"http://{WEBHOOK_HOST}:{port}/hook",
-                    "--group", "pager", "--client-id", name,
-                ],
-            )  # fmt: skip
-            relays.append(Lines(proc, "stdout"))
-        await wait_until(
-            lambda: all(any("relay_subscribed" in ln for ln in r.lines) for r in relays),
-            within=30,
-            what="both relays subscribed",
-        )
-        pub, task = await run_publisher(mosquitto, tmp_path)
-        try:
-            pub.alarm_transitions(
-                [transition(i, Severity.WARNING, TransitionKind.RAISED) for i in range(20)]
-            )
-            await wait_until(lambda: len(hits) >= 20, within=30, what="20 webhook calls")
-        finally:
-            await stop_publisher(pub, task)
-    finally:
-        await runner.cleanup()
-    summaries = Counter(body["summary"] for _, body in hits)
-    assert summaries == Counter(f"event-{i:03d}" for i in range(20))
-    per_relay = Counter(relay for relay, _ in hits)
-    assert set(per_relay) == {"relay-a", "relay-b"}, per_relay
-    print(f"webhook relay split: {dict(per_relay)}")
