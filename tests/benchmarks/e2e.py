@@ -1,7 +1,7 @@
 """``make bench``'s headline: the real daemon end to end, MQTT on, against naive pyasic (issue 20).
 
 ``python -m tests.benchmarks.e2e [--miners 1000] [--per-family 200] [--interval-s 15]
-[--minutes N] [--family-windows 3] [--smoke] [--out bench-results/NAME.json]``
+[--minutes N] [--family LABEL ...] [--mqtt-off] [--smoke] [--out bench-results/NAME.json]``
 
 What an operator's ``top`` would show, measured on an emulated fleet:
 
@@ -90,6 +90,7 @@ class Plan:
     family_base: str  # family f at <family_base>.<8f>.1
     listen_host: str  # the agent's HTTP address (Prometheus scrapes it)
     smoke: bool
+    mqtt: bool = True  # --mqtt-off: the same run without MQTT, to see what telemetry costs
 
 
 def full_plan(miners: int, per_family: int, interval_s: float, minutes: float | None) -> Plan:
@@ -208,7 +209,7 @@ class Agent:
             },
             "http": {"listen": f"{plan.listen_host}:{port}"},
             "mqtt": {
-                "enabled": True,
+                "enabled": plan.mqtt,
                 "host": broker.host,
                 "port": broker.port,
                 "telemetry": True,
@@ -364,7 +365,8 @@ def run_agent(
     try:
         deadline = max(120.0, 4 * plan.interval_s)
         result["ready_after_s"] = round(agent.wait_for("/readyz", agent.ready, deadline), 1)
-        agent.wait_for("MQTT connected", agent.mqtt_connected, 30.0)
+        if plan.mqtt:
+            agent.wait_for("MQTT connected", agent.mqtt_connected, 30.0)
         log(f"    agent ready after {result['ready_after_s']} s; warm-up {plan.interval_s:g} s")
         time.sleep(plan.interval_s)  # a fixed warm-up interval, not a wait for a condition
         result |= measure_window(agent, window_s, plan.interval_s)
@@ -541,7 +543,7 @@ def table(results: dict[str, Any]) -> str:
             "",
             (
                 f"Fleet mix, {fleet['miners']:,} miners ({fleet['emulators']} emulator processes), "
-                f"{plan['interval_s']:g} s interval, MQTT telemetry on, Prometheus scraping every "
+                f"{plan['interval_s']:g} s interval, MQTT telemetry {'on' if plan['mqtt'] else 'OFF'}, Prometheus scraping every "
                 f"{plan['interval_s']:g} s; window {a.get('window_s', '–')} s after warm-up"
             ),
             "",
@@ -566,7 +568,7 @@ def table(results: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"Per family, {plan['per_family']} miners of one family at a time, same set-up; "
+                f"Per family, {plan['per_family']} miners of one family at a time, same set-up (MQTT {'on' if plan['mqtt'] else 'OFF'}); "
                 f"window {plan['family_window_s']:g} s"
             ),
             "",
@@ -616,6 +618,8 @@ def plan_of(args: argparse.Namespace) -> Plan:
             plan = dataclasses.replace(plan, families=tuple(args.family))
     if args.emulator_miners:
         plan = dataclasses.replace(plan, emulator_miners=args.emulator_miners)
+    if args.mqtt_off:
+        plan = dataclasses.replace(plan, mqtt=False)
     return plan
 
 
@@ -642,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         "--emulator-miners", type=int, default=None, help="miners per emulator process (500)"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny version (for make test)")
+    parser.add_argument(
+        "--mqtt-off", action="store_true", help="MQTT disabled (a comparison, not the headline)"
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON output (default bench-results/e2e-<time>.json)"
     )
