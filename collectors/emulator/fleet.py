@@ -64,6 +64,7 @@ PERSISTENT_FAULTS = frozenset(
         "pool_latency",
         "pool_down",
         "pool_hijack",
+        "coolant_flow",
     }
 )
 

@@ -38,6 +38,7 @@ FaultKind = Literal[
     "pool_latency",
     "pool_down",
     "pool_hijack",
+    "coolant_flow",
 ]
 """Every fault the emulator can inject (shared API contract).
 
@@ -45,7 +46,9 @@ Hostile ones (issue 15): ``gzip_bomb`` answers every web request 200 with a ``Co
 gzip`` body that inflates to ``bytes`` (default 1 GiB, about 1 MB on the wire); ``endless``
 answers (web: 200 without a length) and then streams bytes until the peer hangs up; ``identity``
 makes the firmware report ``mac``, ``serial`` and/or ``hostname`` as given (any text, up to
-1 MiB each: oversized, malformed, NUL bytes, another miner's MAC), until it is cleared."""
+1 MiB each: oversized, malformed, NUL bytes, another miner's MAC), until it is cleared.
+``coolant_flow`` (liquid-cooled miners) cuts the coolant flow to ``factor`` of nominal (a
+failing pump, an air lock, a clogged filter or a closed valve): the coolant ΔT rises."""
 
 MAX_IDENTITY_CHARS = 1 << 20
 """Longest identity field an ``identity`` fault may plant."""
