@@ -47,6 +47,7 @@ from agent.event_loop import EventLoop
 from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
 from agent.shard import owns
+from collectors.snapshot import Cooling
 from collectors.source import Credentials, MinerTarget
 
 if TYPE_CHECKING:
@@ -202,6 +203,12 @@ class MinerConfig(_Section):
         default=None,
         description="Model hint, skips detection: `S19j Pro`, `M30S+ VE40`, `BM1366`, or with "
         "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`.",
+    )
+    cooling: Literal["air", "hydro", "immersion"] | None = Field(
+        default=None,
+        description="How the miner is cooled, when its model and fan mode do not say (e.g. an "
+        "air-cooled model in an immersion tank). Default: hydro for Hydro models, immersion "
+        "for Braiins OS+ in immersion fan mode, else air.",
     )
     username: str | None = Field(
         default=None,
@@ -496,6 +503,7 @@ class AgentConfig(_Section):
                 name=miner.name,
                 model_hint=miner.model,
                 credentials=credentials,
+                cooling=None if miner.cooling is None else Cooling(miner.cooling),
             )
             result.append((self.site(miner.site or self.sites[0].name), target))
         return result
