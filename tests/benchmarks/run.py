@@ -58,6 +58,9 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("Bitaxe", "bitaxe-ultra"),
     ("BOS+", "braiins-s19jpro"),
     ("VNish", "vnish-s19jpro"),
+    ("S21+ Hydro", "antminer-s21plus-hydro"),
+    ("S19 Hydro", "antminer-s19-hydro"),
+    ("BOS+ immersion", "braiins-s19jpro-immersion"),
 )
 
 #: Share of each family in the "fleet mix" figures and the sustained run: a Qinghai-like site,
@@ -95,6 +98,7 @@ class Plan:
     family_base: str  # per-family fleet: <family_base>.F.N
     sustained_base: str  # sustained fleet: consecutive addresses from here
     listen_host: str  # the agent's and the exposition benchmark's HTTP address
+    only_families: tuple[str, ...] = ()  # labels of FAMILIES to measure (empty: all + mix)
 
 
 FULL = Plan(
@@ -248,9 +252,15 @@ def measure_cpu(plan: Plan, tmp: Path, log: Any) -> dict[str, Any]:
     """Per-family and mix CPU figures for every mode."""
     addresses = family_addresses(plan)
     modes = ["baseline", "agent"] + (["agent_untuned"] if plan.untuned else [])
-    groups = {label: addresses[key] for label, key in FAMILIES}
-    mix = mix_addresses(addresses, plan.mix_total)
-    groups["Fleet mix"] = mix
+    mix: list[str] = []
+    if plan.only_families:  # those families alone: a smaller emulator, no fleet mix
+        keys = {key for label, key in FAMILIES if label in plan.only_families}
+        addresses = {key: addrs for key, addrs in addresses.items() if key in keys}
+        groups = {label: addresses[key] for label, key in FAMILIES if key in keys}
+    else:
+        groups = {label: addresses[key] for label, key in FAMILIES}
+        mix = mix_addresses(addresses, plan.mix_total)
+        groups["Fleet mix"] = mix
     if plan.one_process_per_group:
         jobs = [(mode, {label: addrs}) for label, addrs in groups.items() for mode in modes]
     else:
@@ -704,6 +714,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-family", type=int, default=None, help="miners per family")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--cycles", type=int, default=None, help="measured cycles per run")
+    parser.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        choices=[label for label, _ in FAMILIES],
+        help="CPU per poll of this family only (repeatable; no fleet mix)",
+    )
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     overrides = {
@@ -712,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_family": args.per_family,
         "repeats": args.repeats,
         "cycles": args.cycles,
+        "only_families": tuple(args.family) or None,
     }
     plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     out = (
