@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+
+import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -12,6 +16,9 @@ from agent.alarms.model import Severity
 from agent.alarms.testing import Driver, Site, make_snapshot
 from agent.fleet_state import FleetState
 from agent.metrics import AgentMetrics, MetricsRenderer
+from agent.mqtt import schemas
+from agent.mqtt.discovery import DeviceInfo, device_config
+from agent.mqtt.events import EventFactory, Topics
 from collectors.coolant import boiling_point_at_altitude_c
 from collectors.snapshot import BoardReading, Cooling, Family, Identity, MinerSnapshot, Tier
 from collectors.source import MinerTarget
@@ -238,3 +245,22 @@ def test_liquid_r11_site_cooler_capacity():
     assert len(site) == 1
     assert site[0].severity is WARN
     assert "cooler_capacity" in site[0].tags
+
+
+def test_liquid_telemetry_payload_and_discovery_carry_coolant():
+    """MQTT telemetry carries cooling, coolant temperatures and flow (schema-valid); HA too."""
+    counter = itertools.count(1)
+    events = EventFactory(
+        agent_id="a1", prefix="altiwatch/v1", version="0", next_seq=lambda: next(counter)
+    )
+    snap = make_snapshot(0.0, preset="s21hydro", **steady(coolant_in=35.0, coolant_out=41.0))  # type: ignore[arg-type]
+    body = events.telemetry("s", "m", snap, alarm_severity="none", expiry_s=60).payload
+    payload = json.loads(body)
+    jsonschema.validate(payload, schemas.load(str(payload["schema"])))
+    assert payload["cooling"] == "hydro"
+    assert (payload["coolant_inlet_c"], payload["coolant_outlet_c"]) == (35.0, 41.0)
+    assert payload["coolant_flow_lpm"] == pytest.approx(13.0, abs=0.1)
+    info = DeviceInfo("s", "m", "S21+ Hydro", (0, 1, 2), (), coolant=True)
+    config = device_config(info, topics=Topics(), status_topic="st", version="0")
+    names = {c["name"] for c in config["cmps"].values()}  # type: ignore[attr-defined]
+    assert {"Coolant inlet", "Coolant outlet", "Coolant flow (estimate)"} <= names
