@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 
 import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry
+from rich.console import Console
 
+from agent import top
 from agent.alarms.config import SiteThermal, ThermalSettings, ThresholdOverride
 from agent.alarms.engine import AlarmEngine, Observation
 from agent.alarms.liquid import flow_estimate
@@ -264,3 +267,21 @@ def test_liquid_telemetry_payload_and_discovery_carry_coolant():
     config = device_config(info, topics=Topics(), status_topic="st", version="0")
     names = {c["name"] for c in config["cmps"].values()}  # type: ignore[attr-defined]
     assert {"Coolant inlet", "Coolant outlet", "Coolant flow (estimate)"} <= names
+
+
+def test_liquid_top_shows_cooling_and_coolant_instead_of_fans():
+    """`top`: a hydro miner's fans column names the cooling and the coolant in → out."""
+    raw = {
+        "miner": "m1",
+        "site": "s",
+        "up": True,
+        "fans": [],
+        "thresholds": {"cooling": "hydro", "sensor": "die"},
+        "coolant_inlet_c": 35.0,
+        "coolant_outlet_c": 41.0,
+    }
+    row = top.Row.parse(raw)
+    assert row.cooling == "hydro"
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, no_color=True).print(top.render([raw], now=0.0))
+    assert "hydro 35→41 °C" in buffer.getvalue()
