@@ -48,6 +48,7 @@ from agent.location import Location, check_pattern
 from agent.logging_setup import LogFormat, LogLevel
 from agent.mqtt.config import MqttSettings
 from agent.shard import owns
+from collectors.snapshot import Cooling
 from collectors.source import Credentials, MinerTarget
 
 if TYPE_CHECKING:
@@ -231,6 +232,12 @@ class MinerConfig(_Section):
         description="Model hint, skips detection: `S19j Pro`, `M30S+ VE40`, `BM1366`, or with "
         "a firmware prefix `vnish:Antminer S19j Pro`, `braiins:S19j Pro`, `luxos:Antminer S19 XP`, "
         "`whatsminer-v3:M60S_VK30` (Whatsminer API v3 on 4433).",
+    )
+    cooling: Literal["air", "hydro", "immersion"] | None = Field(
+        default=None,
+        description="How the miner is cooled, when its model and fan mode do not say (e.g. an "
+        "air-cooled model in an immersion tank). Default: hydro for Hydro models, immersion "
+        "for Braiins OS+ in immersion fan mode, else air.",
     )
     username: str | None = Field(
         default=None,
@@ -525,6 +532,7 @@ class AgentConfig(_Section):
                 name=miner.name,
                 model_hint=miner.model,
                 credentials=credentials,
+                cooling=None if miner.cooling is None else Cooling(miner.cooling),
             )
             result.append((self.site(miner.site or self.sites[0].name), target))
         return result

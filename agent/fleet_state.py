@@ -145,6 +145,8 @@ def _merge(fast: MinerSnapshot, slow: MinerSnapshot | None) -> MinerSnapshot:
             fault_light=slow.fault_light,
             atm_enabled=slow.atm_enabled,
             power_limit_w=slow.power_limit_w,
+            # Immersion is known from the fan mode, read on the slow tier.
+            cooling=fast.cooling or slow.cooling,
         )
     if merged.power_w is None:
         estimate = estimate_power_w(merged.identity.model, merged.hashrate_hs)

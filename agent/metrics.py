@@ -42,6 +42,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from collectors.air import P0_PA
+from collectors.coolant import WATER, Coolant, boiling_point_c, flow_l_per_min
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 
@@ -142,8 +145,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "asic_miner_info",
         "gauge",
-        "Miner metadata (make, model, firmware, address, hostname, mac, serial) and where it "
-        "stands (name, container, rack, shelf, slot; empty when unknown); always 1.",
+        "Miner metadata (make, model, firmware, address, hostname, mac, serial, cooling: air, "
+        "hydro or immersion) and where it stands (name, container, rack, shelf, slot; empty when "
+        "unknown); always 1.",
     ),
     Family(
         "asic_maintenance",
@@ -166,7 +170,22 @@ FAMILIES: tuple[Family, ...] = (
     Family("asic_board_hashrate_hashes_per_second", "gauge", "Hashrate of one hashboard."),
     Family("asic_chip_temperature_celsius", "gauge", "Chip temperature of one hashboard."),
     Family("asic_board_temperature_celsius", "gauge", "PCB temperature of one hashboard."),
-    Family("asic_inlet_temperature_celsius", "gauge", "Intake air temperature at the miner."),
+    Family(
+        "asic_inlet_temperature_celsius",
+        "gauge",
+        "Intake air temperature at the miner, from an ambient (environment) sensor only.",
+    ),
+    Family(
+        "asic_coolant_temperature_celsius",
+        "gauge",
+        "Liquid-cooled miners: coolant temperature at the miner's inlet or outlet (position).",
+    ),
+    Family(
+        "asic_coolant_flow_estimate_liters_per_minute",
+        "gauge",
+        "Liquid-cooled miners: coolant flow estimated from power and coolant rise, "
+        '60·P/(ρ·c_p·ΔT); source="estimated" where the power is estimated.',
+    ),
     Family("asic_fan_speed_rpm", "gauge", "Fan speed in revolutions per minute."),
     Family(
         "asic_fan_duty_ratio",
@@ -326,6 +345,7 @@ def miner_fragments(
     ident = snap.identity if snap is not None else None
     if record.slow is not None:
         ident = record.slow.identity
+    limits = alarms.thresholds(record.miner_id) if alarms is not None else None
     if ident is not None:
         info = labels(
             make=ident.make,
@@ -340,6 +360,7 @@ def miner_fragments(
             rack=loc.rack if loc is not None else None,
             shelf=loc.shelf if loc is not None else None,
             slot=loc.slot if loc is not None else None,
+            cooling=cooling_label(snap, limits),
         )
         add("asic_miner_info", 1, "," + info[1:-1])
     if maintenance is not None:
@@ -347,10 +368,10 @@ def miner_fragments(
     if record.duplicate_of is not None:
         flag = labels(claimed=record.duplicate_of, holder_address=record.duplicate_holder)
         add("asic_duplicate_id_info", 1, "," + flag[1:-1])
-    limits = alarms.thresholds(record.miner_id) if alarms is not None else None
     rpm_max = getattr(limits, "rpm_max", None) if limits is not None else None
     if snap is not None and record.up:
         _telemetry(add, snap)
+        _coolant(add, snap, limits)
         add("asic_fan_duty_ratio", fan_duty_ratio(snap, rpm_max))
         _pools(add, snap)
     if limits is not None:
@@ -380,6 +401,41 @@ def _telemetry(add: Callable[[str, float | None, str], None], snap: MinerSnapsho
         add("asic_mining", 1 if snap.is_mining else 0, "")
     if snap.atm_enabled is not None:
         add("asic_atm_enabled", 1 if snap.atm_enabled else 0, "")
+
+
+def cooling_label(snap: MinerSnapshot | None, limits: Any) -> str | None:
+    """The miner's cooling as the alarm engine resolved it (overrides included), else as read."""
+    cooling = getattr(limits, "cooling", None)
+    if isinstance(cooling, str):
+        return cooling
+    if snap is not None and snap.cooling is not None:
+        return snap.cooling.value
+    return None
+
+
+def coolant_flow(snap: MinerSnapshot, limits: Any) -> float | None:
+    """Coolant flow estimate (L/min) with the coolant in force (water by default), or None."""
+    if snap.power_w is None or snap.coolant_inlet_c is None or snap.coolant_outlet_c is None:
+        return None
+    fluid = Coolant(
+        cp_j_per_kg_k=getattr(limits, "coolant_cp_j_per_kg_k", WATER.cp_j_per_kg_k),
+        density_kg_per_l=getattr(limits, "coolant_density_kg_per_l", WATER.density_kg_per_l),
+    )
+    return flow_l_per_min(snap.power_w, snap.coolant_outlet_c - snap.coolant_inlet_c, fluid)
+
+
+def _coolant(
+    add: Callable[[str, float | None, str], None], snap: MinerSnapshot, limits: Any
+) -> None:
+    """Coolant inlet/outlet and the flow estimate (liquid-cooled miners that report them)."""
+    add("asic_coolant_temperature_celsius", snap.coolant_inlet_c, ',position="inlet"')
+    add("asic_coolant_temperature_celsius", snap.coolant_outlet_c, ',position="outlet"')
+    if snap.power_source is not None:
+        add(
+            "asic_coolant_flow_estimate_liters_per_minute",
+            coolant_flow(snap, limits),
+            f',source="{snap.power_source.value}"',
+        )
 
 
 def _pools(add: Callable[[str, float | None, str], None], snap: MinerSnapshot) -> None:
@@ -563,6 +619,12 @@ class _LiveCollector:
             "Airflow needed at the site relative to sea level for the same cooling.",
             labels=["site"],
         )
+        boiling = GaugeMetricFamily(
+            "altiwatch_site_water_boiling_point_celsius",
+            "Boiling point of water at the site's pressure (Antoine); R11 fires CRIT when a "
+            "coolant outlet comes within 15 K of it.",
+            labels=["site"],
+        )
         for site in sites:
             air = alarms.site_air(site)
             for family, attr in ((altitude, "altitude_m"), (density, "delta")):
@@ -572,9 +634,13 @@ class _LiveCollector:
             value = getattr(air, "cooling_multiplier", None)
             if value is not None:
                 cooling.add_metric([site], float(value))
+            delta = getattr(air, "delta", None)
+            if isinstance(delta, int | float):
+                boiling.add_metric([site], round(boiling_point_c(delta * P0_PA), 2))
         yield altitude
         yield density
         yield cooling
+        yield boiling
 
     @staticmethod
     def _mqtt(stats: Any) -> Iterator[Metric]:

@@ -292,6 +292,10 @@ class Row:
     """container, rack, shelf, slot (None: unknown)."""
     maintenance: str | None = None
     """The maintenance reason while the miner is in maintenance."""
+    cooling: str | None = None
+    """``hydro``/``immersion``: the fans column shows the cooling and coolant instead."""
+    coolant_in_c: float | None = None
+    coolant_out_c: float | None = None
 
     @property
     def label(self) -> str:
@@ -380,6 +384,9 @@ class Row:
             power_w=_num(raw, "power_w"),
             alarms=tuple(sorted(alarms, key=lambda a: (-a.severity, a.rule))),
             bad_shares=_num(_dict(raw, "share_health"), "bad_ratio"),
+            cooling=_str(thresholds, "cooling") or _str(raw, "cooling"),
+            coolant_in_c=_num(raw, "coolant_inlet_c"),
+            coolant_out_c=_num(raw, "coolant_outlet_c"),
         )
 
 
@@ -491,6 +498,11 @@ def _alarm_text(row: Row) -> Text:
 
 
 def _fan_text(row: Row) -> str:
+    if row.cooling in {"hydro", "immersion"}:  # no fans / 0 rpm is normal: show the coolant
+        if row.coolant_in_c is None and row.coolant_out_c is None:
+            return row.cooling
+        inlet, outlet = _fmt(row.coolant_in_c, ".0f"), _fmt(row.coolant_out_c, ".0f")
+        return f"{row.cooling} {inlet}→{outlet} °C"
     rpm = _fmt(row.fan_rpm, ".0f", " rpm")
     if row.fan_load is None:
         return rpm

@@ -54,6 +54,7 @@ from collectors import (
 from collectors.identity import clean_mac, clean_text
 from collectors.snapshot import (
     BoardReading,
+    Cooling,
     ErrorCode,
     Family,
     FanReading,
@@ -218,6 +219,47 @@ def family_of(miner: Any) -> Family:
         "Braiins": Family.BRAIINS,
     }
     return by_make.get(make, Family.UNKNOWN)
+
+
+def cooling_of(miner: Any) -> Cooling | None:
+    """Cooling known from the pyasic class alone: hydro models ("S19 Hydro", "S21+ Hydro").
+
+    None when the model does not say (air, or immersion known only from the fan mode).
+    """
+    info = getattr(miner, "device_info", None)
+    model = str(getattr(info, "model", "") or getattr(miner, "model", "") or "")
+    return Cooling.HYDRO if "hyd" in model.lower() else None
+
+
+async def fan_mode_cooling(miner: Any) -> Cooling | None:
+    """Slow tier, Braiins OS+: immersion when the firmware's fan mode is immersion, else air.
+
+    Read through pyasic's own ``get_config`` (one gRPC call). None when it cannot be read.
+    """
+    if family_of(miner) is not Family.BRAIINS:
+        return None
+    try:
+        config = await miner.get_config()
+    except (APIError, LookupError, ValueError, TypeError):  # pyasic parses the reply loosely
+        return None
+    mode = getattr(getattr(config, "fan_mode", None), "mode", None)
+    return Cooling.IMMERSION if mode == "immersion" else Cooling.AIR
+
+
+def _coolant(
+    boards: tuple[BoardReading, ...], cooling: Cooling | None
+) -> tuple[float | None, float | None]:
+    """(coolant inlet, outlet) of a hydro miner: lowest board inlet, highest board outlet.
+
+    Only hydro firmware reports coolant as board inlet/outlet (stock S21+ Hydro, pyasic 0.79);
+    on other miners those fields are air or chip figures (Whatsminer API v3: chip min/max) and
+    are never used as coolant (nor as air: the air inlet comes from an ambient sensor only).
+    """
+    if cooling is not Cooling.HYDRO:
+        return None, None
+    ins = [b.inlet_temp_c for b in boards if b.inlet_temp_c is not None]
+    outs = [b.outlet_temp_c for b in boards if b.outlet_temp_c is not None]
+    return (min(ins) if ins else None), (max(outs) if outs else None)
 
 
 def identity_of(miner: Any) -> Identity:
@@ -415,6 +457,20 @@ async def _vnish_refuses_password(miner: Any, deadline: float) -> bool:
     return response.status_code in {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN}
 
 
+async def _cooling(miner: Any, tier: Tier, configured: Cooling | None) -> Cooling | None:
+    """The configured cooling, else on the slow tier BOS+ fan mode's (immersion; issue 16)."""
+    if configured is not None or tier is not Tier.SLOW:
+        return configured
+    return await fan_mode_cooling(miner)
+
+
+async def _with_atm(snapshot: MinerSnapshot, miner: Any, tier: Tier) -> MinerSnapshot:
+    """Slow tier, LuxOS: the snapshot with the ATM state (one extra request)."""
+    if tier is Tier.SLOW and luxos.is_luxos(miner):
+        return replace(snapshot, atm_enabled=await luxos.atm_enabled(miner))
+    return snapshot
+
+
 def _boards(data: Any, miner: Any = None) -> tuple[BoardReading, ...]:
     if whatsminer_v3.is_v3(miner):
         return _v3_boards(data)
@@ -507,14 +563,16 @@ def snapshot_from_data(
     *,
     collected_at: float,
     raw_pools: pools.RawPools | None = None,
+    cooling: Cooling | None = None,
 ) -> MinerSnapshot:
     """Convert pyasic's MinerData for ``tier`` into our frozen MinerSnapshot.
 
     Only the tier's own fields are taken: MinerData's defaults for data that was not read
     (``is_mining=True``, ``errors=[]``, blank expected hashboards) would otherwise pose as
-    readings.
+    readings. ``cooling`` (configured or read from the fan mode) wins over the model's.
     """
     base = identity_of(miner)
+    cooling = cooling or cooling_of(miner)
     if tier is Tier.SLOW:
         identity = Identity(
             family=base.family,
@@ -535,11 +593,14 @@ def snapshot_from_data(
             fault_light=data.fault_light,
             errors=_errors(data),
             pools=_pools(data, raw_pools),
+            cooling=cooling,
         )
     power = _finite(data.wattage, allow_zero=False)
     hashrate = hashrate_hs(data.raw_hashrate)
     if hashrate is None:
         hashrate = hashrate_hs(data.hashrate)
+    boards = _boards(data, miner)
+    coolant_in, coolant_out = _coolant(boards, cooling)
     return MinerSnapshot(
         address=address,
         collected_at=collected_at,
@@ -547,7 +608,10 @@ def snapshot_from_data(
         identity=base,
         hashrate_hs=hashrate,
         expected_hashrate_hs=hashrate_hs(data.expected_hashrate),
-        boards=_boards(data, miner),
+        boards=boards,
+        cooling=cooling,
+        coolant_inlet_c=coolant_in,
+        coolant_outlet_c=coolant_out,
         expected_boards=_int_or_none(data.expected_hashboards),
         fans=_fans(data),
         expected_fans=_int_or_none(data.expected_fans),
@@ -749,9 +813,9 @@ class PyasicSource:
             data,
             collected_at=self._clock(),
             raw_pools=cached.raw_pools,
+            cooling=await _cooling(cached.miner, tier, target.cooling),
         )
-        if tier is Tier.SLOW and luxos.is_luxos(cached.miner):
-            snapshot = replace(snapshot, atm_enabled=await luxos.atm_enabled(cached.miner))
+        snapshot = await _with_atm(snapshot, cached.miner, tier)
         if web is WebCheck.UNUSABLE:
             # The RPC port answered, the web API did not: the boards are unknown, not missing.
             snapshot = replace(snapshot, boards=(), expected_boards=None)

@@ -31,6 +31,19 @@ class PowerSource(StrEnum):
     ESTIMATED = "estimated"
 
 
+class Cooling(StrEnum):
+    """How a miner is cooled (altitude-thermal.md §7): from its model, fan mode or config."""
+
+    AIR = "air"
+    HYDRO = "hydro"
+    IMMERSION = "immersion"
+
+    @property
+    def liquid(self) -> bool:
+        """Hydro and immersion: no air on the miner side, no δ derating, no fan rule."""
+        return self is not Cooling.AIR
+
+
 class Tier(StrEnum):
     """Polling tier: fast = telemetry every interval, slow = identity/pools/errors."""
 
@@ -144,6 +157,11 @@ class MinerSnapshot:
     fans: tuple[FanReading, ...] = ()
     expected_fans: int | None = None
     inlet_temp_c: float | None = None
+    """Air inlet from a real ambient (environment) sensor only; never coolant or chip."""
+    cooling: Cooling | None = None
+    """None: not known from this poll (the rules then treat the miner as air-cooled)."""
+    coolant_inlet_c: float | None = None
+    coolant_outlet_c: float | None = None
     power_w: float | None = None
     power_source: PowerSource | None = None
     power_limit_w: float | None = None

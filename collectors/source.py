@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from pydantic import SecretStr
 
-    from collectors.snapshot import MinerSnapshot, Tier, WorkerReading
+    from collectors.snapshot import Cooling, MinerSnapshot, Tier, WorkerReading
 
 
 class FailureReason(StrEnum):
@@ -62,6 +62,8 @@ class MinerTarget:
     name: str | None = None
     model_hint: str | None = None
     credentials: Credentials | None = None
+    cooling: Cooling | None = None
+    """Configured cooling (``miners[].cooling``): wins over the model and the fan mode."""
 
 
 class MinerSource(Protocol):

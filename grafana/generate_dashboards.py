@@ -1054,6 +1054,31 @@ def miner_detail() -> Json:
             ],
         ),
         Panel(
+            "Coolant temperatures (liquid-cooled)",
+            "Coolant inlet and outlet of a hydro miner (never air), and the site's water boiling "
+            "point (R11 fires CRIT at 15 K below it).",
+            "celsius",
+            [
+                Target(m("asic_coolant_temperature_celsius"), "{{miner}} coolant {{position}}"),
+                Target(
+                    'altiwatch_site_water_boiling_point_celsius{site=~"$site"}',
+                    "{{site}} water boiling point",
+                ),
+            ],
+        ),
+        Panel(
+            "Coolant flow estimate (liquid-cooled)",
+            "60·P/(ρ·c_p·ΔT) from power and coolant rise; falling at steady power means a failing "
+            "pump, an air lock or a closed valve (R11 low_flow).",
+            "short",
+            [
+                Target(
+                    m("asic_coolant_flow_estimate_liters_per_minute"),
+                    "{{miner}} L/min ({{source}} power)",
+                )
+            ],
+        ),
+        Panel(
             "Chips per board",
             "Working chips found on each board against the model's expected count.",
             "short",

@@ -113,6 +113,47 @@ class PresetValues(_Strict):
         le=150,
         description="Enable the optional PCB rule for die presets: critical C, warning C − 5·M(δ).",
     )
+    cooling: Literal["air", "hydro", "immersion"] | None = Field(
+        default=None,
+        description="How the matched miners are cooled (wins over the model, the fan mode and "
+        "`miners[].cooling`). Liquid (hydro, immersion): no δ derating of R1, no fan rule R3, "
+        "R2 on the coolant inlet, R11 and R8 freeze.",
+    )
+    coolant_inlet_max_c: float | None = Field(
+        default=None,
+        ge=0,
+        le=90,
+        description="Liquid: maximum coolant inlet from the vendor's spec sheet (R2 liquid: "
+        "WARN 3 K below, CRIT at it). Unknown: R2 inactive and an R9 INFO.",
+    )
+    coolant_delta_max_k: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="Liquid: maximum coolant outlet − inlet from the vendor's spec sheet (R11: "
+        "WARN at 0.8×, CRIT at it). Unknown: that part of R11 inactive and an R9 INFO.",
+    )
+    coolant_freeze_c: float | None = Field(
+        default=None,
+        ge=-60,
+        le=10,
+        description="Liquid: the coolant's freeze point (water 0 °C; glycol from its datasheet) "
+        "for R8's freeze part.",
+    )
+    coolant_cp_j_per_kg_k: float | None = Field(
+        default=None,
+        gt=1000,
+        le=5000,
+        description="Liquid: coolant specific heat for the flow estimate (water 4,186; 30 % "
+        "propylene glycol ≈ 3,900).",
+    )
+    coolant_density_kg_per_l: float | None = Field(
+        default=None,
+        gt=0.5,
+        le=2,
+        description="Liquid: coolant density for the flow estimate (water 0.99; 30 % propylene "
+        "glycol ≈ 1.03).",
+    )
 
 
 class ThresholdOverride(PresetValues):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.alarms import rules
+from agent.alarms import liquid, rules
 from agent.alarms.air import SiteAir, site_air
 from agent.alarms.config import PoolAlarmSettings
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
@@ -39,10 +39,10 @@ from agent.alarms.presets import (
     normalise_model,
     select_preset,
 )
-from agent.alarms.rules import SPECS, Context, MinerTrack
-from agent.alarms.state import AlarmState, Transition, Verdict
+from agent.alarms.rules import LIQUID_SPECS, SPECS, Context, MinerTrack
+from agent.alarms.state import AlarmState, RuleSpec, Transition, Verdict
 from agent.alarms.store import StoredAlarm
-from collectors.snapshot import Family
+from collectors.snapshot import Cooling, Family
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -57,7 +57,7 @@ log = structlog.get_logger(__name__)
 Key = tuple[str, str | None, str]
 """(site, miner or None for site-level alarms, rule)."""
 
-SITE_RULES = ("R7", "R9", "R13")
+SITE_RULES = ("R7", "R9", "R11", "R13")
 RESTORED_SITE_GRACE_S = 120.0
 """A restored site-level R7 waits this long after start before it may clear."""
 
@@ -397,6 +397,8 @@ class AlarmEngine:
             if snap.identity.family is not Family.UNKNOWN:
                 track.family = snap.identity.family
             track.reports_chips = track.reports_chips or snap.max_chip_temp_c is not None
+            if snap.cooling is not None:
+                track.cooling = snap.cooling
         model = obs.model or (snap.identity.model if snap is not None else None)
         if model:
             track.model = model
@@ -412,6 +414,7 @@ class AlarmEngine:
             self._site_gen.get(track.site, 0),
             track.site,
             limits,
+            track.cooling,
             track.learned_rise_k if self.settings.learn_chip_inlet_rise else None,
         )
         if track.thresholds is not None and track.thresholds_key == key:
@@ -432,6 +435,8 @@ class AlarmEngine:
             firmware_critical_c=None if limits is None else limits.critical_c,
             firmware_inlet_max_c=None if limits is None else limits.inlet_max_c,
             learned_rise_k=key[-1],
+            cooling=(track.cooling or Cooling.AIR).value,
+            model_key=model_key,
         )
         track.thresholds_key = key
         return track.thresholds
@@ -478,21 +483,24 @@ class AlarmEngine:
                     firing[rule] = None
                     continue
                 state = self._states[key] = AlarmState()
-            out.extend(self._step(key, state, t, verdict, allow_raise=self._may_raise(key)))
+            spec = LIQUID_SPECS.get(rule) if th.liquid else None
+            out.extend(
+                self._step(key, state, t, verdict, allow_raise=self._may_raise(key), spec=spec)
+            )
             firing[rule] = state.severity
         if hot is not None:
             track.last_hot = hot
         return out
 
     @staticmethod
-    def _verdict(  # noqa: PLR0911 - one return per rule: a dispatch table
+    def _verdict(  # noqa: PLR0911, C901 - one return per rule: a dispatch table
         rule: str, snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack, ctx: Context
     ) -> Verdict | None:
         match rule:
             case "R1":
                 return rules.r1(snap, th)
             case "R2":
-                return rules.r2(snap, th)
+                return rules.r2(snap, th, track)
             case "R3":
                 return rules.r3(snap, th, track, ctx)
             case "R4":
@@ -505,6 +513,10 @@ class AlarmEngine:
                 return rules.r8(snap, th, track, ctx)
             case "R10":
                 return rules.r10(snap, track)
+            case "R11":
+                return liquid.r11(snap, th, track.liquid_track(), ctx.t) if th.liquid else None
+            case "R9":
+                return liquid.r9_limits(th)
         return None
 
     def _pool_verdict(
@@ -548,8 +560,9 @@ class AlarmEngine:
         verdict: Verdict | None,
         *,
         allow_raise: bool = True,
+        spec: RuleSpec | None = None,
     ) -> list[AlarmTransition]:
-        change = state.step(self._specs[key[2]], t, verdict, allow_raise=allow_raise)
+        change = state.step(spec or self._specs[key[2]], t, verdict, allow_raise=allow_raise)
         if state.idle:
             self._states.pop(key, None)
         if change is None:
@@ -600,6 +613,7 @@ class AlarmEngine:
                 state = state or self._states.setdefault(key, AlarmState())
                 out.extend(self._step(key, state, now, verdict))
             out.extend(self._site_pool_failover(site, now))
+            out.extend(self._site_cooler(site, now))
             every = self._members.get(site, set())
             members = every - self._maintenance  # miners in maintenance do not count
             key = (site, None, "R7")
@@ -647,6 +661,36 @@ class AlarmEngine:
             )
             out.extend(self._step(key, state, now, verdict))
         return out
+
+    def _site_cooler(self, site: str, now: float) -> list[AlarmTransition]:
+        """R11 site: ≥ 30 % of the site's liquid miners at coolant inlet ≥ max − 3 K (one WARN)."""
+        key: Key = (site, None, "R11")
+        state = self._states.get(key)
+        tracks = [self._tracks[m] for m in self._members.get(site, ()) if m in self._tracks]
+        cooled = [
+            t for t in tracks if t.coolant is not None and t.cooling not in (None, Cooling.AIR)
+        ]
+        hot = sum(1 for t in cooled if t.coolant is not None and t.coolant.coolant_hot)
+        wide, calm = liquid.site_cooler(hot, len(cooled))
+        if state is None and not wide:
+            return []
+        state = state or self._states.setdefault(key, AlarmState())
+        ratio = liquid.SITE_COOLER_RATIO
+        verdict = Verdict(
+            frozenset({Severity.WARNING}) if wide else frozenset(),
+            frozenset({Severity.INFO, Severity.WARNING, Severity.CRITICAL})
+            if calm
+            else frozenset(),
+            value=round(hot / len(cooled), 3) if cooled else None,
+            unit="ratio",
+            what="share of the site's liquid-cooled miners at coolant inlet ≥ max − 3 K",
+            tags=("cooler_capacity",),
+            details={"hot": hot, "liquid_miners": len(cooled)},
+            thresholds={Severity.WARNING: (ratio, ratio)},
+            threshold=ratio,
+            sea_level_threshold=ratio,
+        )
+        return self._step(key, state, now, verdict)
 
     def _site_pool_failover(self, site: str, now: float) -> list[AlarmTransition]:
         """R13 site alarm: more than ``site_failover_ratio`` of the site's miners failed over."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from collectors import air
+from collectors import air, coolant
 from collectors.snapshot import Family
 
 if TYPE_CHECKING:
@@ -48,6 +48,13 @@ class Preset:
     expected_boards: int | None = None
     expected_chips: int | None = None
     pcb_critical_c: float | None = None
+    cooling: str | None = None
+    """Forced cooling (``air``/``hydro``/``immersion``, from an override); None: detected."""
+    coolant_inlet_max_c: float | None = None
+    coolant_delta_max_k: float | None = None
+    coolant_freeze_c: float | None = None
+    coolant_cp_j_per_kg_k: float | None = None
+    coolant_density_kg_per_l: float | None = None
 
     def vendor_inlet_max_c(self, altitude_m: float) -> float:
         """Vendor inlet rule, e.g. 40 °C − (h − 900)/175 (no derating below the start)."""
@@ -72,6 +79,27 @@ PRESETS: dict[str, Preset] = {
         Preset("generic", "die", 95.0, 10.0, 40.0, 900.0, 175.0, 0.0, None),
     )
 }
+
+
+@dataclass(frozen=True, slots=True)
+class CoolantLimits:
+    """A liquid-cooled model's coolant limits from its vendor's published spec sheet."""
+
+    inlet_max_c: float | None
+    delta_max_k: float | None
+    source: str
+    """The spec sheet (title, date, URL) the figures come from."""
+
+
+VENDOR_COOLANT_LIMITS: dict[str, CoolantLimits] = {}
+"""Per normalised model key (``s21plushyd``), coolant limits cited from the vendor's spec sheet.
+
+Deliberately empty: when this table was written no Bitmain (or MicroBT) hydro spec sheet was
+reachable to cite, and a remembered or third-party figure is a guess (altitude-thermal.md §7:
+"unknown → rule inactive and an R9 INFO"). Operators set ``coolant_inlet_max_c`` and
+``coolant_delta_max_k`` from their own spec sheet in ``thermal.overrides``; an entry added here
+must name its source.
+"""
 
 _BRANDS = ("antminer", "bitmain", "whatsminer", "microbt")
 
@@ -199,6 +227,23 @@ class MinerThresholds:
     cooling_multiplier: float
     learned_rise_k: float | None
     critical_source: Literal["preset", "override", "firmware"]
+    cooling: str = "air"
+    """``air``, ``hydro`` or ``immersion`` (liquid: R1 not derated, no R3, R2 on coolant)."""
+    coolant_inlet_max_c: float | None = None
+    coolant_inlet_warning_c: float | None = None
+    coolant_delta_max_k: float | None = None
+    coolant_limits_source: str | None = None
+    """``vendor: <spec sheet>`` or ``override``; None while the limits are unknown."""
+    coolant_freeze_c: float = 0.0
+    coolant_cp_j_per_kg_k: float = 4186.0
+    coolant_density_kg_per_l: float = 0.99
+    boiling_point_c: float = 100.0
+    """Water's boiling point at the site's pressure (Antoine)."""
+
+    @property
+    def liquid(self) -> bool:
+        """Hydro or immersion."""
+        return self.cooling != "air"
 
     def as_dict(self) -> dict[str, float | int | str | None]:
         """JSON-ready view (temperatures rounded to 0.1 K)."""
@@ -219,10 +264,20 @@ def derate(
     firmware_critical_c: float | None = None,
     firmware_inlet_max_c: float | None = None,
     learned_rise_k: float | None = None,
+    cooling: str = "air",
+    model_key: str | None = None,
 ) -> MinerThresholds:
-    """Compute the thresholds in force at ``site_air`` (altitude-thermal.md §5, R1/R2)."""
-    m = site_air.cooling_multiplier
-    c_k = air.board_chip_underestimate_k(site_air.delta) if preset.board_estimated_chip else 0.0
+    """Compute the thresholds in force at ``site_air`` (altitude-thermal.md §5 R1/R2, §7).
+
+    ``cooling`` is the detected one; a preset's forced ``cooling`` wins. Liquid-cooled miners
+    get no δ derating (M = 1, no chip underestimate: there is no air on the miner side) and
+    their coolant limits from the override, else the vendor table, else none.
+    """
+    cooling = preset.cooling or cooling
+    liquid = cooling != "air"
+    m = 1.0 if liquid else site_air.cooling_multiplier
+    estimated = preset.board_estimated_chip and not liquid
+    c_k = air.board_chip_underestimate_k(site_air.delta) if estimated else 0.0
     if firmware_critical_c is not None:
         crit, source = firmware_critical_c, "firmware"
     else:
@@ -262,4 +317,30 @@ def derate(
         cooling_multiplier=m,
         learned_rise_k=learned_rise_k,
         critical_source=source,  # type: ignore[arg-type]
+        **_coolant(preset, model_key, site_air, cooling),
     )
+
+
+def _coolant(
+    preset: Preset, model_key: str | None, site_air: SiteAir, cooling: str
+) -> dict[str, Any]:
+    """The coolant fields of MinerThresholds: limits (override > vendor > none), properties."""
+    vendor = VENDOR_COOLANT_LIMITS.get(model_key or "")
+    inlet_max, delta_max, source = preset.coolant_inlet_max_c, preset.coolant_delta_max_k, None
+    if inlet_max is not None or delta_max is not None:
+        source = "override"
+    if vendor is not None:
+        inlet_max = vendor.inlet_max_c if inlet_max is None else inlet_max
+        delta_max = vendor.delta_max_k if delta_max is None else delta_max
+        source = source or f"vendor: {vendor.source}"
+    return {
+        "cooling": cooling,
+        "coolant_inlet_max_c": inlet_max,
+        "coolant_inlet_warning_c": None if inlet_max is None else inlet_max - 3.0,
+        "coolant_delta_max_k": delta_max,
+        "coolant_limits_source": source,
+        "coolant_freeze_c": 0.0 if preset.coolant_freeze_c is None else preset.coolant_freeze_c,
+        "coolant_cp_j_per_kg_k": preset.coolant_cp_j_per_kg_k or 4186.0,
+        "coolant_density_kg_per_l": preset.coolant_density_kg_per_l or 0.99,
+        "boiling_point_c": coolant.boiling_point_c(site_air.delta * air.P0_PA),
+    }

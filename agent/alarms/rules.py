@@ -1,5 +1,8 @@
 """Rules R1–R10 of altitude-thermal.md §5 and the pool rules R12–R14: memory and verdicts.
 
+Liquid-cooled miners (§7: R2 liquid, R11, R8 freeze, R9 coolant INFO) are judged by
+:mod:`agent.alarms.liquid`; this module dispatches to it where a miner's ``cooling`` says so.
+
 Each ``r*`` function reads one snapshot (plus the miner's bounded history) and returns a
 :class:`~agent.alarms.state.Verdict`, or None when the snapshot lacks the data the rule needs
 (the rule's state is then held, neither advanced nor reset). Durations that belong to a
@@ -15,11 +18,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
+from agent.alarms import liquid
 from agent.alarms.history import Series
 from agent.alarms.model import Severity
 from agent.alarms.state import Level, RuleSpec, Verdict, verdict_levels
 from collectors import air
-from collectors.snapshot import Family
+from collectors.snapshot import Cooling, Family
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -89,9 +93,36 @@ SPECS: dict[str, RuleSpec] = {
         # WARN's for_s is pool_alarms.failover_for_s (the engine sets it from the config).
         RuleSpec("R13", "pool failover", {WARN: Level(for_s=600.0)}),
         RuleSpec("R14", "pool not allowed", {CRIT: Level()}),
+        RuleSpec(
+            "R11",
+            "coolant ΔT, flow and boiling margin",
+            {WARN: Level(for_s=120, clear_for_s=120), CRIT: Level(for_polls=2, clear_for_s=120)},
+        ),
     )
 }
-MINER_DATA_RULES = ("R1", "R2", "R3", "R4", "R6", "R8", "R10", "R5", "R12", "R13", "R14")
+LIQUID_SPECS: dict[str, RuleSpec] = {
+    "R2": RuleSpec(
+        "R2",
+        "inlet temperature",
+        {WARN: Level(for_s=300, clear_for_s=300), CRIT: Level(for_s=120, clear_for_s=300)},
+    ),
+}
+"""Timing of a rule on a liquid-cooled miner where it differs (R2 liquid: 5 min / 2 min)."""
+MINER_DATA_RULES = (
+    "R1",
+    "R2",
+    "R3",
+    "R4",
+    "R6",
+    "R8",
+    "R10",
+    "R11",
+    "R9",
+    "R5",
+    "R12",
+    "R13",
+    "R14",
+)
 """Evaluated on every successful poll, in this order (R5 reads R1/R3/R10 for its tag)."""
 POOL_RULES = frozenset({"R12", "R13", "R14"})
 R12_WARN_CLEAR = 2 / 3
@@ -142,6 +173,16 @@ class MinerTrack:
     """R14: the last allowed (url, worker) seen at each pool index (the pool 'before')."""
     failing_over: bool = False
     """R13: the last poll showed a backup pool or a dead active pool."""
+    cooling: Cooling | None = None
+    """The cooling the miner's snapshots last said (None: never said: air)."""
+    coolant: liquid.LiquidTrack | None = None
+    """Liquid-cooled miners: flow history and the coolant-inlet flag of R11's site part."""
+
+    def liquid_track(self) -> liquid.LiquidTrack:
+        """The liquid-cooling memory, made on first use."""
+        if self.coolant is None:
+            self.coolant = liquid.LiquidTrack()
+        return self.coolant
 
     def series(self) -> tuple[Series, Series, Series, Series]:
         """Histories made on first use: hot 10 min, inlet 3 min and 2 h, hashrate 15 min."""
@@ -179,11 +220,12 @@ def sensor_value(snap: MinerSnapshot, th: MinerThresholds) -> float | None:
 
 
 def inlet_value(snap: MinerSnapshot) -> float | None:
-    """Inlet temperature: the miner's env/inlet figure, else its hottest board inlet sensor."""
-    if snap.inlet_temp_c is not None:
-        return snap.inlet_temp_c
-    temps = [b.inlet_temp_c for b in snap.boards if b.inlet_temp_c is not None]
-    return max(temps) if temps else None
+    """Air inlet: only from a real ambient (environment) sensor, never from board inlets.
+
+    Board "inlet" fields are not air on every firmware: coolant on a stock S21+ Hydro, the chip
+    minimum on Whatsminer API v3 (altitude-thermal.md §7). Unknown stays unknown.
+    """
+    return snap.inlet_temp_c
 
 
 def fan_rpm(snap: MinerSnapshot) -> float | None:
@@ -284,8 +326,10 @@ def r1(snap: MinerSnapshot, th: MinerThresholds) -> Verdict | None:
     return _pick(*parts)
 
 
-def r2(snap: MinerSnapshot, th: MinerThresholds) -> Verdict | None:
-    """R2: inlet vs derated T_in,max (warn 3 K below); clears 2 K below."""
+def r2(snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack) -> Verdict | None:
+    """R2: inlet vs derated T_in,max (warn 3 K below); clears 2 K below. Liquid: coolant inlet."""
+    if th.liquid:
+        return liquid.r2_liquid(snap, th, track.liquid_track())
     v = inlet_value(snap)
     if v is None:
         return None
@@ -311,7 +355,12 @@ def r2(snap: MinerSnapshot, th: MinerThresholds) -> Verdict | None:
 
 
 def r3(snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack, ctx: Context) -> Verdict | None:
-    """R3: fans saturated ≥ 5 min and heating (or R1 ≥ WARN); `degraded_airflow` at a mild inlet."""
+    """R3: fans saturated ≥ 5 min and heating (or R1 ≥ WARN); `degraded_airflow` at a mild inlet.
+
+    Not for liquid-cooled miners: absent fans or 0 rpm are normal there (always clears).
+    """
+    if th.liquid:
+        return Verdict(NONE, ALL, value=None, unit="rpm", what="fan speed (liquid-cooled)")
     rpm = fan_rpm(snap)
     if rpm is None or th.rpm_max is None:
         return None
@@ -564,7 +613,12 @@ def _cold(
 
 
 def r8(snap: MinerSnapshot, th: MinerThresholds, track: MinerTrack, ctx: Context) -> Verdict | None:
-    """R8: cold start below T_min (+5 K warn), running cold 30 min, dew point near the surface."""
+    """R8: cold start below T_min (+5 K warn), running cold 30 min, dew point near the surface.
+
+    Liquid-cooled miners: the freeze part on the coolant inlet (:func:`liquid.r8_liquid`).
+    """
+    if th.liquid:
+        return liquid.r8_liquid(snap, th, running=running(snap))
     inlet = inlet_value(snap)
     if inlet is None:
         return None

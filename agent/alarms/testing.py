@@ -17,11 +17,13 @@ from agent.alarms.config import SiteThermal, ThermalSettings
 from agent.alarms.engine import AlarmEngine, Observation
 from collectors.snapshot import (
     BoardReading,
+    Cooling,
     ErrorCode,
     Family,
     FanReading,
     Identity,
     MinerSnapshot,
+    PowerSource,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ MODELS = {
     "whatsminer": (Family.WHATSMINER, "M30S+ VE40"),
     "avalon": (Family.AVALON, "Avalon 1566"),
     "bitaxe": (Family.BITAXE, "Ultra"),
+    "s21hydro": (Family.ANTMINER, "S21+ Hydro"),
+    "bos-immersion": (Family.BRAIINS, "S19j Pro"),
 }
 
 
@@ -62,6 +66,11 @@ def make_snapshot(
     is_mining: bool | None = True,
     uptime_s: int | None = 3600,
     errors: tuple[ErrorCode, ...] | None = None,
+    cooling: Cooling | None = None,
+    coolant_in: float | None = None,
+    coolant_out: float | None = None,
+    power: float | None = None,
+    power_source: PowerSource = PowerSource.MEASURED,
 ) -> MinerSnapshot:
     """A snapshot with ``boards`` boards (the first ``present`` reporting) and equal fans."""
     family, model = MODELS[preset]
@@ -89,6 +98,11 @@ def make_snapshot(
         expected_boards=boards,
         fans=tuple(FanReading(index=i, rpm=rpm) for i in range(fans if rpm is not None else 0)),
         inlet_temp_c=inlet,
+        cooling=cooling,
+        coolant_inlet_c=coolant_in,
+        coolant_outlet_c=coolant_out,
+        power_w=power,
+        power_source=None if power is None else power_source,
         uptime_s=uptime_s,
         is_mining=is_mining,
         errors=errors,

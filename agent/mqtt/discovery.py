@@ -26,6 +26,8 @@ class DeviceInfo:
     model: str | None
     boards: tuple[int, ...]
     fans: tuple[int, ...]
+    coolant: bool = False
+    """The miner reports coolant temperatures (hydro): coolant and flow sensors too."""
 
 
 def object_id(site: str, miner: str) -> str:
@@ -67,6 +69,16 @@ def device_config(
     sensor("chip_temp", "Chip temperature (max)", "{{ value_json.max_chip_temp_c }}", **temp)
     sensor("board_temp", "Board temperature (max)", "{{ value_json.max_board_temp_c }}", **temp)
     sensor("inlet_temp", "Inlet temperature", "{{ value_json.inlet_temp_c }}", **temp)
+    if info.coolant:
+        sensor("coolant_in", "Coolant inlet", "{{ value_json.coolant_inlet_c }}", **temp)
+        sensor("coolant_out", "Coolant outlet", "{{ value_json.coolant_outlet_c }}", **temp)
+        sensor(
+            "coolant_flow",
+            "Coolant flow (estimate)",
+            "{{ value_json.coolant_flow_lpm }}",
+            unit_of_measurement="L/min",
+            icon="mdi:water-pump",
+        )
     sensor(
         "power",
         "Power",

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from ulid import ULID
 
 from agent.alarms.model import AlarmTransition, TransitionKind
+from collectors.coolant import flow_l_per_min
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -267,6 +268,22 @@ class TelemetryPayload(_Wire):
     """The active pool (slow tier); null when unknown or none is active."""
     bad_share_ratio: float | None = None
     """(rejected + stale) / all shares over rule R12's window; null until known."""
+    cooling: Literal["air", "hydro", "immersion"] | None = None
+    """How the miner is cooled; null when not known."""
+    coolant_inlet_c: float | None = None
+    """Liquid-cooled miners: coolant inlet, °C (never air)."""
+    coolant_outlet_c: float | None = None
+    coolant_flow_lpm: float | None = None
+    """Coolant flow estimate (water), L/min; estimated when ``power_source`` is."""
+
+
+def _flow(snap: MinerSnapshot) -> float | None:
+    """The coolant flow estimate (water) rounded to 0.01 L/min, or None."""
+    inlet, outlet = snap.coolant_inlet_c, snap.coolant_outlet_c
+    if snap.power_w is None or inlet is None or outlet is None:
+        return None
+    flow = flow_l_per_min(snap.power_w, outlet - inlet)
+    return None if flow is None else round(flow, 2)
 
 
 class _MemoryCounters:
@@ -485,6 +502,10 @@ class EventFactory:
                 ],
                 "fans": [{"index": f.index, "rpm": f.rpm} for f in snap.fans],
                 "alarm_severity": alarm_severity,
+                "cooling": None if snap.cooling is None else snap.cooling.value,
+                "coolant_inlet_c": snap.coolant_inlet_c,
+                "coolant_outlet_c": snap.coolant_outlet_c,
+                "coolant_flow_lpm": _flow(snap),
                 "pool": None
                 if active is None
                 else {

@@ -294,6 +294,7 @@ class EventPublisher:
                 snapshot.identity.model,
                 tuple(b.index for b in snapshot.boards),
                 tuple(f.index for f in snapshot.fans),
+                snapshot.coolant_inlet_c is not None or snapshot.coolant_outlet_c is not None,
             )
             if self._devices.get((site, miner)) != info:
                 self._devices[(site, miner)] = info

@@ -77,6 +77,7 @@ PERSISTENT_FAULTS = frozenset(
         "pool_down",
         "pool_hijack",
         "unsupported_firmware",
+        "coolant_flow",
     }
 )
 

@@ -123,6 +123,7 @@ class EmulatedMiner:
         )
         clog = self.faults.get("clogged_filter")
         lost = self.faults.get("board_lost")
+        flow = self.faults.get("coolant_flow")
         planted = self.faults.get("identity")
         self.identity = self.true_identity
         if planted is not None:
@@ -138,6 +139,7 @@ class EmulatedMiner:
             failed_fans=failed,
             clog_factor=(clog.factor or 0.5) if clog is not None else 1.0,
             lost_boards=frozenset({lost.board or 0}) if lost is not None else frozenset(),
+            flow_factor=(flow.factor or 0.5) if flow is not None else 1.0,
         )
         self.bump()
 
@@ -178,6 +180,8 @@ class EmulatedMiner:
         phys = self.physics
         temps = phys.board_temps()
         rates = phys.board_hashrates_hs()
+        coolant = phys.coolant_c()
+        on_boards = coolant if self.profile.coolant_sensors else None
         boards = []
         for i in range(self.profile.boards):
             t = temps[i]
@@ -194,6 +198,9 @@ class EmulatedMiner:
                     "chips": self.profile.chips_per_board if t is not None else None,
                     "expected_chips": self.profile.chips_per_board,
                     "missing": t is None,
+                    # What the firmware reports as the board's inlet/outlet (coolant on hydro).
+                    "inlet_temp_c": on_boards[0] if on_boards and t is not None else None,
+                    "outlet_temp_c": on_boards[1] if on_boards and t is not None else None,
                 }
             )
         return {
@@ -213,6 +220,10 @@ class EmulatedMiner:
             "fan_duty_ratio": round(phys.duty, 4),
             "inlet_temp_c": round(phys.inlet_c, 2),
             "ambient_sensor": self.profile.ambient_sensor,
+            "cooling": self.profile.cooling,
+            "coolant_inlet_c": None if coolant is None else coolant[0],
+            "coolant_outlet_c": None if coolant is None else coolant[1],
+            "coolant_flow_lpm": round(phys.coolant_flow_lpm, 3) if self.profile.liquid else None,
             "power_w": self.power_w(),
             "uptime_s": self.uptime_s(),
             "is_mining": phys.running,

@@ -11,6 +11,11 @@ constant-volume machine, so mass flow is δ·q). At q = 1 the bracket is exactly
 saturated fans the rise scales by M(δ). A firmware-like controller picks the fan duty that
 holds the target temperature; past the throttle temperature hashrate is cut, past the trip
 the miner stops until it has cooled below the resume temperature.
+
+Liquid-cooled miners (§7) have no airflow term: the coolant supply is the site air plus the
+dry cooler's approach × M(δ) (the cooler is air-cooled), the outlet is inlet + P/(ρ·c_p·V̇),
+and the sensor sits ``chip_coolant_rise_k``·load above the mean coolant temperature, rising as
+the flow falls (h ∝ V̇^0.8). A hydro firmware also stops when outlet − inlet reaches its trip.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collectors.air import (
     cooling_multiplier,
     pressure_ratio_isa,
 )
+from collectors.coolant import delta_t_k
 from collectors.emulator.profiles import STOCK_CHIP_OFFSET_K, ModelProfile
 
 FAN_TAU_S = 15.0
@@ -103,6 +109,8 @@ class AirflowFaults:
     failed_fans: frozenset[int] = frozenset()
     clog_factor: float = 1.0
     lost_boards: frozenset[int] = frozenset()
+    flow_factor: float = 1.0
+    """Liquid: share of the nominal coolant flow (a failing pump, an air lock, a closed valve)."""
 
 
 @dataclass(slots=True)
@@ -118,6 +126,8 @@ class MinerPhysics:
     running: bool = True
     noise: float = 0.0
     faults: AirflowFaults = field(default_factory=AirflowFaults)
+    coolant_in_c: float | None = None
+    """Liquid: coolant supply temperature at the last step (None on air-cooled miners)."""
 
     def __post_init__(self) -> None:
         """Start at the inlet temperature with fans at minimum duty."""
@@ -146,15 +156,40 @@ class MinerPhysics:
             return IDLE_LOAD
         return max(self.load * self.alive_fraction, IDLE_LOAD)
 
+    def coolant_inlet_c(self, air: SiteAir) -> float:
+        """Liquid: coolant supply temperature (site air + the dry cooler's approach × M(δ))."""
+        return self.inlet_c + self.profile.coolant_approach_k * air.multiplier
+
+    @property
+    def coolant_flow_lpm(self) -> float:
+        """Liquid: coolant flow through the miner now."""
+        return self.profile.coolant_flow_lpm * self.faults.flow_factor
+
+    def coolant_rise_k(self) -> float:
+        """Liquid: coolant outlet − inlet carrying the miner's hashing power at the current flow."""
+        return delta_t_k(self.hashing_power_w(), self.coolant_flow_lpm)
+
+    def hashing_power_w(self) -> float:
+        """Power of the hashboards (all of it ends up in the coolant on a liquid miner)."""
+        p = self.profile
+        return p.power_w * (self.load * self.alive_fraction if self.running else IDLE_LOAD)
+
     def steady_sensor_c(self, air: SiteAir, duty: float) -> float:
         """Steady temperature of the controlled sensor at ``duty``."""
         p = self.profile
+        if p.liquid:
+            flow = max(self.faults.flow_factor, MIN_FLOW)
+            film = 0.5 + 0.5 * math.pow(flow, -CONV_EXPONENT)
+            mean_coolant = self.coolant_inlet_c(air) + self.coolant_rise_k() / 2.0
+            return mean_coolant + p.chip_coolant_rise_k * self.heat * film
         flow = duty * self.flow_capacity
         return self.inlet_c + p.rise_full_fan_k * self.heat * rise_factor(air.delta, flow)
 
     def demanded_duty(self, air: SiteAir) -> float:
         """Duty a firmware controller would choose to hold its target temperature."""
         p = self.profile
+        if p.liquid:
+            return 0.0  # hydro models have no fans; immersion runs them at 0 rpm
         if not self.running:
             return 1.0
         headroom = p.target_c - self.inlet_c
@@ -169,10 +204,15 @@ class MinerPhysics:
         """Advance ``dt`` simulated seconds with inlet ``inlet_c`` at time ``now``."""
         p = self.profile
         self.inlet_c = inlet_c
+        if p.liquid:
+            self.coolant_in_c = self.coolant_inlet_c(air)
         self.duty = _lag(self.duty, self.demanded_duty(air), dt, FAN_TAU_S)
         self.sensor_c = _lag(self.sensor_c, self.steady_sensor_c(air, self.duty), dt, THERMAL_TAU_S)
+        dt_trip = p.coolant_dt_trip_k
         if self.running:
-            if self.sensor_c >= p.trip_c:
+            if self.sensor_c >= p.trip_c or (
+                dt_trip is not None and self.coolant_rise_k() >= dt_trip
+            ):
                 self.running = False
                 self.load = 0.0
                 return
@@ -184,7 +224,9 @@ class MinerPhysics:
             else:
                 target_load = self.load
             self.load = _lag(self.load, target_load, dt, THROTTLE_TAU_S)
-        elif self.sensor_c <= p.resume_c:
+        elif self.sensor_c <= p.resume_c and (
+            dt_trip is None or delta_t_k(p.power_w, self.coolant_flow_lpm) < dt_trip - 2.0
+        ):
             self.running = True
             self.load = 1.0
             self.boot_time = now
@@ -217,9 +259,17 @@ class MinerPhysics:
                 board, chip = sensor, sensor + STOCK_CHIP_OFFSET_K * min(1.0, self.heat * 2)
             else:
                 chip = sensor
-                board = self.inlet_c + (sensor - self.inlet_c) * p.board_rise_ratio
+                base = self.coolant_in_c if self.coolant_in_c is not None else self.inlet_c
+                board = base + (sensor - base) * p.board_rise_ratio
             out.append((i, float(round(board)), float(round(chip))))
         return out
+
+    def coolant_c(self) -> tuple[float, float] | None:
+        """Liquid: (coolant inlet °C, outlet °C) as the firmware reports them; None on air."""
+        if self.coolant_in_c is None:
+            return None
+        inlet = self.coolant_in_c
+        return float(round(inlet)), float(round(inlet + self.coolant_rise_k()))
 
     def board_hashrates_hs(self) -> list[float | None]:
         """Per-board hashrate in H/s (None for a lost board)."""
@@ -243,7 +293,7 @@ class MinerPhysics:
     def power_w(self, air: SiteAir) -> float:
         """Wall power: hashing power plus fan power (∝ ρ·N³)."""
         p = self.profile
-        hashing = p.power_w * (self.load * self.alive_fraction if self.running else IDLE_LOAD)
+        hashing = self.hashing_power_w()
         fans = p.fan_power_w * self.duty**3 * air.delta
         return float(round(hashing + fans))
 

@@ -59,6 +59,23 @@ class ModelProfile:
     """Power of all fans at full duty at sea level."""
     ambient_sensor: bool = True
     """The firmware reports an environment (air inlet) temperature."""
+    cooling: str = "air"
+    """``air``, ``hydro`` (cold plates, coolant loop) or ``immersion`` (dielectric bath)."""
+    coolant_flow_lpm: float = 0.0
+    """Liquid: nominal coolant flow through the miner (L/min)."""
+    chip_coolant_rise_k: float = 0.0
+    """Liquid: controlled sensor over the coolant inlet at full load and nominal flow."""
+    coolant_approach_k: float = 0.0
+    """Liquid: coolant supply above the site air at sea level (dry cooler), × M(δ) at altitude."""
+    coolant_dt_trip_k: float | None = None
+    """Hydro firmware: stops when coolant outlet − inlet reaches this (None: no such trip)."""
+    coolant_sensors: bool = False
+    """The firmware reports coolant inlet/outlet per board (stock S21+ Hydro's temp_pcb)."""
+
+    @property
+    def liquid(self) -> bool:
+        """Hydro or immersion: no airflow physics, no fan control."""
+        return self.cooling != "air"
 
 
 def _whatsminer_m60s(key: str, family: FirmwareFamily, *, ambient_sensor: bool) -> ModelProfile:
@@ -242,6 +259,90 @@ PROFILES: dict[str, ModelProfile] = {
             rise_full_fan_k=43.0,
             board_rise_ratio=0.72,
             fan_power_w=160.0,
+        ),
+        # Liquid-cooled models (altitude-thermal.md §7). Stock S21+ Hydro: pyasic 0.79 reads
+        # temp_pcb[0]/[2] as the coolant inlet/outlet and temp_pic[0] as the chip. Emulator
+        # figures (flow, rises, trips) are plausible values for the emulation, not vendor limits.
+        ModelProfile(
+            key="antminer-s21plus-hydro",
+            family=FirmwareFamily.ANTMINER,
+            model="Antminer S21+ Hyd.",
+            pyasic_class="BMMinerS21PlusHydro",
+            hashrate_ths=319.0,
+            power_w=4785.0,
+            boards=3,
+            chips_per_board=95,
+            fans=0,
+            max_rpm=0,
+            min_duty=0.0,
+            controlled_sensor="chip",
+            target_c=75.0,
+            throttle_c=92.0,
+            trip_c=98.0,
+            resume_c=65.0,
+            rise_full_fan_k=0.0,
+            board_rise_ratio=0.6,
+            fan_power_w=0.0,
+            cooling="hydro",
+            coolant_flow_lpm=14.0,
+            chip_coolant_rise_k=38.0,
+            coolant_approach_k=8.0,
+            coolant_dt_trip_k=12.0,
+            coolant_sensors=True,
+        ),
+        # Stock S19 Hydro: pyasic 0.79 reads it like an air-cooled S19 (board and chip
+        # averages); it exposes no coolant temperatures for this model.
+        ModelProfile(
+            key="antminer-s19-hydro",
+            family=FirmwareFamily.ANTMINER,
+            model="Antminer S19 Hydro",
+            pyasic_class="BMMinerS19Hydro",
+            hashrate_ths=158.0,
+            power_w=5451.0,
+            boards=4,
+            chips_per_board=104,
+            fans=0,
+            max_rpm=0,
+            min_duty=0.0,
+            controlled_sensor="board",
+            target_c=55.0,
+            throttle_c=72.0,
+            trip_c=80.0,
+            resume_c=50.0,
+            rise_full_fan_k=0.0,
+            board_rise_ratio=1.0,
+            fan_power_w=0.0,
+            cooling="hydro",
+            coolant_flow_lpm=16.0,
+            chip_coolant_rise_k=28.0,
+            coolant_approach_k=8.0,
+            coolant_dt_trip_k=12.0,
+        ),
+        # Braiins OS+ in immersion fan mode (cooling "disabled", 0 rpm fans are normal).
+        ModelProfile(
+            key="braiins-s19jpro-immersion",
+            family=FirmwareFamily.BRAIINS,
+            model="Antminer S19j Pro",
+            pyasic_class="BOSMinerS19jPro",
+            hashrate_ths=104.0,
+            power_w=3000.0,
+            boards=3,
+            chips_per_board=126,
+            fans=4,
+            max_rpm=6000,
+            min_duty=0.0,
+            controlled_sensor="chip",
+            target_c=75.0,
+            throttle_c=90.0,
+            trip_c=100.0,
+            resume_c=65.0,
+            rise_full_fan_k=0.0,
+            board_rise_ratio=0.72,
+            fan_power_w=0.0,
+            cooling="immersion",
+            coolant_flow_lpm=20.0,
+            chip_coolant_rise_k=30.0,
+            coolant_approach_k=10.0,
         ),
         ModelProfile(
             # LuxOS on an Antminer S19 XP: 141 TH/s at 3,010 W (Bitmain's nameplate), 3 boards

@@ -39,6 +39,7 @@ FaultKind = Literal[
     "pool_down",
     "pool_hijack",
     "unsupported_firmware",
+    "coolant_flow",
 ]
 """Every fault the emulator can inject (shared API contract).
 
@@ -51,7 +52,10 @@ miner's MAC), until it is cleared.
 
 ``unsupported_firmware`` (issue 16): the miner runs a firmware pyasic 0.79 cannot identify. Its
 4028 RPC and web page answer well-formed cgminer JSON and HTML that name no firmware pyasic
-knows (`collectors.emulator.families.unsupported`); the miner's own family no longer answers."""
+knows (`collectors.emulator.families.unsupported`); the miner's own family no longer answers.
+
+``coolant_flow`` (liquid-cooled miners) cuts the coolant flow to ``factor`` of nominal (a
+failing pump, an air lock, a clogged filter or a closed valve): the coolant ΔT rises."""
 
 MAX_IDENTITY_CHARS = 1 << 20
 """Longest identity field an ``identity`` fault may plant."""

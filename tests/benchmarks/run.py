@@ -61,6 +61,9 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("LuxOS", "luxos-s19xp"),
     ("Whatsminer v3", "whatsminer-m60s-v3"),
     ("WM v3 4028 closed", "whatsminer-m60s-v3-4433"),  # baseline: pyasic picks v2, reads nothing
+    ("S21+ Hydro", "antminer-s21plus-hydro"),
+    ("S19 Hydro", "antminer-s19-hydro"),
+    ("BOS+ immersion", "braiins-s19jpro-immersion"),
 )
 
 #: Share of each family in the "fleet mix" figures and the sustained run: a Qinghai-like site,

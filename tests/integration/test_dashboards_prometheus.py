@@ -35,6 +35,8 @@ SCENARIO = {
 NOT_EXPORTED = {
     "asic_inlet_temperature_celsius": "stock S19j Pro and Bitaxe firmware have no inlet sensor",
     "asic_power_limit_watts": "stock S19j Pro and Bitaxe firmware report no power limit",
+    "asic_coolant_temperature_celsius": "no liquid-cooled miner in this fleet",
+    "asic_coolant_flow_estimate_liters_per_minute": "no liquid-cooled miner in this fleet",
 }
 
 RULES = (

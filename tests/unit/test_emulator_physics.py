@@ -16,6 +16,9 @@ from collectors.emulator.physics import (
 from collectors.emulator.profiles import PROFILES
 from collectors.emulator.scenario import Scenario
 
+AIR_COOLED = sorted(k for k, p in PROFILES.items() if not p.liquid)
+"""Profiles with airflow physics (liquid-cooled ones have no fans to drive)."""
+
 
 def settled(key: str, altitude_m: float, inlet_c: float) -> MinerPhysics:
     """A miner of profile ``key`` at steady state."""
@@ -38,7 +41,7 @@ def test_rise_factor_at_full_flow_is_the_cooling_multiplier():
         assert rise_factor(delta, 1.0) == pytest.approx(cooling_multiplier(delta), rel=1e-12)
 
 
-@pytest.mark.parametrize("key", sorted(PROFILES))
+@pytest.mark.parametrize("key", AIR_COOLED)
 def test_physics_fan_duty_higher_at_altitude(key):
     """At the same mild inlet the controller needs more fan at 3,000 m than at 0 m."""
     inlet = PROFILES[key].target_c - 1.5 * PROFILES[key].rise_full_fan_k
@@ -63,7 +66,7 @@ def _throttles_at_3000_m(key: str, inlet_c: float) -> bool:
     # LuxOS' 85 °C hot limit is below a saturated S19 XP's rise at 3,000 m: it throttles there.
     [
         k
-        for k in sorted(PROFILES)
+        for k in AIR_COOLED
         if not _throttles_at_3000_m(k, PROFILES[k].target_c - PROFILES[k].rise_full_fan_k)
     ],
 )
@@ -92,7 +95,7 @@ def _scenario(altitude_m: float, inlet_c: float) -> Scenario:
         {
             "name": "altitude",
             "site": {"name": "x", "altitude_m": altitude_m, "inlet_override_c": inlet_c},
-            "miners": [{"model": key} for key in sorted(PROFILES)],
+            "miners": [{"model": key} for key in AIR_COOLED],
         }
     )
 
@@ -180,3 +183,22 @@ def test_station_pressure_overrides_isa():
     air = SiteAir.at(3000, station_pressure_kpa=72.0)
     assert air.delta == pytest.approx(72.0 / 101.325)
     assert air.multiplier == pytest.approx(cooling_multiplier(72.0 / 101.325))
+
+
+def test_physics_liquid_no_delta_dependence_and_flow_loss_raises_delta_t():
+    """Liquid: the chip-to-coolant rise does not depend on δ; a falling flow raises ΔT and trips."""
+    prof = PROFILES["antminer-s21plus-hydro"]
+    chips = {}
+    for altitude in (0, 4000):
+        air = SiteAir.at(altitude)
+        phys = MinerPhysics(profile=prof, inlet_c=10.0, boot_time=0.0)
+        for _ in range(20):
+            phys.step(60.0, 10.0, air, 0.0)
+        assert phys.coolant_in_c is not None
+        assert phys.fan_rpms() == []
+        chips[altitude] = phys.sensor_c - phys.coolant_in_c
+        assert phys.coolant_rise_k() == pytest.approx(4.95, abs=0.05)  # 60·4785/(0.99·4186·14)
+    assert chips[4000] == pytest.approx(chips[0], abs=0.01)
+    phys.faults = AirflowFaults(flow_factor=0.38)  # ΔT 13 K > the 12 K firmware trip
+    phys.step(1.0, 10.0, SiteAir.at(4000), 0.0)
+    assert phys.running is False

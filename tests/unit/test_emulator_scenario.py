@@ -109,3 +109,12 @@ def test_sim_clock_speedup_and_pause(monkeypatch: pytest.MonkeyPatch):
     clock.resume()
     real[0] += 0.5
     assert clock.now() == pytest.approx(frozen + 0.5 * 3600.0)
+
+
+def test_scenario_hydro_site_is_all_liquid_cooled():
+    """hydro-site: 4,000 m, every miner hydro or immersion, one with a failing coolant flow."""
+    scenario = load_scenario(SCENARIOS / "hydro-site.yaml")
+    assert scenario.site.altitude_m == 4000
+    assert {PROFILES[g.model].cooling for g in scenario.miners} == {"hydro", "immersion"}
+    faults = [f.kind for g in scenario.miners for f in g.faults]
+    assert faults == ["coolant_flow"]

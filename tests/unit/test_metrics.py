@@ -153,7 +153,7 @@ def test_renderer_exports_telemetry_with_site_and_miner_labels():
     assert f'asic_fan_speed_rpm{{{own},fan="1"}} 0\n' in text
     assert f'asic_power_watts{{{own},source="estimated"}}' in text
     assert (
-        'asic_miner_info{site="golmud",miner="02:00:00:00:00:01",make="AntMiner",model="S19j Pro",firmware="Stock",address="10.0.0.1",hostname="rack-1",mac="02:00:00:00:00:01",serial="",name="",container="",rack="",shelf="",slot=""} 1'
+        'asic_miner_info{site="golmud",miner="02:00:00:00:00:01",make="AntMiner",model="S19j Pro",firmware="Stock",address="10.0.0.1",hostname="rack-1",mac="02:00:00:00:00:01",serial="",name="",container="",rack="",shelf="",slot="",cooling=""} 1'
         in text
     )
     assert 'altiwatch_build_info{version="1.2.3"} 1.0' in text

@@ -227,6 +227,16 @@ class AntminerFirmware(BMMinerFirmware):
             if t is None or rate is None:
                 continue
             board, chip = int(t[1]), int(t[2])
+            pic = [board - 1, board + 1, board - 1, board + 1]
+            pcb = [board - 1, board + 1, board - 1, board + 1]
+            chip_temps = [chip - 1, chip + 1, chip - 1, chip + 1]
+            coolant = phys.coolant_c() if prof.coolant_sensors else None
+            if coolant is not None:
+                # S21+ Hydro: temp_pic = [chip, pcb0, pcb1, pcb2], temp_pcb = [coolant inlet,
+                # pcb3, coolant outlet, pcb4], temp_chip all 0 (pyasic issue #295).
+                pic = [chip, board, board, board]
+                pcb = [int(coolant[0]), board, int(coolant[1]), board]
+                chip_temps = [0, 0, 0, 0]
             chains.append(
                 {
                     "index": i,
@@ -235,9 +245,9 @@ class AntminerFirmware(BMMinerFirmware):
                     "rate_real": round(rate / 1e9, 2),
                     "asic_num": prof.chips_per_board,
                     "asic": " ".join(["oooooooo"] * (prof.chips_per_board // 8)),
-                    "temp_pic": [board - 1, board + 1, board - 1, board + 1],
-                    "temp_pcb": [board - 1, board + 1, board - 1, board + 1],
-                    "temp_chip": [chip - 1, chip + 1, chip - 1, chip + 1],
+                    "temp_pic": pic,
+                    "temp_pcb": pcb,
+                    "temp_chip": chip_temps,
                     "hw": 0,
                     "eeprom_loaded": True,
                     "sn": f"{miner.identity.serial[:10]}B{i}",

@@ -299,7 +299,20 @@ class _Services:
 
     def configuration(self) -> bos.GetMinerConfigurationResponse:
         m = self.miner
+        prof = m.profile
+        if prof.cooling == "immersion":
+            # Immersion fan mode: temperature control disabled, fans off (0 rpm is normal).
+            temperature = bos.CoolingConfiguration(disabled=bos.CoolingDisabledMode())
+        else:
+            temperature = bos.CoolingConfiguration(
+                auto=bos.CoolingAutoMode(
+                    target_temperature=bos.Temperature(prof.target_c),
+                    hot_temperature=bos.Temperature(prof.throttle_c),
+                    dangerous_temperature=bos.Temperature(prof.trip_c),
+                )
+            )
         return bos.GetMinerConfigurationResponse(
+            temperature=temperature,
             pool_groups=[
                 bos.PoolGroupConfiguration(
                     uid="0",
@@ -316,7 +329,7 @@ class _Services:
                         for i, url in enumerate(POOL_URLS)
                     ],
                 )
-            ]
+            ],
         )
 
 
