@@ -56,7 +56,7 @@ WRITE_SLICE = 256 * 1024
 LOOP_ANSWER_S = 5.0
 MAX_WRITE_BYTES = 64 * 1024
 """Largest body of a write (``POST /api/v1/maintenance``)."""
-AUTH_USER_KEY = "altiwatch.auth_user"
+AUTH_USER_KEY = web.RequestKey("altiwatch.auth_user", str)
 """Request key holding the user basic auth let through (absent without basic auth)."""
 USER_HEADER = "X-Altiwatch-User"
 """The basic-auth user the front authenticated (it drops any such header from clients)."""
