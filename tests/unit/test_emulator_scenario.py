@@ -28,11 +28,11 @@ def test_scenario_files_load_and_mix_all_families(name):
     assert families == CLASSIC_FAMILIES
 
 
-def test_scenario_mixed_2026_holds_the_classic_families_and_luxos():
-    """The mixed 2026 site validates and holds the classic families and LuxOS."""
+def test_scenario_mixed_2026_holds_every_family_and_cooling():
+    """The mixed 2026 site validates and holds every emulated family and every cooling type."""
     scenario = load_scenario(SCENARIOS / "mixed-2026.yaml")
-    families = {PROFILES[g.model].family for g in scenario.miners}
-    assert families == CLASSIC_FAMILIES | {FirmwareFamily.LUXOS}
+    assert {PROFILES[g.model].family for g in scenario.miners} == set(FirmwareFamily)
+    assert {PROFILES[g.model].cooling for g in scenario.miners} == {"air", "hydro", "immersion"}
 
 
 def test_scenario_files_cover_every_family():
