@@ -1,6 +1,6 @@
 """The site kit's Mosquitto bridge to the central broker: outages, restarts, overflow, the audit.
 
-Real emulator (127.171.0.0/24, 30 miners), real ``altiwatch run`` (polling every second)
+Real emulator (127.171.0.0/24, 30 miners; the overflow test: test_multisite_mqtt_overflow.py), real ``altiwatch run`` (polling every second)
 publishing to a site mosquitto configured from deploy/site/mosquitto.conf (persistence, 10-s
 autosave, bridge with a persistent session, QoS1, TLS, password, bridge state topic), bridged to
 a central mosquitto configured from deploy/central/ (TLS listener, password file, the kit's
@@ -230,12 +230,24 @@ def sites(
     module_agent_factory: Callable[..., Any],
 ) -> Iterator[Sites]:
     """Both brokers, the emulated site and its agent."""
+    yield from start_sites(
+        tmp_path_factory, module_emulator_factory, module_agent_factory, "127.171.0.1"
+    )
+
+
+def start_sites(
+    tmp_path_factory: pytest.TempPathFactory,
+    module_emulator_factory: Callable[..., Any],
+    module_agent_factory: Callable[..., Any],
+    base_address: str,
+) -> Iterator[Sites]:
+    """Start both brokers, the emulated site at ``base_address`` and its agent; stop them."""
     scenario = {
         "name": "multisite-mqtt",
         "site": {"name": SITE, "altitude_m": 2800},
         "miners": [{"model": "antminer-s19jpro", "count": MINERS}],
     }
-    emulator = module_emulator_factory(scenario, base_address="127.171.0.1")
+    emulator = module_emulator_factory(scenario, base_address=base_address)
     sites = Sites(tmp_path_factory.mktemp("sites"), emulator, module_agent_factory)
     yield sites
     for audit in sites.audits:  # a failed test leaves its audit running
@@ -428,53 +440,3 @@ async def test_site_broker_sigkill_loss_is_bounded_by_autosave_and_audited(sites
     assert all(killed_at - e["ts_unix"] <= AUTOSAVE_S + 2 for e in lost), lost
     assert {e["events_seq"] for e in lost} == missing
     assert code == (1 if lost else 0)
-
-
-async def test_bridge_queue_overflow_is_detected_through_events_seq(sites: Sites):
-    """A bridge queue bound too small for the outage drops events; the audit reports the gap."""
-    await asyncio.to_thread(sites.site.stop)
-    small = [
-        "max_queued_messages 20" if line.startswith("max_queued_messages") else line
-        for line in sites.site_lines
-    ]
-    sites.site.write(small)
-    await asyncio.to_thread(sites.site.start)
-    # 58 R6 transitions: more than the bridge holds (20 in flight + max_queued_messages 20).
-    batch = sites.addresses[:29]
-    audit = sites.audit("audit-overflow")
-    try:
-        async with (
-            sites.site_recorder("truth-overflow") as truth,
-            sites.central_recorder("central-overflow") as central,
-        ):
-            await wait_until(lambda: audit.connects >= 1, within=20, what="audit subscribed")
-            await wait_until(lambda: sites.bridge_metric() == 1, within=30, what="bridge up")
-            await sites.central_down()
-            await wait_until(lambda: sites.bridge_metric() == 0, within=30, what="bridge down")
-            await transitions(sites, truth, batch, lost=True)
-            await transitions(sites, truth, batch, lost=False)
-            await sites.central_up(central, audit)
-            # The bridge retries with a back-off of up to 30 s (restart_timeout 2 30): until it
-            # is back its full queue drops every new event, the last one included.
-            await wait_until(lambda: sites.bridge_metric() == 1, within=45, what="bridge back")
-            await transitions(sites, truth, sites.addresses[29:], lost=True)
-            last = alarm_ids(truth.events())[-1]
-            await wait_until(
-                lambda: last in alarm_ids(central.events()), within=60, what="the last event"
-            )
-            await settled(lambda: len(all_ids(central.events())), what="central's backlog")
-            lost = all_ids(truth.events()) - all_ids(central.events())
-            seqs = {
-                str(e["event_id"]): e["events_seq"] for e in truth.events() if "events_seq" in e
-            }
-        code, reports = await audit.finish()
-    finally:
-        await asyncio.to_thread(sites.site.stop)
-        sites.site.write(sites.site_lines)
-        await asyncio.to_thread(sites.site.start)
-    (report,) = reports
-    assert lost, "the bound of 20 should have overflowed"
-    missing = {n for a, b in report["gaps"] for n in range(a, b + 1)}
-    assert {seqs[i] for i in lost} == missing
-    assert report["missing"] == len(lost)
-    assert code == 1
