@@ -183,7 +183,9 @@ def parse_group(text: str) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print one JSON object."""
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.poll_worker")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.poll_worker", fromfile_prefix_chars="@"
+    )
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument(
         "--group",

@@ -219,12 +219,16 @@ def run_worker(
     mode: str, groups: dict[str, list[str]], cycles: int, timeout_s: float = 1200
 ) -> dict[str, dict[str, Any]]:
     """One polling process measuring ``groups`` in turn; label -> figures (or an error)."""
-    argv = [sys.executable, "-m", "tests.benchmarks.poll_worker", "--mode", mode]
+    args = ["--mode", mode]
     for label, addresses in groups.items():
-        argv += ["--group", f"{label}={','.join(addresses)}"]
-    argv += ["--cycles", str(cycles)]
+        args += ["--group", f"{label}={','.join(addresses)}"]
+    args += ["--cycles", str(cycles)]
     if mode == "agent":
-        argv += ["--loop", "uvloop"]  # as the daemon runs (agent.event_loop)
+        args += ["--loop", "uvloop"]  # as the daemon runs (agent.event_loop)
+    # The arguments go in a file (argparse's @file): 10,000 addresses exceed the kernel's limit.
+    with tempfile.NamedTemporaryFile("w", suffix=".args", delete=False) as argfile:
+        argfile.write("\n".join(args) + "\n")
+    argv = [sys.executable, "-m", "tests.benchmarks.poll_worker", f"@{argfile.name}"]
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, cwd=REPO, timeout=timeout_s, check=False
@@ -233,6 +237,8 @@ def run_worker(
         return {
             label: {"mode": mode, "error": f"timed out after {timeout_s} s"} for label in groups
         }
+    finally:
+        Path(argfile.name).unlink(missing_ok=True)
     if done.returncode != 0:
         return {label: {"mode": mode, "error": done.stderr.strip()[-2000:]} for label in groups}
     result: dict[str, dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])["groups"]
