@@ -28,6 +28,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.alarms.model import AlarmTransition, Severity, TransitionKind
+from agent.sqlite_tx import immediate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -145,8 +146,7 @@ class MaintenanceStore:
     def save(self, windows: Iterable[Window], ended: Iterable[str]) -> bool:
         """Write open windows, delete ended ones, in one transaction; False if it failed."""
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self._conn):
                 self._conn.executemany(
                     "DELETE FROM maintenance WHERE miner=?", [(m,) for m in ended]
                 )
@@ -157,11 +157,6 @@ class MaintenanceStore:
                         for w in windows
                     ],
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             self.write_failures += 1
             log.warning("maintenance_state_write_failed", path=str(self.path), error=str(exc))

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from agent.sqlite_tx import immediate
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
@@ -110,8 +112,7 @@ class AlarmStore:
     ) -> bool:
         """Write firing alarms and remove cleared ones in one transaction; False if it failed."""
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self._conn):
                 self._conn.executemany(
                     "DELETE FROM alarm WHERE site=? AND miner=? AND rule=?",
                     [(site, miner or "", rule) for site, miner, rule in deletes],
@@ -131,11 +132,6 @@ class AlarmStore:
                         for a in upserts
                     ],
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             self.write_failures += 1
             log.warning("alarm_state_write_failed", path=str(self.path), error=str(exc))

@@ -19,7 +19,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.sqlite_tx import immediate
+
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import Iterable
     from pathlib import Path
 
@@ -180,18 +183,5 @@ class AlertQueue:
         (batches,) = self._db.execute("SELECT COUNT(*) FROM batches").fetchone()
         return int(pending), int(batches)
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an exception)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[None]:
+        return immediate(self._db)

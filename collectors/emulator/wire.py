@@ -278,10 +278,23 @@ def oversize_json(payload: bytes, size: int, *, terminator: bytes = b"") -> Over
 
 
 class FlowControl(asyncio.Protocol):
-    """Write-side flow control shared by the server protocols (for streamed replies)."""
+    """What the server protocols share: connection tracking and write-side flow control."""
 
+    registry: ConnectionRegistry
+    transport: asyncio.Transport | None = None
     resume_callback: Callable[[], None] | None = None
     writing_paused: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Track the connection."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.registry.transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
+        """Forget the connection."""
+        if self.transport is not None:
+            self.registry.transports.discard(self.transport)
 
     def pause_writing(self) -> None:
         """The transport buffer is full."""
@@ -313,17 +326,6 @@ class RpcProtocol(FlowControl):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.answered = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Track the connection."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.registry.transports.add(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
-        """Forget the connection."""
-        if self.transport is not None:
-            self.registry.transports.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
         """Accumulate until the buffer is one JSON document, then answer."""
@@ -377,17 +379,6 @@ class FramedRpcProtocol(FlowControl):
         self.transport: asyncio.Transport | None = None
         self.answered = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Track the connection."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.registry.transports.add(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
-        """Forget the connection."""
-        if self.transport is not None:
-            self.registry.transports.discard(self.transport)
-
     def data_received(self, data: bytes) -> None:
         """Accumulate one frame, then answer it."""
         if self.answered or self.transport is None:
@@ -433,17 +424,6 @@ class HttpProtocol(FlowControl):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.busy = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Track the connection."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.registry.transports.add(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
-        """Forget the connection."""
-        if self.transport is not None:
-            self.registry.transports.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
         """Parse complete requests and answer them in order."""
